@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine:
+#   make run    install, check serve_config.yaml, serve it on 127.0.0.1:8000
+#   make test   install with test extras, run the whole suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; install it first so nothing pulls a CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: install install-test run check test clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e .
+
+install-test: $(PY)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+
+check: install
+	$(PY) -m longserve.apps.check serve_config.yaml
+
+run: check
+	$(VENV)/bin/serve run serve_config.yaml
+
+test: install-test
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info

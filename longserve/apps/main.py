@@ -1,0 +1,21 @@
+"""The application that `serve run serve_config.yaml` builds.
+
+    import_path: longserve.apps.main:build_app
+
+Ray Serve validates the config's `args` against AppConfig before calling us,
+so a bad timeout fails `serve run` with the field, the value and the forms.
+"""
+
+from ray.serve import Application
+
+from longserve.config import AppConfig
+from longserve.deployments.gateway import Gateway
+from longserve.deployments.model_server import ModelServer
+
+
+def build_app(args: AppConfig) -> Application:
+    models = {
+        name: ModelServer.options(name=name, **model.serve_options()).bind(name, model)
+        for name, model in args.models.items()
+    }
+    return Gateway.options(**args.gateway.model_dump()).bind(args, models)

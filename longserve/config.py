@@ -1,0 +1,103 @@
+"""The app's configuration: the `args` of the application in serve_config.yaml.
+
+Ray Serve validates the builder's `args` against `AppConfig` when the app is
+built, so a bad value fails `serve run` before anything is deployed.
+"""
+
+import math
+from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+
+DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_FORMS = "a positive number of seconds (e.g. 30 or 2.5), or false / -1 for no timeout"
+
+
+def parse_timeout(value: Any) -> Optional[float]:
+    """A timeout setting -> seconds, or None for "no timeout"."""
+    # bool is an int in Python: test it first so `true` is not 1 second.
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"got {value!r}; expected {TIMEOUT_FORMS}")
+    if value == -1:
+        return None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"got {value!r}; expected {TIMEOUT_FORMS}")
+    return float(value)
+
+
+# None means "no timeout". The default is kept by the field, not here.
+Timeout = Annotated[Optional[float], BeforeValidator(parse_timeout)]
+
+
+class Strict(BaseModel):
+    # A misspelt key (`timout:`) must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchingConfig(Strict):
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+
+
+class DeploymentOptions(Strict):
+    """Ray Serve options of one deployment, passed through to `.options()`."""
+
+    num_replicas: Optional[int] = Field(None, ge=0)
+    autoscaling_config: Optional[dict[str, Any]] = None
+    max_ongoing_requests: int = Field(4, ge=1)
+    # -1 is Ray's "unbounded"; a bounded queue is what makes 503s possible.
+    max_queued_requests: int = Field(64, ge=-1)
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.5})
+
+    def serve_options(self) -> dict[str, Any]:
+        options = self.model_dump(include=set(DeploymentOptions.model_fields), exclude_none=True)
+        if self.num_replicas is None and self.autoscaling_config is None:
+            options["num_replicas"] = 1
+        return options
+
+
+class ModelConfig(DeploymentOptions):
+    # `class` is the import path of the user's Model subclass ("pkg.mod:Class").
+    class_path: str = Field(alias="class")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the model's constructor.")
+    timeout: Timeout = DEFAULT_TIMEOUT_S
+    batching: Optional[BatchingConfig] = None
+    # Filled in by AppConfig: where `timeout` came from, for the 504 body.
+    _timeout_source: str = PrivateAttr("")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def timeout_source(self) -> str:
+        return self._timeout_source
+
+
+class GatewayConfig(Strict):
+    num_replicas: int = Field(1, ge=1)
+    # The gateway only awaits; it should never be the queue that fills first.
+    max_ongoing_requests: int = Field(1000, ge=1)
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.1})
+
+
+class AppConfig(Strict):
+    timeout: Timeout = DEFAULT_TIMEOUT_S
+    # Upper bound on a client's `Request-Timeout` header; false / -1: no cap.
+    max_timeout: Timeout = 600.0
+    max_body_mb: float = Field(100.0, gt=0)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    models: dict[str, ModelConfig]
+
+    @model_validator(mode="after")
+    def _resolve_model_timeouts(self) -> "AppConfig":
+        for name, model in self.models.items():
+            if "timeout" in model.model_fields_set:
+                model._timeout_source = f"models.{name}.timeout in serve_config.yaml"
+                continue
+            model.timeout = self.timeout
+            if "timeout" in self.model_fields_set:
+                model._timeout_source = "timeout in serve_config.yaml"
+            else:
+                model._timeout_source = f"default ({DEFAULT_TIMEOUT_S:g} s)"
+        return self

@@ -1,0 +1,109 @@
+"""One deployment class serves every configured model.
+
+`run` is a streaming method: it yields STARTED as soon as the replica begins
+the request, so the gateway knows whether a timed-out request was still
+queued or already running; then progress events (when asked for) and the
+result. Cancelling the call (the gateway does on timeout) cancels the
+coroutine here; we then tell the model through its Context and wait for it to
+stop, so the replica's slot is not freed while the model still computes.
+"""
+
+import asyncio
+import importlib
+import logging
+from typing import Any, AsyncIterator
+
+import ray
+from pydantic import BaseModel
+from ray import serve
+
+from longserve.config import ModelConfig
+from longserve.model import Cancelled, Context, InvalidInput, Model
+
+logger = logging.getLogger("ray.serve")
+
+STARTED = "started"
+PROGRESS = "progress"
+RESULT = "result"
+INVALID = "invalid"
+
+# How long a cancelled request may take to reach its next check_cancelled().
+CANCEL_GRACE_S = 60.0
+
+
+def load_model_class(path: str) -> type[Model]:
+    module_name, _, class_name = path.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise TypeError(f"{path} is not a longserve.Model subclass")
+    return cls
+
+
+def replica_device() -> str:
+    # Ray sets CUDA_VISIBLE_DEVICES for replicas with num_gpus > 0.
+    return "cuda" if ray.get_gpu_ids() else "cpu"
+
+
+@serve.deployment
+class ModelServer:
+    def __init__(self, name: str, config: ModelConfig):
+        self.name = name
+        self.model = load_model_class(config.class_path)(**config.options)
+        self.device = replica_device()
+        self.model.load(self.device)
+        self.batching = config.batching is not None
+        if self.batching:
+            self._predict_batched.set_max_batch_size(config.batching.max_batch_size)
+            self._predict_batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
+        logger.info("model %s loaded on %s", name, self.device)
+
+    async def run(self, inputs: BaseModel, progress: bool = False) -> AsyncIterator[tuple]:
+        yield (STARTED, self.device)
+        try:
+            if self.batching:
+                yield (RESULT, await self._predict_batched(inputs))
+            else:
+                async for event in self._predict_in_thread(inputs, progress):
+                    yield event
+        except InvalidInput as exc:
+            yield (INVALID, str(exc))
+
+    async def _predict_in_thread(self, inputs: BaseModel, progress: bool) -> AsyncIterator[tuple]:
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue = asyncio.Queue()
+
+        def on_progress(update: dict) -> None:  # called from the model's thread
+            loop.call_soon_threadsafe(updates.put_nowait, update)
+
+        ctx = Context(on_progress=on_progress if progress else None)
+        work = asyncio.ensure_future(asyncio.to_thread(self.model.predict, inputs, ctx))
+        try:
+            while not work.done():
+                update = asyncio.ensure_future(updates.get())
+                await asyncio.wait({work, update}, return_when=asyncio.FIRST_COMPLETED)
+                if update.done():
+                    yield (PROGRESS, update.result())
+                else:
+                    update.cancel()
+            while not updates.empty():
+                yield (PROGRESS, updates.get_nowait())
+            yield (RESULT, work.result())
+        except asyncio.CancelledError:
+            ctx.cancel()
+            await _wait_stopped(work, self.name)
+            raise
+
+    @serve.batch
+    async def _predict_batched(self, batch: list[BaseModel]) -> list[Any]:
+        return await asyncio.to_thread(self.model.predict_batch, batch)
+
+
+async def _wait_stopped(work: asyncio.Future, name: str) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(work), CANCEL_GRACE_S)
+    except Cancelled:
+        logger.info("model %s stopped a cancelled request", name)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        logger.warning("model %s still busy %ss after cancel", name, CANCEL_GRACE_S)
+    except Exception:  # the request is gone; its error has no one to go to
+        logger.exception("model %s failed after cancel", name)

@@ -1,0 +1,59 @@
+"""One JSON shape for every error the API returns:
+
+    {"error": {"type": "...", "message": "...", "request_id": "...", ...}}
+"""
+
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        headers: Optional[dict[str, str]] = None,
+        **fields: Any,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.body = {"type": type, "message": message, **fields}
+        self.headers = headers or {}
+
+
+def request_id(request: Request) -> str:
+    # Ray Serve's proxy puts the client's X-Request-ID (or a new one) on every
+    # request and echoes it on the response.
+    return request.headers.get("x-request-id", "")
+
+
+def error_response(request: Request, status: int, body: dict, headers: Optional[dict] = None) -> JSONResponse:
+    body = {**body, "request_id": request_id(request)}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status, exc.body, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return error_response(request, 422, {"type": "invalid_request", "message": message, "details": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, {"type": kind, "message": str(exc.detail)}, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its traceback by the gateway; the client gets the shape, not the trace.
+        return error_response(request, 500, {"type": "internal", "message": f"{type(exc).__name__}: {exc}"})

@@ -1,0 +1,1 @@
+"""The models longserve ships; each is one `longserve.Model` subclass."""

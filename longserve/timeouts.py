@@ -1,0 +1,71 @@
+"""Which timeout is in force for one request, where it was set, and the 504
+that explains it when it expires."""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from longserve.config import AppConfig
+from longserve.errors import ApiError
+
+HEADER = "Request-Timeout"
+NO_TIMEOUT_WORDS = {"none", "false", "-1"}
+
+
+@dataclass(frozen=True)
+class TimeoutInForce:
+    seconds: Optional[float]  # None: no timeout
+    source: str
+
+
+def parse_header(value: str) -> Optional[float]:
+    if value.strip().lower() in NO_TIMEOUT_WORDS:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"{HEADER}: {value!r} is not a timeout; send a positive number of seconds, or 'none' for no timeout",
+            header=HEADER,
+        )
+    return seconds
+
+
+def timeout_in_force(config: AppConfig, model: str, header: Optional[str]) -> TimeoutInForce:
+    settings = config.models[model]
+    if header is None:
+        return TimeoutInForce(settings.timeout, settings.timeout_source)
+    asked = parse_header(header)
+    cap = config.max_timeout
+    if cap is not None and (asked is None or asked > cap):
+        return TimeoutInForce(cap, f"{HEADER} header ({header.strip()}), capped by max_timeout in serve_config.yaml")
+    return TimeoutInForce(asked, f"{HEADER} header")
+
+
+def timeout_error(model: str, timeout: TimeoutInForce, stage: str, max_timeout: Optional[float]) -> ApiError:
+    where = "waiting in the queue for a replica" if stage == "queued" else "running on a replica"
+    cap = f"up to max_timeout={max_timeout:g} s" if max_timeout is not None else "no cap"
+    hint = (
+        f"To allow more time: raise models.{model}.timeout in serve_config.yaml, "
+        f"or send the header '{HEADER}: <seconds>' ({cap}); "
+        "to disable the timeout set it to false or -1. "
+        "Work that takes minutes belongs in an async job, which no request timeout bounds."
+    )
+    message = (
+        f"Model '{model}' did not answer within {timeout.seconds:g} s "
+        f"(timeout set by {timeout.source}). The request was {where} and has been cancelled. {hint}"
+    )
+    return ApiError(
+        504,
+        "timeout",
+        message,
+        model=model,
+        timeout_s=timeout.seconds,
+        timeout_source=timeout.source,
+        stage=stage,
+        hint=hint,
+    )

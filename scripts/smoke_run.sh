@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the README's `make run` as a user would, checks both models answer
+# on 127.0.0.1:8000, then stops it (Ctrl-C) and makes sure Ray is gone.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+log=$(mktemp)
+set -m  # its own process group, so one signal reaches make and serve run
+make run >"$log" 2>&1 &
+pgid=$!
+set +m
+
+stop() {  # SIGTERM: a background job here ignores SIGINT (Ctrl-C)
+  kill -TERM -- -"$pgid" 2>/dev/null
+  for _ in $(seq 30); do kill -0 "$pgid" 2>/dev/null || break; sleep 1; done
+  kill -KILL -- -"$pgid" 2>/dev/null
+  .venv/bin/ray stop --force >/dev/null 2>&1 || true
+}
+trap stop EXIT
+
+for _ in $(seq 180); do
+  curl -sf http://127.0.0.1:8000/readyz >/dev/null && break
+  kill -0 "$pgid" 2>/dev/null || { echo "make run exited:"; tail -40 "$log"; exit 1; }
+  sleep 1
+done
+curl -sf http://127.0.0.1:8000/readyz || { echo "not ready after 180 s:"; tail -40 "$log"; exit 1; }
+echo
+curl -sf -X POST http://127.0.0.1:8000/v1/models/embedder/predict \
+  -H 'Content-Type: application/json' -d '{"texts": ["hello"]}' | head -c 80 || exit 1
+echo
+text=$(curl -sf -X POST http://127.0.0.1:8000/v1/models/transcriber/predict \
+  -H 'Content-Type: audio/ogg' --data-binary @tests/data/speech.ogg) || exit 1
+echo "$text" | head -c 200; echo
+echo "$text" | grep -qi "quick brown fox" || { echo "transcript is wrong"; exit 1; }
+echo "smoke: make run serves both models"

@@ -1,0 +1,104 @@
+"""One Ray cluster and one Serve app for the whole test run.
+
+The app is the shipped serve_config.yaml (the real embedder and transcriber)
+plus test-only sleeper models with short timeouts and small queues.
+"""
+
+import os
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+APP_NAME = "longserve"
+
+SLEEPER = "tests.slow_models:Sleeper"
+NO_CPU = {"num_cpus": 0}
+
+
+def app_args() -> dict:
+    args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
+    args.update(max_timeout=5, max_body_mb=8)
+    args["models"].update(
+        sleeper={"class": SLEEPER, "timeout": 1.5, "max_ongoing_requests": 1, "max_queued_requests": 2,
+                 "ray_actor_options": NO_CPU},
+        sleeper_false={"class": SLEEPER, "timeout": False, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
+        sleeper_minus_one={"class": SLEEPER, "timeout": -1, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
+    )
+    args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
+    args["models"]["embedder"].update(ray_actor_options=NO_CPU)
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    import ray
+    from ray import serve
+
+    from longserve.apps.main import build_app
+    from longserve.config import AppConfig
+
+    # Replicas import tests.slow_models; workers inherit this environment.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    port = free_port()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(AppConfig.model_validate(app_args())), name=APP_NAME, route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(serve_app):
+    with httpx.Client(base_url=serve_app, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def speech() -> bytes:
+    """7 s of speech: "The quick brown fox jumps over the lazy dog. ..." (espeak-ng)."""
+    return (DATA / "speech.ogg").read_bytes()
+
+
+def speech_wav(name: str = "speech.ogg", repeat: int = 1) -> bytes:
+    """A clip from tests/data as 16 kHz mono WAV, `repeat` times over.
+
+    speech.ogg: 7.4 s, "The quick brown fox jumps over the lazy dog. ..."
+    speech_long.ogg: 67 s, a paragraph about long work (espeak-ng)."""
+    import io
+    import wave
+
+    import numpy as np
+    from faster_whisper import decode_audio
+
+    samples = decode_audio(str(DATA / name), sampling_rate=16000)
+    pcm = (np.tile(samples, repeat) * 32767).astype("<i2").tobytes()
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def error_of(response: httpx.Response) -> dict:
+    """The `error` object of an error response, checking the shared shape."""
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    error = response.json()["error"]
+    assert {"type", "message", "request_id"} <= error.keys(), error
+    assert error["request_id"] == response.headers["x-request-id"]
+    return error

@@ -1,0 +1,41 @@
+"""Test-only models whose run time the test chooses."""
+
+import threading
+import time
+
+from pydantic import BaseModel, Field
+
+from longserve import Context, Model
+
+
+class SleepInput(BaseModel):
+    seconds: float = Field(ge=0, le=120)
+    fail: bool = False  # raise instead of answering
+
+
+class Sleeper(Model):
+    """Sleeps in 20 ms steps, checking for cancellation between steps.
+
+    Reports how many calls this replica started and how many were stopped by
+    cancellation, so tests can see what the replica really did."""
+
+    Input = SleepInput
+
+    def load(self, device: str) -> None:
+        self.lock = threading.Lock()
+        self.started = 0
+        self.cancelled = 0
+
+    def predict(self, inputs: SleepInput, ctx: Context) -> dict:
+        with self.lock:
+            self.started += 1
+        deadline = time.monotonic() + inputs.seconds
+        while time.monotonic() < deadline:
+            if ctx.cancelled:
+                with self.lock:
+                    self.cancelled += 1
+                ctx.check_cancelled()
+            time.sleep(0.02)
+        if inputs.fail:
+            raise RuntimeError("asked to fail")
+        return {"slept": inputs.seconds, "started": self.started, "cancelled": self.cancelled}
