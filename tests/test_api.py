@@ -90,7 +90,7 @@ def test_model_exception_is_500_model_error_and_the_replica_keeps_serving(client
     response = client.post("/v1/models/sleeper_false/predict", json={"seconds": 0, "fail": True})
     assert response.status_code == 500
     error = error_of(response)
-    assert error["type"] == "model_error" and "asked to fail" in error["message"]
+    assert error["type"] == "model_error" and "asked to fail" in error["message"], error
     assert client.post("/v1/models/sleeper_false/predict", json={"seconds": 0}).status_code == 200
 
 

@@ -33,6 +33,13 @@ app = FastAPI(
 install_error_handlers(app)
 
 
+# Defined before the class: @serve.ingress freezes the FastAPI app (routes
+# and the globals they use) by pickling it at decoration time.
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
@@ -199,8 +206,3 @@ class Gateway:
             model=model,
             retry_after_s=retry_after,
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
