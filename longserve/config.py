@@ -5,7 +5,7 @@ built, so a bad value fails `serve run` before anything is deployed.
 """
 
 import math
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -58,12 +58,33 @@ class DeploymentOptions(Strict):
         return options
 
 
+class JobsConfig(Strict):
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    sqlite_path: str = "~/.cache/longserve/jobs.sqlite3"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # A runner renews its lease every lease_s / 3; a runner or replica that
+    # dies stops renewing, and the job is queued again once the lease ends.
+    lease_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    # Finished jobs (and their results) are kept this long, then expire.
+    result_ttl_s: float = Field(86400.0, gt=0)
+    # Cap on `GET /v1/jobs/{id}?wait=N` and `Prefer: wait=N`.
+    max_wait_s: float = Field(60.0, gt=0)
+    # JobRunner replicas; each claims jobs for every model with free slots.
+    runners: int = Field(1, ge=1)
+
+
 class ModelConfig(DeploymentOptions):
     # `class` is the import path of the user's Model subclass ("pkg.mod:Class").
     class_path: str = Field(alias="class")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the model's constructor.")
     timeout: Timeout = DEFAULT_TIMEOUT_S
     batching: Optional[BatchingConfig] = None
+    # Bounds one async job's run; jobs are not bound by `timeout`.
+    job_timeout: Timeout = None
+    # How many jobs of this model run at once (all runners together); the
+    # rest of the model's capacity stays free for sync requests.
+    max_concurrent_jobs: Optional[int] = Field(None, ge=1)
     # Filled in by AppConfig: where `timeout` came from, for the 504 body.
     _timeout_source: str = PrivateAttr("")
 
@@ -72,6 +93,13 @@ class ModelConfig(DeploymentOptions):
     @property
     def timeout_source(self) -> str:
         return self._timeout_source
+
+    def job_slots(self) -> int:
+        """Jobs of this model run at once: half its capacity unless set, at least 1."""
+        if self.max_concurrent_jobs is not None:
+            return self.max_concurrent_jobs
+        replicas = self.num_replicas or (self.autoscaling_config or {}).get("max_replicas", 1) or 1
+        return max(1, replicas * self.max_ongoing_requests // 2)
 
 
 class GatewayConfig(Strict):
@@ -87,6 +115,7 @@ class AppConfig(Strict):
     max_timeout: Timeout = 600.0
     max_body_mb: float = Field(100.0, gt=0)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     models: dict[str, ModelConfig]
 
     @model_validator(mode="after")

@@ -53,7 +53,8 @@ def timeout_error(model: str, timeout: TimeoutInForce, stage: str, max_timeout: 
         f"To allow more time: raise models.{model}.timeout in serve_config.yaml, "
         f"or send the header '{HEADER}: <seconds>' ({cap}); "
         "to disable the timeout set it to false or -1. "
-        "Work that takes minutes belongs in an async job, which no request timeout bounds."
+        f"Work that takes minutes belongs in an async job, which no request timeout bounds: "
+        f"POST /v1/models/{model}/jobs, or send 'Prefer: wait=<seconds>' to get a job back instead of a 504."
     )
     message = (
         f"Model '{model}' did not answer within {timeout.seconds:g} s "

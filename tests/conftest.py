@@ -6,11 +6,14 @@ plus test-only sleeper models with short timeouts and small queues.
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+
+from longserve.config import AppConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -20,18 +23,26 @@ SLEEPER = "tests.slow_models:Sleeper"
 NO_CPU = {"num_cpus": 0}
 
 
-def app_args() -> dict:
+def app_args(jobs_db: Path) -> dict:
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     args.update(max_timeout=5, max_body_mb=8)
+    # A short lease, so a killed runner's job is queued again within seconds.
+    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=2)
     args["models"].update(
         sleeper={"class": SLEEPER, "timeout": 1.5, "max_ongoing_requests": 1, "max_queued_requests": 2,
-                 "ray_actor_options": NO_CPU},
+                 "job_timeout": 2, "ray_actor_options": NO_CPU},
         sleeper_false={"class": SLEEPER, "timeout": False, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         sleeper_minus_one={"class": SLEEPER, "timeout": -1, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
     )
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["embedder"].update(ray_actor_options=NO_CPU)
     return args
+
+
+@dataclass
+class App:
+    url: str
+    config: "AppConfig"
 
 
 def free_port() -> int:
@@ -41,12 +52,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_app():
+def serve_app(tmp_path_factory):
     import ray
     from ray import serve
 
     from longserve.apps.main import build_app
-    from longserve.config import AppConfig
 
     # Replicas import tests.slow_models; workers inherit this environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -54,8 +64,9 @@ def serve_app():
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppConfig.model_validate(app_args())), name=APP_NAME, route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
+        config = AppConfig.model_validate(app_args(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3"))
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+        yield App(f"http://127.0.0.1:{port}", config)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -63,7 +74,7 @@ def serve_app():
 
 @pytest.fixture(scope="session")
 def client(serve_app):
-    with httpx.Client(base_url=serve_app, timeout=120) as c:
+    with httpx.Client(base_url=serve_app.url, timeout=120) as c:
         yield c
 
 

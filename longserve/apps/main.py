@@ -10,6 +10,7 @@ from ray.serve import Application
 
 from longserve.config import AppConfig
 from longserve.deployments.gateway import Gateway
+from longserve.deployments.job_runner import JobRunner
 from longserve.deployments.model_server import ModelServer
 
 
@@ -18,4 +19,5 @@ def build_app(args: AppConfig) -> Application:
         name: ModelServer.options(name=name, **model.serve_options()).bind(name, model)
         for name, model in args.models.items()
     }
-    return Gateway.options(**args.gateway.model_dump()).bind(args, models)
+    runner = JobRunner.options(num_replicas=args.jobs.runners, ray_actor_options={"num_cpus": 0}).bind(args, models)
+    return Gateway.options(**args.gateway.model_dump()).bind(args, models, runner)

@@ -6,17 +6,21 @@ import logging
 import math
 from typing import Any, Optional
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from longserve.config import AppConfig
+from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, RESULT, STARTED, load_model_class
 from longserve.errors import ApiError, install_error_handlers, request_id
+from longserve.inputs import check_media_type, parse_input
+from longserve.jobs.http import JOB_PARAMS, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
+from longserve.jobs.record import PENDING, JobRequest, Status, new_job_id
 from longserve.model import Model
 from longserve.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.timeouts import TimeoutInForce, timeout_error, timeout_in_force
@@ -33,6 +37,10 @@ app = FastAPI(
 install_error_handlers(app)
 
 
+def request_media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 # Defined before the class: @serve.ingress freezes the FastAPI app (routes
 # and the globals they use) by pickling it at decoration time.
 def _first_line(exc: BaseException) -> str:
@@ -43,8 +51,10 @@ def _first_line(exc: BaseException) -> str:
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
-    def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle]):
+    def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
+        self.store = get_job_store(config.jobs)
+        self.runner = runner  # held so Serve deploys it; it needs no requests
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
         self.classes: dict[str, type[Model]] = {
             name: load_model_class(model.class_path) for name, model in config.models.items()
@@ -56,19 +66,80 @@ class Gateway:
         # The clock starts when the request reaches us; reading the body counts.
         arrival = asyncio.get_running_loop().time()
         self._model_config(model)
+        respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
+        if respond_async or wait_s is not None:
+            return await self._predict_as_job(model, request, respond_async, wait_s)
         timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER))
         inputs = await self._read_input(model, request)
         remaining = None if timeout.seconds is None else timeout.seconds - (asyncio.get_running_loop().time() - arrival)
         return await self._call(model, inputs, timeout, remaining, request_id(request))
 
+    @app.post("/v1/models/{model}/jobs", status_code=202)
+    async def submit_job(
+        self,
+        model: str,
+        request: Request,
+        ttl_s: Optional[float] = Query(None, gt=0, description="Keep the finished job this long (capped by result_ttl_s)."),
+        metadata: Optional[str] = Query(None, description="A JSON object stored with the job."),
+    ) -> Any:
+        self._model_config(model)
+        job, replayed = await self._submit(model, request, ttl_s, parse_metadata(metadata))
+        return accepted(job, {"Idempotent-Replayed": "true"} if replayed else None)
+
+    @app.get("/v1/jobs/{job_id}")
+    async def get_job(self, job_id: str, wait: Optional[float] = Query(None, ge=0)) -> Any:
+        if wait:
+            job = await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s))
+        else:
+            job = await self.store.get.remote(job_id)
+        return job_response(self._found(job, job_id))
+
+    @app.get("/v1/jobs/{job_id}/result")
+    async def get_job_result(self, job_id: str) -> Any:
+        job = self._found(await self.store.get.remote(job_id), job_id)
+        if job.status in PENDING:
+            return accepted(job)
+        if job.status != "succeeded":
+            raise job_error(job)
+        return job.result
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel_job(self, job_id: str) -> Any:
+        outcome, job = await self.store.cancel.remote(job_id)
+        job = self._found(job, job_id)
+        if outcome == "finished":
+            raise ApiError(409, "job_finished", f"job {job_id} already {job.status}; nothing to cancel", job_id=job_id)
+        return job_response(job)
+
+    @app.post("/v1/jobs/{job_id}/retry", status_code=202)
+    async def retry_job(self, job_id: str) -> Any:
+        outcome, job = await self.store.retry.remote(job_id)
+        job = self._found(job, job_id)
+        if outcome == "not_retryable":
+            raise ApiError(409, "not_retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs run again",
+                           job_id=job_id)
+        return accepted(job)
+
+    @app.get("/v1/jobs")
+    async def list_jobs(
+        self,
+        model: Optional[str] = None,
+        status: Optional[Status] = None,
+        limit: int = Query(50, ge=1, le=500),
+        cursor: Optional[int] = Query(None, ge=1, description="next_cursor of the previous page"),
+    ) -> dict:
+        jobs, next_cursor = await self.store.list.remote(model, status, limit, cursor)
+        return {"jobs": [job.view(with_result=False) for job in jobs], "next_cursor": next_cursor}
+
     @app.get("/v1/models")
     async def list_models(self) -> dict:
-        return {"models": [self._describe(name) for name in self.config.models]}
+        backlog = await self.store.backlog.remote()
+        return {"models": [self._describe(name, backlog) for name in self.config.models]}
 
     @app.get("/v1/models/{model}")
     async def get_model(self, model: str) -> dict:
         self._model_config(model)
-        return self._describe(model)
+        return self._describe(model, await self.store.backlog.remote())
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
@@ -91,7 +162,7 @@ class Gateway:
             raise ApiError(404, "not_found", f"no model named '{model}'; served models: {known}", model=model)
         return self.config.models[model]
 
-    def _describe(self, name: str) -> dict:
+    def _describe(self, name: str, backlog: dict) -> dict:
         model = self.config.models[name]
         return {
             "name": name,
@@ -106,27 +177,52 @@ class Gateway:
             "autoscaling_config": model.autoscaling_config,
             "ray_actor_options": model.ray_actor_options,
             "accepts_raw_body": self.classes[name].raw_body_field is not None,
+            "job_timeout_s": model.job_timeout,
+            "max_concurrent_jobs": model.job_slots(),
+            "jobs": backlog.get(name, {"queued": 0, "running": 0}),
         }
 
-    async def _read_input(self, model: str, request: Request) -> BaseModel:
-        cls = self.classes[model]
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        is_json = media_type == "application/json" or media_type.endswith("+json")
-        if not is_json and cls.raw_body_field is None:
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"model '{model}' takes a JSON body (Content-Type: application/json); got '{media_type or 'none'}'",
-            )
+    def _found(self, job, job_id: str):
+        if job is None:
+            raise ApiError(404, "not_found", f"no job '{job_id}'", job_id=job_id)
+        return job
+
+    async def _submit(self, model: str, request: Request, ttl_s: Optional[float], metadata: dict):
+        """Validate like predict (4xx now, never a job doomed by its input), then store."""
+        media_type = request_media_type(request)
+        check_media_type(self.classes[model], model, media_type)
         body = await self._read_body(request)
-        try:
-            if is_json:
-                return cls.Input.model_validate_json(body)
-            if not body:
-                raise ApiError(422, "invalid_request", f"empty body; model '{model}' expects {cls.raw_body_field} data")
-            return cls.parse_raw(body, dict(request.query_params))
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+        params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
+        parse_input(self.classes[model], model, media_type, body, params)
+        jobs = self.config.jobs
+        outcome, job = await self.store.submit.remote(
+            new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
+            min(ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
+        )
+        if outcome == "conflict":
+            raise ApiError(409, "idempotency_conflict",
+                           "this Idempotency-Key was used with another request body", job_id=job.id)
+        return job, outcome == "existing"
+
+    async def _predict_as_job(self, model: str, request: Request, respond_async: bool, wait_s: Optional[float]):
+        """RFC 7240: run predict as a job; answer with the result if it ends
+        within `wait` seconds, else 202 with the job, which goes on."""
+        job, _ = await self._submit(model, request, None, {})
+        if respond_async:
+            return accepted(job, {"Preference-Applied": "respond-async"})
+        job = await self.store.wait.remote(job.id, wait_s, until_finished=True)
+        applied = {"Preference-Applied": f"wait={wait_s:g}"}
+        if job.status == "succeeded":
+            return JSONResponse(job.result, headers={**applied, "Location": f"/v1/jobs/{job.id}"})
+        if job.status in PENDING:
+            return accepted(job, applied)
+        raise sync_error(job)
+
+    async def _read_input(self, model: str, request: Request) -> BaseModel:
+        media_type = request_media_type(request)
+        check_media_type(self.classes[model], model, media_type)  # before reading the body
+        body = await self._read_body(request)
+        return parse_input(self.classes[model], model, media_type, body, dict(request.query_params))
 
     async def _read_body(self, request: Request) -> bytes:
         # Refuse before holding the body: by its declared length, else as it streams in.

@@ -1,0 +1,126 @@
+"""JobRunner: claims queued jobs from the JobStore and runs them on the model
+deployments, as many at once per model as the model's job slots allow.
+
+While a job runs, the runner renews its lease and reports progress every
+HEARTBEAT_S; the store's answer tells it when the job was cancelled. A runner
+that dies stops renewing: its jobs go back to the queue once their leases end.
+"""
+
+import asyncio
+import logging
+import uuid
+from typing import Optional
+
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from longserve.config import AppConfig
+from longserve.deployments.job_store import get_job_store
+from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, load_model_class
+from longserve.inputs import parse_input
+from longserve.jobs.record import Job
+
+logger = logging.getLogger("ray.serve")
+
+CLAIM_WAIT_S = 1.0
+BUSY_BACKOFF_S = 1.0
+
+
+@serve.deployment
+class JobRunner:
+    async def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle]):
+        self.config = config
+        self.store = get_job_store(config.jobs)
+        self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
+        self.classes = {name: load_model_class(m.class_path) for name, m in config.models.items()}
+        self.limits = {name: m.job_slots() for name, m in config.models.items()}
+        self.heartbeat_s = min(1.0, config.jobs.lease_s / 3)
+        self.id = f"runner-{uuid.uuid4().hex[:12]}"
+        self.tasks: set[asyncio.Task] = set()
+        self.loop = asyncio.get_running_loop().create_task(self._claim_forever())
+
+    async def check_health(self) -> None:
+        if self.loop.done():  # Serve restarts a replica whose claim loop died
+            raise RuntimeError(f"claim loop stopped: {self.loop.exception()!r}")
+
+    async def _claim_forever(self) -> None:
+        while True:
+            try:
+                claimed = await self.store.claim.remote(self.id, self.limits, CLAIM_WAIT_S)
+            except Exception:
+                logger.exception("claiming from the job store failed; retrying")
+                await asyncio.sleep(BUSY_BACKOFF_S)
+                continue
+            if claimed is not None:
+                task = asyncio.create_task(self._run(*claimed))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, job: Job, body: bytes) -> None:
+        progress: dict = {}
+        heartbeat = asyncio.create_task(self._heartbeat(job, progress))
+        work = asyncio.create_task(self._call_model(job, body, progress))
+        done, _ = await asyncio.wait({heartbeat, work}, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done:  # the store said stop: cancel the replica's work
+            work.cancel()
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, work, return_exceptions=True)
+        if work.done() and not work.cancelled() and work.exception() is not None:
+            logger.error("job %s: runner error %r", job.id, work.exception())
+
+    async def _heartbeat(self, job: Job, progress: dict) -> None:
+        sent = None
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            update = dict(progress) if progress and progress != sent else None
+            if not await self.store.heartbeat.remote(job.id, self.id, job.attempts, update):
+                return
+            sent = update or sent
+
+    async def _call_model(self, job: Job, body: bytes, progress: dict) -> None:
+        settings = self.config.models.get(job.model)
+        if settings is None:
+            await self._finish(job, "failed", error={"type": "unknown_model", "message": f"no model '{job.model}'"})
+            return
+        try:
+            inputs = parse_input(self.classes[job.model], job.model, job.request.media_type, body, job.request.params)
+        except Exception as exc:  # validated at submit; only a changed model schema gets here
+            await self._finish(job, "failed", error={"type": "invalid_input", "message": str(exc)})
+            return
+        response = self.handles[job.model].run.remote(inputs, progress=True)
+        finished = False
+        try:
+            async with asyncio.timeout(settings.job_timeout):
+                async for kind, value in response:
+                    if kind == PROGRESS:
+                        progress.clear()
+                        progress.update(value)
+                    elif kind == RESULT:
+                        finished = True
+                        await self._finish(job, "succeeded", result=value)
+                    elif kind == INVALID:
+                        finished = True
+                        await self._finish(job, "failed", error={"type": "invalid_input", "message": value})
+        except TimeoutError:
+            await self._finish(job, "failed", error={
+                "type": "job_timeout",
+                "message": f"the job ran longer than models.{job.model}.job_timeout={settings.job_timeout:g} s",
+            })
+        except BackPressureError:
+            finished = True
+            await self.store.release.remote(job.id, self.id, job.attempts, "the model's queue was full")
+        except RayActorError as exc:
+            finished = True
+            await self.store.release.remote(job.id, self.id, job.attempts, f"its model replica died ({exc.__class__.__name__})")
+        except RayTaskError as exc:
+            finished = True
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            await self._finish(job, "failed", error={"type": "model_error", "message": message})
+        finally:
+            if not finished:
+                response.cancel()
+
+    async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None) -> None:
+        await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error)

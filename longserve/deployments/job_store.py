@@ -1,0 +1,368 @@
+"""JobStore: one named, detached Ray actor that owns every job's state.
+
+Every change is written to the backend before it is acknowledged, and the
+actor reloads every job when it (re)starts, so an acknowledged job survives a
+crash of this actor, of a runner, or of Ray itself (sqlite, redis).
+
+Reads and long-polls are served from memory; changes are serialized by one
+lock (so a job's writes reach the backend in order) and written in a worker
+thread, so reads never wait on the disk. Apart from listing, no operation
+looks at more than one model queue's head or the set of running jobs.
+"""
+
+import asyncio
+import bisect
+import hashlib
+import heapq
+import logging
+import time
+from collections import defaultdict, deque
+from typing import Any, Optional
+
+import ray
+
+from longserve.config import JobsConfig
+from longserve.jobs.backends import make_backend
+from longserve.jobs.record import FINISHED, PENDING, Job, JobRequest, Progress
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "longserve"
+REAP_INTERVAL_S = 0.5
+
+
+def store_name(config: JobsConfig) -> str:
+    """One store per backend location: a changed backend gets a new actor."""
+    where = {"sqlite": config.sqlite_path, "redis": config.redis_url, "memory": ""}[config.backend]
+    return f"jobstore-{config.backend}-{hashlib.sha256(where.encode()).hexdigest()[:10]}"
+
+
+def get_job_store(config: JobsConfig) -> "ray.actor.ActorHandle":
+    options: dict[str, Any] = dict(
+        name=store_name(config),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,  # calls in flight during a restart are retried
+        max_concurrency=1000,
+        num_cpus=0,
+    )
+    if config.backend == "sqlite":  # the file lives on the head node's disk
+        options["resources"] = {"node:__internal_head__": 0.001}
+    return ray.remote(JobStore).options(**options).remote(config)
+
+
+class JobStore:
+    def __init__(self, config: JobsConfig):
+        self.config = config
+        self.backend = make_backend(config.backend, config.sqlite_path, config.redis_url)
+        self.jobs: dict[str, Job] = {}
+        self.order: list[str] = []  # ids by seq, for listing
+        self.seqs: list[int] = []
+        self.queues: dict[str, deque[str]] = defaultdict(deque)  # may hold stale ids; skipped on claim
+        self.running: set[str] = set()
+        self.running_by_model: dict[str, int] = defaultdict(int)
+        self.idempotency: dict[tuple[str, str], str] = {}
+        self.expiry: list[tuple[float, str]] = []
+        self.changed: dict[str, asyncio.Event] = {}
+        self.work = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.reaper: Optional[asyncio.Task] = None
+        self._load()
+
+    def _load(self) -> None:
+        for job in sorted(self.backend.load(), key=lambda j: j.seq):
+            self._index(job)
+            if job.status == "queued":
+                self.queues[job.model].append(job.id)
+            elif job.status == "running":  # its lease decides: renewed, or expired and queued again
+                self._start_running(job)
+            elif job.expires_at is not None and job.status != "expired":
+                heapq.heappush(self.expiry, (job.expires_at, job.id))
+        logger.info("job store %s loaded %d jobs", self.config.backend, len(self.jobs))
+
+    # -- client side ------------------------------------------------------------
+
+    async def submit(
+        self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
+        idempotency_key: Optional[str] = None,
+    ) -> tuple[str, Job]:
+        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops."""
+        self._start()
+        digest = hashlib.sha256(request.model_dump_json().encode() + b"\0" + body).hexdigest()
+        async with self.lock:
+            if job_id in self.jobs:
+                return "existing", self.jobs[job_id]
+            if idempotency_key is not None:
+                existing = self.idempotency.get((model, idempotency_key))
+                if existing is not None:
+                    job = self.jobs[existing]
+                    return ("existing" if job.body_sha256 == digest else "conflict"), job
+            job = Job(
+                id=job_id,
+                seq=(self.seqs[-1] + 1) if self.seqs else 1,
+                model=model,
+                request=request,
+                metadata=metadata,
+                ttl_s=ttl_s,
+                max_attempts=self.config.max_attempts,
+                idempotency_key=idempotency_key,
+                body_sha256=digest,
+            )
+            await self._commit(job, body)
+            self._index(job)
+            self.queues[model].append(job.id)
+            self._wake_runners()
+            return "created", job
+
+    async def get(self, job_id: str) -> Optional[Job]:
+        self._start()
+        return self.jobs.get(job_id)
+
+    async def wait(self, job_id: str, timeout_s: float, until_finished: bool = False) -> Optional[Job]:
+        """The job once it changes (or finishes), or as it is after timeout_s."""
+        self._start()
+        job = self.jobs.get(job_id)
+        deadline = time.monotonic() + timeout_s
+        while job is not None and job.status in PENDING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            seen = job.version
+            event = self.changed.setdefault(job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+            job = self.jobs[job_id]
+            if not until_finished and job.version != seen:
+                break
+        return job
+
+    async def cancel(self, job_id: str) -> tuple[str, Optional[Job]]:
+        """("cancelled" | "finished" | "missing", job). A running job's runner
+        learns it at its next heartbeat and cancels the replica's work."""
+        self._start()
+        async with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return "missing", None
+            if job.status not in PENDING:
+                return "finished", job
+            return "cancelled", await self._finish(job, "cancelled", error={
+                "type": "cancelled", "message": "cancelled by the client"})
+
+    async def retry(self, job_id: str) -> tuple[str, Optional[Job]]:
+        """("queued" | "not_retryable" | "missing", job): a failed or cancelled job runs again."""
+        self._start()
+        async with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return "missing", None
+            if job.status not in ("failed", "cancelled"):
+                return "not_retryable", job
+            job = job.model_copy(update=dict(
+                status="queued", error=None, result=None, finished_at=None, expires_at=None,
+                started_at=None, progress=Progress(), max_attempts=job.attempts + self.config.max_attempts,
+            ))
+            await self._commit(job)
+            self.queues[job.model].append(job.id)
+            self._wake_runners()
+            return "queued", job
+
+    async def list(
+        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None
+    ) -> tuple[list[Job], Optional[int]]:
+        """Newest first; `cursor` is the seq to continue below."""
+        self._start()
+        end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
+        page: list[Job] = []
+        for index in range(end - 1, -1, -1):
+            job = self.jobs[self.order[index]]
+            if (model is None or job.model == model) and (status is None or job.status == status):
+                page.append(job)
+                if len(page) == limit:
+                    return page, (job.seq if index > 0 else None)
+        return page, None
+
+    async def backlog(self) -> dict[str, dict[str, int]]:
+        self._start()
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: {"queued": 0, "running": 0})
+        for model, queue in self.queues.items():
+            counts[model]["queued"] = sum(1 for i in queue if self.jobs[i].status == "queued")
+        for model, running in self.running_by_model.items():
+            counts[model]["running"] = running
+        return dict(counts)
+
+    # -- runner side ------------------------------------------------------------
+
+    async def claim(
+        self, runner: str, limits: dict[str, int], wait_s: float
+    ) -> Optional[tuple[Job, bytes]]:
+        """The oldest queued job of a model under its limit of running jobs,
+        now running under `runner`'s lease; None if there is none within wait_s."""
+        self._start()
+        deadline = time.monotonic() + wait_s
+        while True:
+            work = self.work
+            async with self.lock:
+                job = self._next_claimable(limits)
+                if job is not None:
+                    now = time.time()
+                    job = job.model_copy(update=dict(
+                        status="running", attempts=job.attempts + 1, started_at=job.started_at or now,
+                        lease_owner=runner, lease_expires_at=now + self.config.lease_s,
+                    ))
+                    await self._commit(job)
+                    self.queues[job.model].popleft()
+                    self._start_running(job)
+                    return job, await asyncio.to_thread(self.backend.body, job.id)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(work.wait(), remaining)
+            except asyncio.TimeoutError:
+                return None
+
+    async def heartbeat(self, job_id: str, runner: str, attempt: int, progress: Optional[dict] = None) -> bool:
+        """Renew the lease (and record progress). False: stop, the job is no longer yours."""
+        self._start()
+        async with self.lock:
+            job = self._owned(job_id, runner, attempt)
+            if job is None:
+                return False
+            update: dict[str, Any] = {"lease_expires_at": time.time() + self.config.lease_s}
+            if progress is not None:
+                update["progress"] = Progress(**progress)
+            # A bare lease renewal is no news: long-polls keep waiting.
+            await self._commit(job.model_copy(update=update), visible=progress is not None)
+            return True
+
+    async def finish(self, job_id: str, runner: str, attempt: int, status: str, result: Any = None,
+                     error: Optional[dict] = None) -> bool:
+        """Store the outcome once; a runner whose lease was lost is ignored."""
+        self._start()
+        async with self.lock:
+            job = self._owned(job_id, runner, attempt)
+            if job is None:
+                return False
+            if status == "succeeded" and job.progress.total:
+                job = job.model_copy(update={"progress": job.progress.model_copy(update={"done": job.progress.total})})
+            await self._finish(job, status, result=result, error=error)
+            return True
+
+    async def release(self, job_id: str, runner: str, attempt: int, reason: str) -> bool:
+        """Give the job back (its replica died): queued again, or failed after max_attempts."""
+        self._start()
+        async with self.lock:
+            job = self._owned(job_id, runner, attempt)
+            if job is None:
+                return False
+            await self._requeue_or_fail(job, reason)
+            return True
+
+    # -- internals --------------------------------------------------------------
+
+    def _start(self) -> None:
+        # Called first by every public method: the reaper needs the actor's
+        # running loop, which __init__ does not have.
+        if self.reaper is None:
+            self.reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    def _index(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        self.order.append(job.id)
+        self.seqs.append(job.seq)
+        if job.idempotency_key is not None:
+            self.idempotency[(job.model, job.idempotency_key)] = job.id
+
+    def _start_running(self, job: Job) -> None:
+        self.running.add(job.id)
+        self.running_by_model[job.model] += 1
+
+    def _stop_running(self, job: Job) -> None:
+        if job.id in self.running:
+            self.running.discard(job.id)
+            self.running_by_model[job.model] -= 1
+            self._wake_runners()  # a slot is free
+
+    def _next_claimable(self, limits: dict[str, int]) -> Optional[Job]:
+        best = None
+        for model, limit in limits.items():
+            if self.running_by_model[model] >= limit:
+                continue
+            queue = self.queues.get(model)
+            while queue and self.jobs[queue[0]].status != "queued":
+                queue.popleft()  # cancelled or retried elsewhere
+            if queue and (best is None or self.jobs[queue[0]].seq < best.seq):
+                best = self.jobs[queue[0]]
+        return best
+
+    def _owned(self, job_id: str, runner: str, attempt: int) -> Optional[Job]:
+        job = self.jobs.get(job_id)
+        if job is None or job.status != "running" or job.lease_owner != runner or job.attempts != attempt:
+            return None
+        return job
+
+    async def _commit(self, job: Job, body: Optional[bytes] = None, visible: bool = True) -> None:
+        """Persist, then publish: nobody sees a change the backend does not hold."""
+        if visible:
+            job.version += 1
+        await asyncio.to_thread(self.backend.save, job, body)
+        self.jobs[job.id] = job
+        event = self.changed.pop(job.id, None) if visible else None
+        if event is not None:
+            event.set()
+
+    async def _finish(self, job: Job, status: str, result: Any = None, error: Optional[dict] = None) -> Job:
+        now = time.time()
+        job = job.model_copy(update=dict(
+            status=status, result=result, error=error, finished_at=now, expires_at=now + job.ttl_s,
+            lease_owner=None, lease_expires_at=None,
+        ))
+        await self._commit(job)
+        self._stop_running(job)
+        heapq.heappush(self.expiry, (job.expires_at, job.id))
+        return job
+
+    async def _requeue_or_fail(self, job: Job, reason: str) -> None:
+        if job.attempts >= job.max_attempts:
+            await self._finish(job, "failed", error={
+                "type": "attempts_exhausted",
+                "message": f"gave up after {job.attempts} attempts; the last ended because {reason}",
+            })
+            return
+        logger.warning("job %s attempt %d lost (%s); queued again", job.id, job.attempts, reason)
+        job = job.model_copy(update=dict(status="queued", lease_owner=None, lease_expires_at=None))
+        await self._commit(job)
+        self._stop_running(job)
+        self.queues[job.model].appendleft(job.id)  # it was first in line
+        self._wake_runners()
+
+    def _wake_runners(self) -> None:
+        self.work.set()
+        self.work = asyncio.Event()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            try:
+                await self._reap()
+            except Exception:  # keep reaping; the next round retries
+                logger.exception("job store reaper failed")
+
+    async def _reap(self) -> None:
+        now = time.time()
+        async with self.lock:
+            for job_id in list(self.running):
+                job = self.jobs[job_id]
+                if job.lease_expires_at is not None and job.lease_expires_at < now:
+                    await self._requeue_or_fail(job, f"its runner stopped renewing the lease ({self.config.lease_s:g} s)")
+            while self.expiry and self.expiry[0][0] <= now:
+                _, job_id = heapq.heappop(self.expiry)
+                job = self.jobs[job_id]
+                if job.status in FINISHED and job.expires_at is not None and job.expires_at <= now:
+                    await self._commit(job.model_copy(update=dict(status="expired", result=None)))
+                    await asyncio.to_thread(self.backend.drop_body, job_id)

@@ -1,0 +1,1 @@
+"""Durable async jobs: the record, the storage backends, and the state machine."""

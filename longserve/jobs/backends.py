@@ -1,0 +1,121 @@
+"""Where the JobStore persists jobs. Each call returns only once the change is
+durable, so the store can acknowledge it. Calls run in a worker thread.
+
+- memory: nothing survives the process; for tests that need no durability.
+- sqlite: one file (WAL); the embedded default, on the head node.
+- redis:  for clusters; the same server KubeRay uses for GCS fault tolerance.
+"""
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator, Optional, Protocol
+
+from longserve.jobs.record import Job
+
+
+class Backend(Protocol):
+    def load(self) -> Iterator[Job]: ...
+    def save(self, job: Job, body: Optional[bytes] = None) -> None: ...
+    def body(self, job_id: str) -> bytes: ...
+    def drop_body(self, job_id: str) -> None: ...
+
+
+class MemoryBackend:
+    def __init__(self):
+        self.records: dict[str, str] = {}
+        self.bodies: dict[str, bytes] = {}
+
+    def load(self) -> Iterator[Job]:
+        return (Job.model_validate_json(r) for r in self.records.values())
+
+    def save(self, job: Job, body: Optional[bytes] = None) -> None:
+        self.records[job.id] = job.model_dump_json()
+        if body is not None:
+            self.bodies[job.id] = body
+
+    def body(self, job_id: str) -> bytes:
+        return self.bodies[job_id]
+
+    def drop_body(self, job_id: str) -> None:
+        self.bodies.pop(job_id, None)
+
+
+class SqliteBackend:
+    def __init__(self, path: str):
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(Path(path).expanduser()), check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
+        # WAL + NORMAL: a committed change survives a process crash (our fault model).
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+
+    def load(self) -> Iterator[Job]:
+        with self.lock:
+            rows = self.db.execute("SELECT record FROM jobs").fetchall()
+        return (Job.model_validate_json(r) for (r,) in rows)
+
+    def save(self, job: Job, body: Optional[bytes] = None) -> None:
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (job.id, job.model_dump_json()))
+                if body is not None:
+                    self.db.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?)", (job.id, body))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def body(self, job_id: str) -> bytes:
+        with self.lock:
+            (body,) = self.db.execute("SELECT body FROM bodies WHERE id = ?", (job_id,)).fetchone()
+        return body
+
+    def drop_body(self, job_id: str) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM bodies WHERE id = ?", (job_id,))
+
+
+class RedisBackend:
+    def __init__(self, url: str, prefix: str = "longserve"):
+        import redis
+
+        self.redis = redis.Redis.from_url(url)
+        self.redis.ping()  # fail at start, not at the first submit
+        self.index, self.jobs, self.bodies = f"{prefix}:jobs", f"{prefix}:job:", f"{prefix}:body:"
+
+    def load(self) -> Iterator[Job]:
+        ids = [i.decode() for i in self.redis.smembers(self.index)]
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            for record in self.redis.mget([self.jobs + i for i in chunk]):
+                if record is not None:
+                    yield Job.model_validate_json(record)
+
+    def save(self, job: Job, body: Optional[bytes] = None) -> None:
+        with self.redis.pipeline(transaction=True) as tx:
+            tx.set(self.jobs + job.id, job.model_dump_json())
+            if body is not None:
+                tx.set(self.bodies + job.id, body)
+            tx.sadd(self.index, job.id)
+            tx.execute()
+
+    def body(self, job_id: str) -> bytes:
+        body = self.redis.get(self.bodies + job_id)
+        if body is None:
+            raise KeyError(job_id)
+        return body
+
+    def drop_body(self, job_id: str) -> None:
+        self.redis.delete(self.bodies + job_id)
+
+
+def make_backend(kind: str, sqlite_path: str, redis_url: str) -> Backend:
+    if kind == "memory":
+        return MemoryBackend()
+    if kind == "sqlite":
+        return SqliteBackend(sqlite_path)
+    return RedisBackend(redis_url)

@@ -1,0 +1,90 @@
+"""A job as stored, and as clients see it."""
+
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+PENDING = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def new_job_id() -> str:
+    # A job id is a capability: 144 random bits, url-safe.
+    return "job_" + secrets.token_urlsafe(18)
+
+
+class Progress(BaseModel):
+    done: float = 0.0
+    total: Optional[float] = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> Optional[float]:
+        if not self.total:
+            return None
+        return round(min(self.done / self.total, 1.0), 4)
+
+
+class JobRequest(BaseModel):
+    """The request as received, so a runner can parse it again on any attempt."""
+
+    media_type: str
+    params: dict[str, str] = Field(default_factory=dict)
+
+
+class Job(BaseModel):
+    id: str
+    seq: int  # submission order: listing and FIFO queues
+    model: str
+    status: Status = "queued"
+    request: JobRequest
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    progress: Progress = Field(default_factory=Progress)
+    attempts: int = 0
+    max_attempts: int = 3
+    created_at: float = Field(default_factory=time.time)
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    expires_at: Optional[float] = None  # set when the job finishes
+    ttl_s: float
+    result: Any = None
+    error: Optional[dict[str, Any]] = None
+    idempotency_key: Optional[str] = None
+    body_sha256: str = ""
+    # The runner holding the job and until when; attempts fences stale runners.
+    lease_owner: Optional[str] = None
+    lease_expires_at: Optional[float] = None
+    version: int = 0  # bumped on every change; long-polls wait for it to move
+
+    def view(self, with_result: bool = True) -> dict:
+        """The job as `GET /v1/jobs/{id}` shows it."""
+        end = self.finished_at or time.time()
+        out = {
+            "id": self.id,
+            "model": self.model,
+            "status": self.status,
+            "progress": {**self.progress.model_dump(), "fraction": self.progress.fraction},
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "expires_at": _iso(self.expires_at),
+            "queue_wait_s": round((self.started_at or end) - self.created_at, 3),
+            "run_s": round(end - self.started_at, 3) if self.started_at else None,
+            "metadata": self.metadata,
+            "links": {"self": f"/v1/jobs/{self.id}", "result": f"/v1/jobs/{self.id}/result"},
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        if with_result and self.status == "succeeded":
+            out["result"] = self.result
+        return out
+
+
+def _iso(ts: Optional[float]) -> Optional[str]:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")

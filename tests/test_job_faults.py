@@ -1,0 +1,107 @@
+"""Nothing acknowledged is lost: a killed runner, a killed JobStore actor, a
+store started afresh on the same sqlite file, and the redis backend."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import ray
+
+from longserve.config import JobsConfig
+from longserve.deployments.job_store import get_job_store, store_name
+from longserve.jobs.record import JobRequest, new_job_id
+from tests.jobs_helpers import submit, wait_for
+
+SLOW = "sleeper_false"
+
+
+def kill_actor_named(part: str, restart: bool) -> None:
+    (actor,) = [a for a in ray.util.list_named_actors(all_namespaces=True) if part in a["name"]]
+    ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=not restart)
+
+
+def test_killed_runner_job_is_queued_again_and_finishes(client):
+    job = submit(client, SLOW, 3)
+    wait_for(client, job["id"], ["running"])
+    kill_actor_named("JobRunner", restart=False)  # Serve starts a new replica
+    # lease_s is 2 in the test config: the job is queued again, then runs anew.
+    job = wait_for(client, job["id"], ["succeeded"], timeout_s=90)
+    assert job["attempts"] == 2
+    assert job["result"]["slept"] == 3
+
+
+def test_killed_job_store_loses_no_acknowledged_job(client, serve_app):
+    jobs = [submit(client, SLOW, 0.3) for _ in range(4)]
+    wait_for(client, jobs[0]["id"], ["running", "succeeded"])
+    kill_actor_named(store_name(serve_app.config.jobs), restart=True)  # Ray restarts it; it reloads sqlite
+    jobs.append(submit(client, SLOW, 0.3))  # accepted while the store restarts
+    for job in jobs:
+        done = wait_for(client, job["id"], ["succeeded"], timeout_s=90)
+        assert done["result"]["slept"] == 0.3
+
+
+def run_store_lifecycle(config: JobsConfig) -> None:
+    """Jobs in every state survive the store's process: killed, then started
+    again on the same backend, a new actor finds each one as it was."""
+    store = get_job_store(config)
+    ids = [new_job_id() for _ in range(3)]
+    request = JobRequest(media_type="application/json")
+    for job_id in ids:
+        outcome, _ = ray.get(store.submit.remote(job_id, "m", request, b'{"seconds": 1}', {"n": 1}, 60.0))
+        assert outcome == "created"
+    claimed, body = ray.get(store.claim.remote("runner-a", {"m": 2}, 1.0))
+    assert claimed.id == ids[0] and body == b'{"seconds": 1}'
+    assert ray.get(store.finish.remote(ids[0], "runner-a", 1, "succeeded", {"ok": True}))
+    running, _ = ray.get(store.claim.remote("runner-a", {"m": 2}, 1.0))
+
+    ray.kill(store, no_restart=True)
+    store = get_job_store(config)
+    jobs = {job_id: ray.get(store.get.remote(job_id)) for job_id in ids}
+    assert jobs[ids[0]].status == "succeeded" and jobs[ids[0]].result == {"ok": True}
+    assert jobs[running.id].status == "running" and jobs[running.id].lease_owner == "runner-a"
+    assert jobs[ids[2]].status == "queued" and jobs[ids[2]].metadata == {"n": 1}
+    # runner-a is gone: once its lease ends the job is queued again, attempt 2 next.
+    deadline = time.monotonic() + 10
+    while ray.get(store.get.remote(running.id)).status != "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    reclaimed, _ = ray.get(store.claim.remote("runner-b", {"m": 2}, 1.0))
+    assert reclaimed.id == running.id and reclaimed.attempts == 2
+    ray.kill(store, no_restart=True)
+
+
+def test_sqlite_store_reloads_every_job_in_a_new_process(serve_app, tmp_path):
+    run_store_lifecycle(JobsConfig(backend="sqlite", sqlite_path=str(tmp_path / "jobs.sqlite3"), lease_s=1))
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing; .ci/run installs it")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+         "--appendonly", "yes", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_redis_store_reloads_every_job_in_a_new_process(serve_app, redis_url):
+    run_store_lifecycle(JobsConfig(backend="redis", redis_url=redis_url, lease_s=1))
