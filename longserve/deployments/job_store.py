@@ -16,7 +16,7 @@ import hashlib
 import heapq
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from typing import Any, Optional
 
 import ray
@@ -61,8 +61,8 @@ class JobStore:
         self.order: list[str] = []  # ids by seq, for listing
         self.seqs: list[int] = []
         self.queues: dict[str, deque[str]] = defaultdict(deque)  # may hold stale ids; skipped on claim
-        self.running: set[str] = set()
-        self.running_by_model: dict[str, int] = defaultdict(int)
+        self.running: set[str] = set()  # the leases the reaper watches
+        self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
         self.idempotency: dict[tuple[str, str], str] = {}
         self.expiry: list[tuple[float, str]] = []
         self.changed: dict[str, asyncio.Event] = {}
@@ -74,11 +74,10 @@ class JobStore:
     def _load(self) -> None:
         for job in sorted(self.backend.load(), key=lambda j: j.seq):
             self._index(job)
+            self._count(None, job)
             if job.status == "queued":
                 self.queues[job.model].append(job.id)
-            elif job.status == "running":  # its lease decides: renewed, or expired and queued again
-                self._start_running(job)
-            elif job.expires_at is not None and job.status != "expired":
+            elif job.status in FINISHED and job.expires_at is not None:
                 heapq.heappush(self.expiry, (job.expires_at, job.id))
         logger.info("job store %s loaded %d jobs", self.config.backend, len(self.jobs))
 
@@ -188,12 +187,7 @@ class JobStore:
 
     async def backlog(self) -> dict[str, dict[str, int]]:
         self._start()
-        counts: dict[str, dict[str, int]] = defaultdict(lambda: {"queued": 0, "running": 0})
-        for model, queue in self.queues.items():
-            counts[model]["queued"] = sum(1 for i in queue if self.jobs[i].status == "queued")
-        for model, running in self.running_by_model.items():
-            counts[model]["running"] = running
-        return dict(counts)
+        return {model: {"queued": c["queued"], "running": c["running"]} for model, c in self.counts.items()}
 
     # -- runner side ------------------------------------------------------------
 
@@ -216,7 +210,6 @@ class JobStore:
                     ))
                     await self._commit(job)
                     self.queues[job.model].popleft()
-                    self._start_running(job)
                     return job, await asyncio.to_thread(self.backend.body, job.id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -278,20 +271,21 @@ class JobStore:
         if job.idempotency_key is not None:
             self.idempotency[(job.model, job.idempotency_key)] = job.id
 
-    def _start_running(self, job: Job) -> None:
-        self.running.add(job.id)
-        self.running_by_model[job.model] += 1
-
-    def _stop_running(self, job: Job) -> None:
-        if job.id in self.running:
-            self.running.discard(job.id)
-            self.running_by_model[job.model] -= 1
-            self._wake_runners()  # a slot is free
+    def _count(self, old: Optional[Job], new: Job) -> None:
+        """Keep per-model status counts and the running set in step with a change."""
+        if old is not None:
+            self.counts[old.model][old.status] -= 1
+        self.counts[new.model][new.status] += 1
+        if new.status == "running":
+            self.running.add(new.id)
+        elif new.id in self.running:
+            self.running.discard(new.id)
+            self._wake_runners()  # a job slot is free
 
     def _next_claimable(self, limits: dict[str, int]) -> Optional[Job]:
         best = None
         for model, limit in limits.items():
-            if self.running_by_model[model] >= limit:
+            if self.counts[model]["running"] >= limit:
                 continue
             queue = self.queues.get(model)
             while queue and self.jobs[queue[0]].status != "queued":
@@ -311,6 +305,7 @@ class JobStore:
         if visible:
             job.version += 1
         await asyncio.to_thread(self.backend.save, job, body)
+        self._count(self.jobs.get(job.id), job)
         self.jobs[job.id] = job
         event = self.changed.pop(job.id, None) if visible else None
         if event is not None:
@@ -323,7 +318,6 @@ class JobStore:
             lease_owner=None, lease_expires_at=None,
         ))
         await self._commit(job)
-        self._stop_running(job)
         heapq.heappush(self.expiry, (job.expires_at, job.id))
         return job
 
@@ -337,7 +331,6 @@ class JobStore:
         logger.warning("job %s attempt %d lost (%s); queued again", job.id, job.attempts, reason)
         job = job.model_copy(update=dict(status="queued", lease_owner=None, lease_expires_at=None))
         await self._commit(job)
-        self._stop_running(job)
         self.queues[job.model].appendleft(job.id)  # it was first in line
         self._wake_runners()
 
