@@ -24,6 +24,7 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready"
     assert ready["models"]["embedder"] == "HEALTHY" and ready["models"]["transcriber"] == "HEALTHY"
+    assert ready["jobs"] == "ok"
 
 
 def test_unknown_model_is_404_json(client):

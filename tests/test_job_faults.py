@@ -1,11 +1,14 @@
 """Nothing acknowledged is lost: a killed runner, a killed JobStore actor, a
 store started afresh on the same sqlite file, and the redis backend."""
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -16,6 +19,7 @@ from longserve.jobs.record import JobRequest, new_job_id
 from tests.jobs_helpers import submit, wait_for
 
 SLOW = "sleeper_false"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def kill_actor_named(part: str, restart: bool) -> None:
@@ -105,3 +109,21 @@ def redis_url(tmp_path):
 
 def test_redis_store_reloads_every_job_in_a_new_process(serve_app, redis_url):
     run_store_lifecycle(JobsConfig(backend="redis", redis_url=redis_url, lease_s=1))
+
+
+def test_sqlite_jobs_survive_a_full_ray_stop_and_start(tmp_path):
+    # Two processes, each with its own Ray cluster, share only the sqlite file.
+    db, ids_file = str(tmp_path / "jobs.sqlite3"), str(tmp_path / "ids.json")
+    run = lambda phase: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "tests.restart_phase", phase, db, ids_file],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    first = run("submit")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run("resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    jobs = json.loads(Path(ids_file + ".done").read_text())
+    assert [job["status"] for job in jobs] == ["succeeded"] * 3, jobs
+    # The first was running when Ray stopped: its lease ended, it ran again.
+    assert jobs[0]["attempts"] == 2 and jobs[0]["result"]["slept"] == 3
+    assert [job["attempts"] for job in jobs[1:]] == [1, 1]

@@ -28,6 +28,7 @@ from longserve.timeouts import TimeoutInForce, timeout_error, timeout_in_force
 logger = logging.getLogger("ray.serve")
 
 RETRY_AFTER_S = 1
+READY_STORE_TIMEOUT_S = 2.0
 
 app = FastAPI(
     title="longserve",
@@ -150,9 +151,15 @@ class Gateway:
         deployments = serve.status().applications[serve.get_replica_context().app_name].deployments
         states = {name: str(deployments[name].status.value) for name in self.config.models}
         ready = all(state in ("HEALTHY", "UPSCALING", "DOWNSCALING") for state in states.values())
+        try:
+            await asyncio.wait_for(self.store.backlog.remote(), READY_STORE_TIMEOUT_S)
+            jobs = "ok"
+        except Exception as exc:  # restarting, or its backend is unreachable
+            jobs, ready = f"job store unavailable: {type(exc).__name__}", False
         if not ready:
-            raise ApiError(503, "not_ready", "models are still loading or unhealthy", models=states)
-        return {"status": "ready", "models": states}
+            raise ApiError(503, "not_ready", "models are loading or unhealthy, or the job store is down",
+                           models=states, jobs=jobs)
+        return {"status": "ready", "models": states, "jobs": jobs}
 
     # -- helpers --------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""One phase of the full-Ray-restart test, run in its own process (its own Ray):
+
+    python -m tests.restart_phase submit DB IDS_FILE   # submit 3 jobs, stop Ray mid-job
+    python -m tests.restart_phase resume DB IDS_FILE   # start Ray again; IDS_FILE.done: the jobs once done
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import ray
+from ray import serve
+
+from longserve.apps.main import build_app
+from longserve.config import AppConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(db: str) -> str:
+    os.environ["PYTHONPATH"] = str(ROOT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = AppConfig.model_validate({
+        "jobs": {"backend": "sqlite", "sqlite_path": db, "lease_s": 2},
+        "models": {"sleeper": {"class": "tests.slow_models:Sleeper", "timeout": False, "max_ongoing_requests": 1,
+                               "ray_actor_options": {"num_cpus": 0}}},
+    })
+    serve.run(build_app(config), name="restart", route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+def main(phase: str, db: str, ids_file: str) -> None:
+    url = start(db)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            if phase == "submit":
+                ids = [client.post("/v1/models/sleeper/jobs", json={"seconds": s}).json()["id"] for s in (3, 0.5, 0.5)]
+                Path(ids_file).write_text(json.dumps(ids))
+                while client.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
+                    time.sleep(0.1)
+                ray.shutdown()  # a hard stop, like `ray stop`: the first job mid-run, two queued
+                return
+            ids = json.loads(Path(ids_file).read_text())
+            deadline = time.monotonic() + 90
+            jobs = []
+            while time.monotonic() < deadline:
+                jobs = [client.get(f"/v1/jobs/{i}").json() for i in ids]
+                if all(j["status"] not in ("queued", "running") for j in jobs):
+                    break
+                time.sleep(0.5)
+            Path(ids_file + ".done").write_text(json.dumps(jobs))
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
