@@ -26,6 +26,12 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def first_line(exc: BaseException) -> str:
+    """The line of an exception worth showing a client (a RayTaskError's last)."""
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
 def request_id(request: Request) -> str:
     # Ray Serve's proxy puts the client's X-Request-ID (or a new one) on every
     # request and echoes it on the response.

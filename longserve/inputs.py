@@ -1,11 +1,16 @@
 """Turning a request body into a model's Input: shared by sync predict and by
 the job runner, which parses a job's stored request again on every attempt."""
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from longserve.errors import ApiError
 from longserve.model import Model
+
+
+def media_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def is_json(media_type: str) -> bool:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import ray
 
@@ -109,6 +110,32 @@ def redis_url(tmp_path):
 
 def test_redis_store_reloads_every_job_in_a_new_process(serve_app, redis_url):
     run_store_lifecycle(JobsConfig(backend="redis", redis_url=redis_url, lease_s=1))
+
+
+def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
+    # A second app in the session's Serve, its jobs on redis.
+    from ray import serve
+
+    from longserve.apps.main import build_app
+    from longserve.config import AppConfig
+
+    config = AppConfig.model_validate({
+        "jobs": {"backend": "redis", "redis_url": redis_url, "lease_s": 2},
+        "models": {"sleeper": {"class": "tests.slow_models:Sleeper", "timeout": False, "max_ongoing_requests": 1,
+                               "ray_actor_options": {"num_cpus": 0}}},
+    })
+    serve.run(build_app(config), name="redis", route_prefix="/redis")
+    try:
+        with httpx.Client(base_url=serve_app.url + "/redis", timeout=60) as client:
+            jobs = [submit(client, "sleeper", 0.3) for _ in range(4)]
+            wait_for(client, jobs[0]["id"], ["running", "succeeded"])
+            kill_actor_named(store_name(config.jobs), restart=True)
+            jobs.append(submit(client, "sleeper", 0.3))
+            for job in jobs:
+                assert wait_for(client, job["id"], ["succeeded"], timeout_s=90)["result"]["slept"] == 0.3
+    finally:
+        serve.delete("redis")
+        kill_actor_named(store_name(config.jobs), restart=False)
 
 
 def test_sqlite_jobs_survive_a_full_ray_stop_and_start(tmp_path):

@@ -17,8 +17,8 @@ from ray.serve.handle import DeploymentHandle
 from longserve.config import AppConfig
 from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, RESULT, STARTED, load_model_class
-from longserve.errors import ApiError, install_error_handlers, request_id
-from longserve.inputs import check_media_type, parse_input
+from longserve.errors import ApiError, first_line, install_error_handlers, request_id
+from longserve.inputs import check_media_type, media_type_of, parse_input
 from longserve.jobs.http import JOB_PARAMS, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
 from longserve.jobs.record import PENDING, JobRequest, Status, new_job_id
 from longserve.model import Model
@@ -36,17 +36,6 @@ app = FastAPI(
     version="0.1.0",
 )
 install_error_handlers(app)
-
-
-def request_media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-# Defined before the class: @serve.ingress freezes the FastAPI app (routes
-# and the globals they use) by pickling it at decoration time.
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
 
 
 @serve.deployment
@@ -196,7 +185,7 @@ class Gateway:
 
     async def _submit(self, model: str, request: Request, ttl_s: Optional[float], metadata: dict):
         """Validate like predict (4xx now, never a job doomed by its input), then store."""
-        media_type = request_media_type(request)
+        media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
         body = await self._read_body(request)
         params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
@@ -226,7 +215,7 @@ class Gateway:
         raise sync_error(job)
 
     async def _read_input(self, model: str, request: Request) -> BaseModel:
-        media_type = request_media_type(request)
+        media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)  # before reading the body
         body = await self._read_body(request)
         return parse_input(self.classes[model], model, media_type, body, dict(request.query_params))
@@ -287,10 +276,10 @@ class Gateway:
             if isinstance(cause, BackPressureError):
                 raise self._overloaded(model, cause) from None
             logger.error("model %s failed (request_id=%s): %s", model, rid, exc)
-            raise ApiError(500, "model_error", f"model '{model}' failed: {_first_line(exc)}", model=model) from None
+            raise ApiError(500, "model_error", f"model '{model}' failed: {first_line(exc)}", model=model) from None
         except RayActorError as exc:
             raise ApiError(
-                503, "unavailable", f"model '{model}' replica died: {_first_line(exc)}", {"Retry-After": "1"}, model=model
+                503, "unavailable", f"model '{model}' replica died: {first_line(exc)}", {"Retry-After": "1"}, model=model
             ) from None
         finally:
             if not finished:

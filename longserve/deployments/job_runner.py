@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from longserve.config import AppConfig
 from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, load_model_class
+from longserve.errors import first_line
 from longserve.inputs import parse_input
 from longserve.jobs.record import Job
 
@@ -116,8 +117,7 @@ class JobRunner:
             await self.store.release.remote(job.id, self.id, job.attempts, f"its model replica died ({exc.__class__.__name__})")
         except RayTaskError as exc:
             finished = True
-            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            await self._finish(job, "failed", error={"type": "model_error", "message": message})
+            await self._finish(job, "failed", error={"type": "model_error", "message": first_line(exc)})
         finally:
             if not finished:
                 response.cancel()
