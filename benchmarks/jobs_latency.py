@@ -98,7 +98,7 @@ def main() -> int:
         "models": {"echo": {"class": "benchmarks.echo_model:Echo", "max_ongoing_requests": 16,
                             "ray_actor_options": {"num_cpus": 0}}},
     })
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(config), name="bench", route_prefix="/")

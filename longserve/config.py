@@ -5,35 +5,79 @@ built, so a bad value fails `serve run` before anything is deployed.
 """
 
 import math
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 DEFAULT_TIMEOUT_S = 30.0
-TIMEOUT_FORMS = "a positive number of seconds (e.g. 30 or 2.5), or false / -1 for no timeout"
+AUTO = "auto"
+SECONDS_FORMS = "a positive number of seconds (e.g. 30 or 2.5), or false / -1 for no timeout"
+TIMEOUT_FORMS = SECONDS_FORMS + ", or auto (derived from observed run times)"
 
 
-def parse_timeout(value: Any) -> Optional[float]:
+def parse_seconds(value: Any, forms: str = SECONDS_FORMS) -> Optional[float]:
     """A timeout setting -> seconds, or None for "no timeout"."""
     # bool is an int in Python: test it first so `true` is not 1 second.
     if value is False:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"got {value!r}; expected {TIMEOUT_FORMS}")
+        raise ValueError(f"got {value!r}; expected {forms}")
     if value == -1:
         return None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"got {value!r}; expected {TIMEOUT_FORMS}")
+        raise ValueError(f"got {value!r}; expected {forms}")
     return float(value)
 
 
+def parse_timeout(value: Any) -> Union[float, str, None]:
+    return AUTO if value == AUTO else parse_seconds(value, TIMEOUT_FORMS)
+
+
 # None means "no timeout". The default is kept by the field, not here.
-Timeout = Annotated[Optional[float], BeforeValidator(parse_timeout)]
+Seconds = Annotated[Optional[float], BeforeValidator(parse_seconds)]
+Timeout = Annotated[Union[float, Literal["auto"], None], BeforeValidator(parse_timeout)]
 
 
 class Strict(BaseModel):
     # A misspelt key (`timout:`) must fail loudly, not be ignored.
     model_config = ConfigDict(extra="forbid")
+
+
+class AutoTimeoutConfig(Strict):
+    """`timeout: auto` = clamp(factor x observed percentile of run time, min, max);
+    `fallback` until min_samples run times are known."""
+
+    percentile: float = Field(99.0, gt=0, le=100)
+    factor: float = Field(2.0, gt=0)
+    min: float = Field(1.0, gt=0)
+    max: float = Field(300.0, gt=0)
+    min_samples: int = Field(20, ge=1)
+    fallback: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "AutoTimeoutConfig":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g})")
+        return self
+
+
+class MonitoringConfig(Strict):
+    enabled: bool = True  # metrics, latency stats, auto timeouts, alerts
+    # Latency percentiles (and auto timeouts) cover this many recent seconds.
+    window_s: float = Field(300.0, gt=0)
+    # A run is abnormal (WARNING + longserve_slow_total) past slow_factor x
+    # the observed p99 run time, or past slow_threshold_s when that is set.
+    slow_factor: float = Field(3.0, gt=1)
+    slow_threshold_s: Optional[float] = Field(None, gt=0)
+    slow_min_samples: int = Field(20, ge=1)
+    # An alert fires when, over alert_window_s and at least alert_min_requests
+    # sync requests, the timeout or server-error rate passes its threshold.
+    alert_window_s: float = Field(60.0, gt=0)
+    alert_min_requests: int = Field(20, ge=1)
+    alert_timeout_rate: float = Field(0.2, gt=0, le=1)
+    alert_error_rate: float = Field(0.2, gt=0, le=1)
+    alert_webhook_url: Optional[str] = None
+    alert_cooldown_s: float = Field(300.0, ge=0)
 
 
 class BatchingConfig(Strict):
@@ -80,8 +124,9 @@ class ModelConfig(DeploymentOptions):
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the model's constructor.")
     timeout: Timeout = DEFAULT_TIMEOUT_S
     batching: Optional[BatchingConfig] = None
+    auto_timeout: Optional[AutoTimeoutConfig] = None  # when timeout is auto; default: the global one
     # Bounds one async job's run; jobs are not bound by `timeout`.
-    job_timeout: Timeout = None
+    job_timeout: Seconds = None
     # How many jobs of this model run at once (all runners together); the
     # rest of the model's capacity stays free for sync requests.
     max_concurrent_jobs: Optional[int] = Field(None, ge=1)
@@ -111,16 +156,20 @@ class GatewayConfig(Strict):
 
 class AppConfig(Strict):
     timeout: Timeout = DEFAULT_TIMEOUT_S
+    auto_timeout: AutoTimeoutConfig = Field(default_factory=AutoTimeoutConfig)
     # Upper bound on a client's `Request-Timeout` header; false / -1: no cap.
-    max_timeout: Timeout = 600.0
+    max_timeout: Seconds = 600.0
     max_body_mb: float = Field(100.0, gt=0)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     models: dict[str, ModelConfig]
 
     @model_validator(mode="after")
     def _resolve_model_timeouts(self) -> "AppConfig":
         for name, model in self.models.items():
+            if model.auto_timeout is None:
+                model.auto_timeout = self.auto_timeout
             if "timeout" in model.model_fields_set:
                 model._timeout_source = f"models.{name}.timeout in serve_config.yaml"
                 continue

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from longserve.config import AppConfig
+from longserve.config import AUTO, AppConfig
 from longserve.errors import ApiError
 
 HEADER = "Request-Timeout"
@@ -35,10 +35,21 @@ def parse_header(value: str) -> Optional[float]:
     return seconds
 
 
-def timeout_in_force(config: AppConfig, model: str, header: Optional[str]) -> TimeoutInForce:
+def configured(config: AppConfig, model: str, auto: dict[str, tuple[float, str]]) -> TimeoutInForce:
+    """The timeout serve_config.yaml sets for `model`; for `auto`, its current value and why."""
     settings = config.models[model]
-    if header is None:
+    if settings.timeout != AUTO:
         return TimeoutInForce(settings.timeout, settings.timeout_source)
+    fallback = settings.auto_timeout.fallback
+    seconds, why = auto.get(model, (fallback, f"auto: fallback {fallback:g} s until run times are observed"))
+    return TimeoutInForce(seconds, f"{settings.timeout_source} = {why}")
+
+
+def timeout_in_force(
+    config: AppConfig, model: str, header: Optional[str], auto: dict[str, tuple[float, str]]
+) -> TimeoutInForce:
+    if header is None:
+        return configured(config, model, auto)
     asked = parse_header(header)
     cap = config.max_timeout
     if cap is not None and (asked is None or asked > cap):

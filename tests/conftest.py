@@ -4,9 +4,12 @@ The app is the shipped serve_config.yaml (the real embedder and transcriber)
 plus test-only sleeper models with short timeouts and small queues.
 """
 
+import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,16 +26,26 @@ SLEEPER = "tests.slow_models:Sleeper"
 NO_CPU = {"num_cpus": 0}
 
 
-def app_args(jobs_db: Path) -> dict:
+def app_args(jobs_db: Path, alert_url: str) -> dict:
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     args.update(max_timeout=5, max_body_mb=8)
     # A short lease, so a killed runner's job is queued again within seconds.
     args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=2)
+    args["monitoring"] = {
+        "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
+        "alert_cooldown_s": 600, "alert_webhook_url": alert_url,
+    }
     args["models"].update(
         sleeper={"class": SLEEPER, "timeout": 1.5, "max_ongoing_requests": 1, "max_queued_requests": 2,
                  "job_timeout": 2, "ray_actor_options": NO_CPU},
         sleeper_false={"class": SLEEPER, "timeout": False, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         sleeper_minus_one={"class": SLEEPER, "timeout": -1, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
+        # Only the monitoring tests use these, so their latency history is known.
+        timed={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 4, "ray_actor_options": NO_CPU},
+        auto_sleeper={"class": SLEEPER, "timeout": "auto", "max_ongoing_requests": 4, "ray_actor_options": NO_CPU,
+                      "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10,
+                                       "fallback": 5}},
+        alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
     )
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["embedder"].update(ray_actor_options=NO_CPU)
@@ -42,7 +55,8 @@ def app_args(jobs_db: Path) -> dict:
 @dataclass
 class App:
     url: str
-    config: "AppConfig"
+    config: AppConfig
+    metrics_url: str  # Ray's Prometheus export
 
 
 def free_port() -> int:
@@ -51,8 +65,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class AlertReceiver(BaseHTTPRequestHandler):
+    """Collects the JSON bodies POSTed to it (the alert webhook)."""
+
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        AlertReceiver.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="session")
-def serve_app(tmp_path_factory):
+def alerts():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AlertReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/alerts", AlertReceiver.received
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_app(tmp_path_factory, alerts):
     import ray
     from ray import serve
 
@@ -60,13 +98,13 @@ def serve_app(tmp_path_factory):
 
     # Replicas import tests.slow_models; workers inherit this environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    port = free_port()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    port, metrics_port = free_port(), free_port()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        config = AppConfig.model_validate(app_args(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3"))
+        config = AppConfig.model_validate(app_args(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3", alerts[0]))
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        yield App(f"http://127.0.0.1:{port}", config)
+        yield App(f"http://127.0.0.1:{port}", config, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -26,7 +26,7 @@ def start(db: str) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = AppConfig.model_validate({
         "jobs": {"backend": "sqlite", "sqlite_path": db, "lease_s": 2},

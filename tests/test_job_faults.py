@@ -140,10 +140,12 @@ def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
 
 def test_sqlite_jobs_survive_a_full_ray_stop_and_start(tmp_path):
     # Two processes, each with its own Ray cluster, share only the sqlite file.
+    # Without RAY_ADDRESS (set by this session's ray.init) they start their own.
     db, ids_file = str(tmp_path / "jobs.sqlite3"), str(tmp_path / "ids.json")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run = lambda phase: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "tests.restart_phase", phase, db, ids_file],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )
     first = run("submit")
     assert first.returncode == 0, first.stderr[-3000:]

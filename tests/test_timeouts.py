@@ -17,14 +17,15 @@ def sleep(client, seconds, path=SLEEP, **headers):
     return client.post(path, json={"seconds": seconds}, headers=headers)
 
 
-def gateway_log_lines(request_id: str) -> list[str]:
+def gateway_log_lines(request_id: str, marker: str = "timeout: model=") -> list[str]:
+    """The gateway's log lines about `request_id` that contain `marker`."""
     import ray
 
     logs = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs", "serve")
     lines = []
     for path in glob.glob(os.path.join(logs, "replica_*Gateway*.log")):
         with open(path) as f:
-            lines += [line for line in f if request_id in line and "timeout: model=" in line]
+            lines += [line for line in f if request_id in line and marker in line]
     return lines
 
 

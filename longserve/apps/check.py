@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from longserve.config import AppConfig
+from longserve.config import AUTO, AppConfig
 
 IMPORT_PATH = "longserve.apps.main:build_app"
 
@@ -57,7 +57,9 @@ def check(path: str) -> tuple[list[str], list[AppConfig]]:
 
 def _longest_timeout(config: AppConfig):
     """The longest a request may run, or None when one may run forever."""
-    limits = [config.max_timeout] + [model.timeout for model in config.models.values()]
+    limits = [config.max_timeout] + [
+        model.auto_timeout.max if model.timeout == AUTO else model.timeout for model in config.models.values()
+    ]
     return None if any(limit is None for limit in limits) else max(limits)
 
 
@@ -73,7 +75,8 @@ def main() -> int:
         return 1
     for config in apps:
         timeouts = ", ".join(
-            f"{name} {'none' if m.timeout is None else f'{m.timeout:g} s'}" for name, m in config.models.items()
+            f"{name} {'none' if m.timeout is None else m.timeout if m.timeout == AUTO else f'{m.timeout:g} s'}"
+            for name, m in config.models.items()
         )
         print(f"{path}: OK; timeouts: {timeouts}")
     return 0

@@ -4,9 +4,11 @@ turns every failure into the one JSON error shape."""
 import asyncio
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from ray import serve
@@ -14,7 +16,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from longserve.config import AppConfig
+from longserve.config import AUTO, AppConfig
 from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, RESULT, STARTED, load_model_class
 from longserve.errors import ApiError, first_line, install_error_handlers, request_id
@@ -23,12 +25,14 @@ from longserve.jobs.http import JOB_PARAMS, accepted, job_error, job_response, p
 from longserve.jobs.record import PENDING, JobRequest, Status, new_job_id
 from longserve.model import Model
 from longserve.timeouts import HEADER as TIMEOUT_HEADER
-from longserve.timeouts import TimeoutInForce, timeout_error, timeout_in_force
+from longserve.monitor import Monitor
+from longserve.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
 
 logger = logging.getLogger("ray.serve")
 
 RETRY_AFTER_S = 1
 READY_STORE_TIMEOUT_S = 2.0
+STATS_TIMEOUT_S = 2.0
 
 app = FastAPI(
     title="longserve",
@@ -36,6 +40,33 @@ app = FastAPI(
     version="0.1.0",
 )
 install_error_handlers(app)
+
+
+@dataclass
+class Timing:
+    """When a sync request was sent to the model, started there, and finished."""
+
+    dispatched: Optional[float] = None
+    started: Optional[float] = None
+    finished: Optional[float] = None
+
+    @property
+    def queue_s(self) -> Optional[float]:
+        return None if self.started is None else self.started - self.dispatched
+
+    @property
+    def run_s(self) -> Optional[float]:
+        return None if self.finished is None else self.finished - self.started
+
+
+def outcome_of(exc: Exception) -> str:
+    """The outcome label of a failed sync request, for metrics."""
+    status = exc.status if isinstance(exc, ApiError) else 422 if isinstance(exc, RequestValidationError) else 500
+    if status == 504:
+        return f"timeout_{exc.body['stage']}"
+    if status == 503 and exc.body["type"] == "overloaded":
+        return "overloaded"
+    return "client_error" if status < 500 else "server_error"
 
 
 @serve.deployment
@@ -50,19 +81,31 @@ class Gateway:
             name: load_model_class(model.class_path) for name, model in config.models.items()
         }
         self.max_body_bytes = int(config.max_body_mb * 1024 * 1024)
+        self.app_name = serve.get_replica_context().app_name
+        self.monitor = Monitor(self.app_name, config)
+        self.stats = self.monitor.stats if self.monitor.enabled else None
 
     @app.post("/v1/models/{model}/predict")
     async def predict(self, model: str, request: Request) -> Any:
         # The clock starts when the request reaches us; reading the body counts.
-        arrival = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        arrival = loop.time()
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
         if respond_async or wait_s is not None:
             return await self._predict_as_job(model, request, respond_async, wait_s)
-        timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER))
-        inputs = await self._read_input(model, request)
-        remaining = None if timeout.seconds is None else timeout.seconds - (asyncio.get_running_loop().time() - arrival)
-        return await self._call(model, inputs, timeout, remaining, request_id(request))
+        timing, outcome = Timing(), "ok"
+        try:
+            timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto)
+            inputs = await self._read_input(model, request)
+            remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
+            return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
+        except Exception as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
+                                request_id(request))
 
     @app.post("/v1/models/{model}/jobs", status_code=202)
     async def submit_job(
@@ -124,12 +167,12 @@ class Gateway:
     @app.get("/v1/models")
     async def list_models(self) -> dict:
         backlog = await self.store.backlog.remote()
-        return {"models": [self._describe(name, backlog) for name in self.config.models]}
+        return {"models": [await self._describe(name, backlog) for name in self.config.models]}
 
     @app.get("/v1/models/{model}")
     async def get_model(self, model: str) -> dict:
         self._model_config(model)
-        return self._describe(model, await self.store.backlog.remote())
+        return await self._describe(model, await self.store.backlog.remote())
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
@@ -158,13 +201,15 @@ class Gateway:
             raise ApiError(404, "not_found", f"no model named '{model}'; served models: {known}", model=model)
         return self.config.models[model]
 
-    def _describe(self, name: str, backlog: dict) -> dict:
+    async def _describe(self, name: str, backlog: dict) -> dict:
         model = self.config.models[name]
+        timeout = configured(self.config, name, self.monitor.auto)
         return {
             "name": name,
             "class": model.class_path,
-            "timeout_s": model.timeout,
-            "timeout_source": model.timeout_source,
+            "timeout_s": timeout.seconds,
+            "timeout_source": timeout.source,
+            "auto_timeout": model.auto_timeout.model_dump() if model.timeout == AUTO else None,
             "max_timeout_s": self.config.max_timeout,
             "batching": model.batching.model_dump() if model.batching else None,
             "max_ongoing_requests": model.max_ongoing_requests,
@@ -176,7 +221,17 @@ class Gateway:
             "job_timeout_s": model.job_timeout,
             "max_concurrent_jobs": model.job_slots(),
             "jobs": backlog.get(name, {"queued": 0, "running": 0}),
+            "latency": await self._latency(name),
         }
+
+    async def _latency(self, name: str) -> Optional[dict]:
+        if self.stats is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.stats.summary.remote(name), STATS_TIMEOUT_S)
+        except Exception as exc:  # the stats actor restarting must not break model info
+            logger.warning("latency stats unavailable: %r", exc)
+            return None
 
     def _found(self, job, job_id: str):
         if job is None:
@@ -244,8 +299,11 @@ class Gateway:
         )
 
     async def _call(
-        self, model: str, inputs: BaseModel, timeout: TimeoutInForce, remaining: Optional[float], rid: str
+        self, model: str, inputs: BaseModel, timeout: TimeoutInForce, remaining: Optional[float], rid: str,
+        timing: "Timing",
     ) -> Any:
+        loop = asyncio.get_running_loop()
+        timing.dispatched = loop.time()
         response = self.handles[model].run.remote(inputs)
         stage, finished = "queued", False
         try:
@@ -253,8 +311,10 @@ class Gateway:
                 async for kind, value in response:
                     if kind == STARTED:
                         stage = "running"
+                        timing.started = loop.time()
                     elif kind == RESULT:
                         finished = True
+                        timing.finished = loop.time()
                         return value
                     elif kind == INVALID:
                         finished = True

@@ -8,6 +8,7 @@ that dies stops renewing: its jobs go back to the queue once their leases end.
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Optional
 
@@ -22,10 +23,12 @@ from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, load_m
 from longserve.errors import first_line
 from longserve.inputs import parse_input
 from longserve.jobs.record import Job
+from longserve.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
 
 CLAIM_WAIT_S = 1.0
+JOB_OUTCOMES = {"invalid_input": "client_error", "job_timeout": "timeout_running"}
 BUSY_BACKOFF_S = 1.0
 
 
@@ -39,6 +42,8 @@ class JobRunner:
         self.limits = {name: m.job_slots() for name, m in config.models.items()}
         self.heartbeat_s = min(1.0, config.jobs.lease_s / 3)
         self.id = f"runner-{uuid.uuid4().hex[:12]}"
+        self.monitor = Monitor(serve.get_replica_context().app_name, config)
+        self.monitor.start()
         self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.get_running_loop().create_task(self._claim_forever())
 
@@ -123,4 +128,10 @@ class JobRunner:
                 response.cancel()
 
     async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None) -> None:
-        await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error)
+        if not await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error):
+            return  # cancelled meanwhile, or the lease was lost: not this runner's outcome
+        now = time.time()
+        kind = (error or {}).get("type")
+        outcome = "ok" if status == "succeeded" else JOB_OUTCOMES.get(kind, "server_error")
+        self.monitor.record(job.model, "job", outcome, job.started_at - job.created_at, now - job.started_at,
+                            now - job.created_at, job.id)

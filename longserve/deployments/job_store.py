@@ -24,6 +24,7 @@ import ray
 from longserve.config import JobsConfig
 from longserve.jobs.backends import make_backend
 from longserve.jobs.record import FINISHED, PENDING, Job, JobRequest, Progress
+from longserve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class JobStore:
         self.work = asyncio.Event()
         self.lock = asyncio.Lock()
         self.reaper: Optional[asyncio.Task] = None
+        self.metrics = Metrics()
         self._load()
 
     def _load(self) -> None:
@@ -276,6 +278,10 @@ class JobStore:
         if old is not None:
             self.counts[old.model][old.status] -= 1
         self.counts[new.model][new.status] += 1
+        if old is None or old.status != new.status:
+            self.metrics.inc("longserve_job_transitions_total", model=new.model, status=new.status)
+            for state in ("queued", "running"):
+                self.metrics.set("longserve_jobs_backlog", self.counts[new.model][state], model=new.model, state=state)
         if new.status == "running":
             self.running.add(new.id)
         elif new.id in self.running:
