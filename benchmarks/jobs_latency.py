@@ -8,7 +8,6 @@ already stored, measured in one run on one app (sqlite backend, echo model).
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.serving import serving
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -82,30 +81,19 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
-    import ray
-    from ray import serve
-
-    from longserve.apps.main import build_app
     from longserve.config import AppConfig
 
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     db = Path(tempfile.mkdtemp()) / "jobs.sqlite3"
     config = AppConfig.model_validate({
         "jobs": {"backend": "sqlite", "sqlite_path": str(db)},
         "models": {"echo": {"class": "benchmarks.echo_model:Echo", "max_ongoing_requests": 16,
                             "ray_actor_options": {"num_cpus": 0}}},
     })
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(config), name="bench", route_prefix="/")
+    with serving({"/": config}) as url:
 
         async def run():
             limits = httpx.Limits(max_connections=args.concurrency * 2)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as client:
+            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
                 await measure(client, 20, 2)  # warm up
                 empty = await measure(client, args.samples, args.concurrency)
                 rate = await preload(client, args.stored)
@@ -113,9 +101,6 @@ def main() -> int:
                 return empty, rate, full
 
         empty, rate, full = asyncio.run(run())
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
     print(f"# jobs latency: sqlite backend, echo model, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
     print(f"preloaded {args.stored} jobs via HTTP at {rate:.0f} jobs/s (submitted and run to completion)")

@@ -9,25 +9,22 @@ alternating rounds in one run.
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from benchmarks.jobs_latency import percentile
+from benchmarks.serving import serving
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def app_config(enabled: bool, db: str):
+def app_config(enabled: bool):
     from longserve.config import AppConfig
 
     return AppConfig.model_validate({
         "monitoring": {"enabled": enabled},
-        "jobs": {"backend": "memory", "sqlite_path": db},
+        "jobs": {"backend": "memory"},
         "models": {"echo": {"class": "benchmarks.echo_model:Echo", "max_ongoing_requests": 32,
                             "max_queued_requests": -1, "ray_actor_options": {"num_cpus": 0}}},
     })
@@ -56,25 +53,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
-    import ray
-    from ray import serve
-
-    from longserve.apps.main import build_app
-
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     results: dict[str, list[dict]] = {"on": [], "off": []}
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for name in ("on", "off"):
-            serve.run(build_app(app_config(name == "on", "")), name=name, route_prefix=f"/{name}")
+    with serving({"/on": app_config(True), "/off": app_config(False)}) as url:
 
         async def run():
             limits = httpx.Limits(max_connections=args.concurrency * 2)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as client:
+            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
                 for name in ("on", "off"):  # warm up both
                     await round_(client, f"/{name}", 1, 2)
                 for _ in range(args.rounds):
@@ -82,9 +66,6 @@ def main() -> int:
                         results[name].append(await round_(client, f"/{name}", args.seconds, args.concurrency))
 
         asyncio.run(run())
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
     print(f"# monitoring overhead on sync predict: echo model, {os.cpu_count()} CPUs, "
           f"{args.concurrency} concurrent clients, {args.rounds} alternating rounds of {args.seconds:g} s, "

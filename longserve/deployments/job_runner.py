@@ -81,7 +81,12 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             update = dict(progress) if progress and progress != sent else None
-            if not await self.store.heartbeat.remote(job.id, self.id, job.attempts, update):
+            try:
+                keep_going = await self.store.heartbeat.remote(job.id, self.id, job.attempts, update)
+            except Exception:  # a store hiccup is not a cancel; the lease decides
+                logger.exception("job %s: heartbeat failed; retrying", job.id)
+                continue
+            if not keep_going:
                 return
             sent = update or sent
 
