@@ -2,7 +2,8 @@
 deployments, as many at once per model as the model's job slots allow.
 
 While a job runs, the runner renews its lease and reports progress every
-HEARTBEAT_S; the store's answer tells it when the job was cancelled. A runner
+second (lease_s / 3 if shorter); the store's answer tells it when the job
+was cancelled. A runner
 that dies stops renewing: its jobs go back to the queue once their leases end.
 """
 
@@ -91,10 +92,7 @@ class JobRunner:
             sent = update or sent
 
     async def _call_model(self, job: Job, body: bytes, progress: dict) -> None:
-        settings = self.config.models.get(job.model)
-        if settings is None:
-            await self._finish(job, "failed", error={"type": "unknown_model", "message": f"no model '{job.model}'"})
-            return
+        settings = self.config.models[job.model]  # claims only ask for configured models
         try:
             inputs = parse_input(self.classes[job.model], job.model, job.request.media_type, body, job.request.params)
         except Exception as exc:  # validated at submit; only a changed model schema gets here
