@@ -26,6 +26,7 @@ from longserve.jobs.record import PENDING, JobRequest, Status, new_job_id
 from longserve.model import Model
 from longserve.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.monitor import Monitor
+from longserve.schemas import Backlog, ModelView
 from longserve.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
 
 logger = logging.getLogger("ray.serve")
@@ -204,25 +205,25 @@ class Gateway:
     async def _describe(self, name: str, backlog: dict) -> dict:
         model = self.config.models[name]
         timeout = configured(self.config, name, self.monitor.auto)
-        return {
-            "name": name,
-            "class": model.class_path,
-            "timeout_s": timeout.seconds,
-            "timeout_source": timeout.source,
-            "auto_timeout": model.auto_timeout.model_dump() if model.timeout == AUTO else None,
-            "max_timeout_s": self.config.max_timeout,
-            "batching": model.batching.model_dump() if model.batching else None,
-            "max_ongoing_requests": model.max_ongoing_requests,
-            "max_queued_requests": model.max_queued_requests,
-            "num_replicas": model.num_replicas,
-            "autoscaling_config": model.autoscaling_config,
-            "ray_actor_options": model.ray_actor_options,
-            "accepts_raw_body": self.classes[name].raw_body_field is not None,
-            "job_timeout_s": model.job_timeout,
-            "max_concurrent_jobs": model.job_slots(),
-            "jobs": backlog.get(name, {"queued": 0, "running": 0}),
-            "latency": await self._latency(name),
-        }
+        return ModelView(
+            name=name,
+            class_path=model.class_path,
+            timeout_s=timeout.seconds,
+            timeout_source=timeout.source,
+            auto_timeout=model.auto_timeout.model_dump() if model.timeout == AUTO else None,
+            max_timeout_s=self.config.max_timeout,
+            batching=model.batching.model_dump() if model.batching else None,
+            max_ongoing_requests=model.max_ongoing_requests,
+            max_queued_requests=model.max_queued_requests,
+            num_replicas=model.num_replicas,
+            autoscaling_config=model.autoscaling_config,
+            ray_actor_options=model.ray_actor_options,
+            accepts_raw_body=self.classes[name].raw_body_field is not None,
+            job_timeout_s=model.job_timeout,
+            max_concurrent_jobs=model.job_slots(),
+            jobs=Backlog(**backlog.get(name, {})),
+            latency=await self._latency(name),
+        ).model_dump(by_alias=True)
 
     async def _latency(self, name: str) -> Optional[dict]:
         if self.stats is None:

@@ -29,6 +29,26 @@ class Progress(BaseModel):
         return round(min(self.done / self.total, 1.0), 4)
 
 
+CallbackEvents = Literal["completed", "all"]
+CallbackStatus = Literal["pending", "delivered", "failed"]
+
+
+class Callback(BaseModel):
+    """Where to POST the job when it ends, and how delivery is going.
+
+    Part of the job record, so delivery survives any restart."""
+
+    url: str
+    events: CallbackEvents = "completed"  # "all": also on start and progress
+    status: CallbackStatus = "pending"
+    attempts: int = 0  # of the final (completed) delivery
+    last_status: Optional[int] = None
+    last_error: Optional[str] = None
+    delivered_at: Optional[float] = None
+    next_attempt_at: Optional[float] = None
+    owner: Optional[str] = None  # the runner delivering it, until next_attempt_at
+
+
 class JobRequest(BaseModel):
     """The request as received, so a runner can parse it again on any attempt."""
 
@@ -58,32 +78,93 @@ class Job(BaseModel):
     # The runner holding the job and until when; attempts fences stale runners.
     lease_owner: Optional[str] = None
     lease_expires_at: Optional[float] = None
+    callback: Optional[Callback] = None
     version: int = 0  # bumped on every change; long-polls wait for it to move
 
     def view(self, with_result: bool = True) -> dict:
-        """The job as `GET /v1/jobs/{id}` shows it."""
+        """The job as `GET /v1/jobs/{id}` shows it (a JobView)."""
         end = self.finished_at or time.time()
-        out = {
-            "id": self.id,
-            "model": self.model,
-            "status": self.status,
-            "progress": {**self.progress.model_dump(), "fraction": self.progress.fraction},
-            "attempts": self.attempts,
-            "max_attempts": self.max_attempts,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "expires_at": _iso(self.expires_at),
-            "queue_wait_s": round((self.started_at or end) - self.created_at, 3),
-            "run_s": round(end - self.started_at, 3) if self.started_at else None,
-            "metadata": self.metadata,
-            "links": {"self": f"/v1/jobs/{self.id}", "result": f"/v1/jobs/{self.id}/result"},
-        }
+        view = JobView(
+            id=self.id,
+            model=self.model,
+            status=self.status,
+            progress=ProgressView(**self.progress.model_dump(), fraction=self.progress.fraction),
+            attempts=self.attempts,
+            max_attempts=self.max_attempts,
+            created_at=_iso(self.created_at),
+            started_at=_iso(self.started_at),
+            finished_at=_iso(self.finished_at),
+            expires_at=_iso(self.expires_at),
+            queue_wait_s=round((self.started_at or end) - self.created_at, 3),
+            run_s=round(end - self.started_at, 3) if self.started_at else None,
+            metadata=self.metadata,
+            links=Links(self=f"/v1/jobs/{self.id}", result=f"/v1/jobs/{self.id}/result"),
+        )
         if self.error is not None:
-            out["error"] = self.error
+            view.error = self.error
+        if self.callback is not None:
+            cb = self.callback
+            view.callback = CallbackView(url=cb.url, events=cb.events, status=cb.status, attempts=cb.attempts,
+                                         last_status=cb.last_status, last_error=cb.last_error,
+                                         delivered_at=_iso(cb.delivered_at))
         if with_result and self.status == "succeeded":
-            out["result"] = self.result
-        return out
+            view.result = self.result
+        # Absent, not null: `result` only on a succeeded job, `error` and `callback` only when there is one.
+        return view.model_dump(exclude_unset=True)
+
+
+# -- what clients see: the server's response schemas, also used by the SDK ----
+
+
+class ProgressView(BaseModel):
+    done: float
+    total: Optional[float] = None
+    message: str = ""
+    fraction: Optional[float] = None
+
+
+class CallbackView(BaseModel):
+    url: str
+    events: CallbackEvents
+    status: CallbackStatus
+    attempts: int
+    last_status: Optional[int] = None
+    last_error: Optional[str] = None
+    delivered_at: Optional[str] = None
+
+
+class Links(BaseModel):
+    self: str
+    result: str
+
+
+class JobView(BaseModel):
+    """`GET /v1/jobs/{id}`: times are ISO 8601 UTC; `result` only once succeeded."""
+
+    id: str
+    model: str
+    status: Status
+    progress: ProgressView
+    attempts: int
+    max_attempts: int
+    created_at: str
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    expires_at: Optional[str] = None
+    queue_wait_s: float
+    run_s: Optional[float] = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    links: Links
+    error: Optional[dict[str, Any]] = None
+    callback: Optional[CallbackView] = None
+    result: Any = None
+
+
+class JobPage(BaseModel):
+    """`GET /v1/jobs`: newest first; pass next_cursor to get the next page."""
+
+    jobs: list[JobView]
+    next_cursor: Optional[int] = None
 
 
 def _iso(ts: Optional[float]) -> Optional[str]:
