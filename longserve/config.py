@@ -154,12 +154,45 @@ class GatewayConfig(Strict):
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0.1})
 
 
+class AuthConfig(Strict):
+    """API keys, read from an environment variable (a Kubernetes Secret on a
+    cluster), never from this file. No keys: the API is open (the local default)."""
+
+    # Entries separated by spaces or newlines: `<key>` (scopes predict and jobs)
+    # or `<key>:<scope>,<scope>` with scopes predict, jobs, admin.
+    api_keys_env: str = "LONGSERVE_API_KEYS"
+    # true: refuse to start without keys (the cluster config), so a missing
+    # Secret cannot silently open the API.
+    required: bool = False
+
+
+class CallbacksConfig(Strict):
+    """Job callbacks (webhooks): signed, retried, and never sent to internal addresses."""
+
+    # The Standard Webhooks signing secret (`whsec_<base64>`), from the environment.
+    secret_env: str = "LONGSERVE_WEBHOOK_SECRET"
+    # true: refuse to start without a secret (the cluster config). Without one,
+    # callbacks are sent unsigned.
+    require_signing: bool = False
+    max_attempts: int = Field(8, ge=1, le=50)
+    backoff_s: float = Field(1.0, gt=0)  # first retry delay; doubles, with jitter
+    max_backoff_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)  # per delivery attempt
+    # Hosts and networks callbacks may reach although they are loopback,
+    # private or link-local: "127.0.0.1", "10.0.0.0/8", "hooks.internal".
+    allow: list[str] = Field(default_factory=list)
+
+
 class AppConfig(Strict):
     timeout: Timeout = DEFAULT_TIMEOUT_S
     auto_timeout: AutoTimeoutConfig = Field(default_factory=AutoTimeoutConfig)
     # Upper bound on a client's `Request-Timeout` header; false / -1: no cap.
     max_timeout: Seconds = 600.0
     max_body_mb: float = Field(100.0, gt=0)
+    # Deeper JSON bodies are refused (422) before they are parsed.
+    max_json_depth: int = Field(32, ge=2, le=1000)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

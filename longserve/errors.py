@@ -5,10 +5,29 @@
 
 from typing import Any, Optional
 
+from pydantic import BaseModel, ConfigDict
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # plus fields such as timeout_s, stage, hint, job_id
+
+    type: str
+    message: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# Every route documents this shape for its 4xx and 5xx answers.
+ERROR_RESPONSES = {"4XX": {"model": ErrorBody, "description": "Client error"},
+                   "5XX": {"model": ErrorBody, "description": "Server error (504: the timeout in force expired)"}}
 
 
 class ApiError(Exception):

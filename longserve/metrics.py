@@ -24,6 +24,10 @@ METRICS = {
     "longserve_jobs_backlog": ("gauge", "Jobs queued or running now.", ("model", "state")),
     "longserve_timeout_seconds": ("gauge", "The sync timeout in force (0: none).", ("model",)),
     "longserve_slow_total": ("counter", "Requests or jobs that ran over the slow threshold.", ("model", "kind")),
+    "longserve_callback_attempts_total": (
+        "counter", "Job callback POSTs by outcome: delivered, retry (will try again), failed (gave up).",
+        ("model", "outcome"),
+    ),
     "longserve_alerts_total": ("counter", "Alert events raised (sustained timeout or error rate).", ("model", "alert")),
 }
 

@@ -76,6 +76,11 @@ class Model:
         raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_batch")
 
     @classmethod
+    def check_input(cls, inputs: BaseModel, options: dict[str, Any]) -> None:
+        """Optional: refuse input over the limits set in this model's `options`
+        (raise InvalidInput: a 422 before any replica sees the request)."""
+
+    @classmethod
     def parse_raw(cls, body: bytes, params: dict[str, str]) -> BaseModel:
         """Input from a raw body plus query parameters (e.g. ?language=en)."""
         return cls.Input.model_validate({**params, cls.raw_body_field: body})

@@ -34,6 +34,11 @@ class Monitor:
         if self.enabled and self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._run_forever())
 
+    def inc(self, name: str, **tags: str) -> None:
+        """Count an event in a longserve metric (nothing with monitoring off)."""
+        if self.enabled:
+            self.metrics.inc(name, **tags)
+
     def record(self, model: str, kind: str, outcome: str, queue_s: Optional[float], run_s: Optional[float],
                total_s: float, ident: str) -> None:
         if not self.enabled:

@@ -4,6 +4,7 @@ The app is the shipped serve_config.yaml (the real embedder and transcriber)
 plus test-only sleeper models with short timeouts and small queues.
 """
 
+import base64
 import json
 import os
 import socket
@@ -24,6 +25,10 @@ APP_NAME = "longserve"
 
 SLEEPER = "tests.slow_models:Sleeper"
 NO_CPU = {"num_cpus": 0}
+# Secrets the test cluster's replicas read from their environment.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
+API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", "admin": "ak-admin-key-000000003"}
+SECURE_PREFIX = "/secure"
 
 
 def app_args(jobs_db: Path, alert_url: str) -> dict:
@@ -48,8 +53,25 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
     )
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
+    args["models"]["transcriber"]["options"].update(max_audio_s=600)
     args["models"]["embedder"].update(ray_actor_options=NO_CPU)
+    # Callbacks to the tests' loopback receivers, retried quickly.
+    args["callbacks"] = {"allow": ["127.0.0.1"], "backoff_s": 0.2, "max_backoff_s": 2, "max_attempts": 4,
+                         "timeout_s": 3}
     return args
+
+
+def secure_app_args(jobs_db: Path) -> dict:
+    """A second app on the same cluster: API keys on, callbacks with the
+    default SSRF guard (no allowlist), one cheap model."""
+    return {
+        "timeout": 5,
+        "auth": {"api_keys_env": "LONGSERVE_TEST_API_KEYS", "required": True},
+        "callbacks": {"require_signing": True},
+        "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": 2},
+        "monitoring": {"enabled": False},
+        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
+    }
 
 
 @dataclass
@@ -57,6 +79,7 @@ class App:
     url: str
     config: AppConfig
     metrics_url: str  # Ray's Prometheus export
+    secure_url: str  # the second app: API keys on, default SSRF guard
 
 
 def free_port() -> int:
@@ -98,13 +121,19 @@ def serve_app(tmp_path_factory, alerts):
 
     # Replicas import tests.slow_models; workers inherit this environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["LONGSERVE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(f"{key}:{scope}" for scope, key in API_KEYS.items())
     port, metrics_port = free_port(), free_port()
     ray.init(address="local", include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        config = AppConfig.model_validate(app_args(tmp_path_factory.mktemp("jobs") / "jobs.sqlite3", alerts[0]))
+        jobs_dir = tmp_path_factory.mktemp("jobs")
+        config = AppConfig.model_validate(app_args(jobs_dir / "jobs.sqlite3", alerts[0]))
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        yield App(f"http://127.0.0.1:{port}", config, f"http://127.0.0.1:{metrics_port}/metrics")
+        secure = AppConfig.model_validate(secure_app_args(jobs_dir / "secure.sqlite3"))
+        serve.run(build_app(secure), name="secure", route_prefix=SECURE_PREFIX)
+        url = f"http://127.0.0.1:{port}"
+        yield App(url, config, f"http://127.0.0.1:{metrics_port}/metrics", url + SECURE_PREFIX)
     finally:
         serve.shutdown()
         ray.shutdown()

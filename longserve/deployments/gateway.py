@@ -7,26 +7,29 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from longserve.callbacks import check_url, load_secret
 from longserve.config import AUTO, AppConfig
 from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, RESULT, STARTED, load_model_class
-from longserve.errors import ApiError, first_line, install_error_handlers, request_id
-from longserve.inputs import check_media_type, media_type_of, parse_input
+from longserve.errors import ERROR_RESPONSES, ApiError, first_line, install_error_handlers, request_id
+from longserve.inputs import InputParser, check_media_type, media_type_of
 from longserve.jobs.http import JOB_PARAMS, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
-from longserve.jobs.record import PENDING, JobRequest, Status, new_job_id
+from longserve.jobs.record import PENDING, Callback, CallbackEvents, JobPage, JobRequest, JobView, Status, new_job_id
 from longserve.model import Model
 from longserve.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.monitor import Monitor
-from longserve.schemas import Backlog, ModelView
+from longserve.schemas import Backlog, ModelList, ModelView
+from longserve.security import Auth
 from longserve.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
 
 logger = logging.getLogger("ray.serve")
@@ -39,8 +42,12 @@ app = FastAPI(
     title="longserve",
     description="Model serving with timeouts you control and understand.",
     version="0.1.0",
+    responses=ERROR_RESPONSES,
 )
 install_error_handlers(app)
+# Documents the bearer key in OpenAPI; each handler checks its scope itself.
+BEARER = [Security(HTTPBearer(auto_error=False, description="An API key, when the server has keys configured."))]
+JOB = {200: {"model": JobView}, 202: {"model": JobView}}
 
 
 @dataclass
@@ -82,15 +89,19 @@ class Gateway:
             name: load_model_class(model.class_path) for name, model in config.models.items()
         }
         self.max_body_bytes = int(config.max_body_mb * 1024 * 1024)
+        self.auth = Auth(config.auth)
+        load_secret(config.callbacks)  # a malformed secret stops the deploy here, not at the first callback
+        self.parser = InputParser(config, self.classes)
         self.app_name = serve.get_replica_context().app_name
         self.monitor = Monitor(self.app_name, config)
         self.stats = self.monitor.stats if self.monitor.enabled else None
 
-    @app.post("/v1/models/{model}/predict")
+    @app.post("/v1/models/{model}/predict", dependencies=BEARER)
     async def predict(self, model: str, request: Request) -> Any:
         # The clock starts when the request reaches us; reading the body counts.
         loop = asyncio.get_running_loop()
         arrival = loop.time()
+        self.auth.check(request, "predict")
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
         if respond_async or wait_s is not None:
@@ -108,19 +119,26 @@ class Gateway:
             self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
                                 request_id(request))
 
-    @app.post("/v1/models/{model}/jobs", status_code=202)
+    @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(
         self,
         model: str,
         request: Request,
         ttl_s: Optional[float] = Query(None, gt=0, description="Keep the finished job this long (capped by result_ttl_s)."),
         metadata: Optional[str] = Query(None, description="A JSON object stored with the job."),
+        callback_url: Optional[str] = Query(None, description="POST the job here when it ends (signed; see README)."),
+        callback_events: CallbackEvents = Query("completed", description="all: also when it starts and progresses."),
     ) -> Any:
+        self.auth.check(request, "jobs")
         self._model_config(model)
-        job, replayed = await self._submit(model, request, ttl_s, parse_metadata(metadata))
+        callback = None
+        if callback_url is not None:
+            await check_url(callback_url, self.config.callbacks)
+            callback = Callback(url=callback_url, events=callback_events)
+        job, replayed = await self._submit(model, request, ttl_s, parse_metadata(metadata), callback)
         return accepted(job, {"Idempotent-Replayed": "true"} if replayed else None)
 
-    @app.get("/v1/jobs/{job_id}")
+    @app.get("/v1/jobs/{job_id}", responses=JOB)
     async def get_job(self, job_id: str, wait: Optional[float] = Query(None, ge=0)) -> Any:
         if wait:
             job = await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s))
@@ -137,16 +155,18 @@ class Gateway:
             raise job_error(job)
         return job.result
 
-    @app.delete("/v1/jobs/{job_id}")
-    async def cancel_job(self, job_id: str) -> Any:
+    @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
+    async def cancel_job(self, job_id: str, request: Request) -> Any:
+        self.auth.check(request, "jobs")
         outcome, job = await self.store.cancel.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "finished":
             raise ApiError(409, "job_finished", f"job {job_id} already {job.status}; nothing to cancel", job_id=job_id)
         return job_response(job)
 
-    @app.post("/v1/jobs/{job_id}/retry", status_code=202)
-    async def retry_job(self, job_id: str) -> Any:
+    @app.post("/v1/jobs/{job_id}/retry", status_code=202, dependencies=BEARER, responses=JOB)
+    async def retry_job(self, job_id: str, request: Request) -> Any:
+        self.auth.check(request, "jobs")
         outcome, job = await self.store.retry.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "not_retryable":
@@ -154,24 +174,28 @@ class Gateway:
                            job_id=job_id)
         return accepted(job)
 
-    @app.get("/v1/jobs")
+    @app.get("/v1/jobs", dependencies=BEARER, response_model=JobPage, response_model_exclude_unset=True)
     async def list_jobs(
         self,
+        request: Request,
         model: Optional[str] = None,
         status: Optional[Status] = None,
         limit: int = Query(50, ge=1, le=500),
         cursor: Optional[int] = Query(None, ge=1, description="next_cursor of the previous page"),
     ) -> dict:
+        self.auth.check(request, "admin")
         jobs, next_cursor = await self.store.list.remote(model, status, limit, cursor)
         return {"jobs": [job.view(with_result=False) for job in jobs], "next_cursor": next_cursor}
 
-    @app.get("/v1/models")
-    async def list_models(self) -> dict:
+    @app.get("/v1/models", dependencies=BEARER, response_model=ModelList)
+    async def list_models(self, request: Request) -> dict:
+        self.auth.check(request, "admin")
         backlog = await self.store.backlog.remote()
         return {"models": [await self._describe(name, backlog) for name in self.config.models]}
 
-    @app.get("/v1/models/{model}")
-    async def get_model(self, model: str) -> dict:
+    @app.get("/v1/models/{model}", dependencies=BEARER, response_model=ModelView)
+    async def get_model(self, model: str, request: Request) -> dict:
+        self.auth.check(request, "admin")
         self._model_config(model)
         return await self._describe(model, await self.store.backlog.remote())
 
@@ -239,17 +263,18 @@ class Gateway:
             raise ApiError(404, "not_found", f"no job '{job_id}'", job_id=job_id)
         return job
 
-    async def _submit(self, model: str, request: Request, ttl_s: Optional[float], metadata: dict):
+    async def _submit(self, model: str, request: Request, ttl_s: Optional[float], metadata: dict,
+                      callback: Optional[Callback] = None):
         """Validate like predict (4xx now, never a job doomed by its input), then store."""
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
         body = await self._read_body(request)
         params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
-        parse_input(self.classes[model], model, media_type, body, params)
+        self.parser.parse(model, media_type, body, params)
         jobs = self.config.jobs
         outcome, job = await self.store.submit.remote(
             new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
-            min(ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
+            min(ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"), callback,
         )
         if outcome == "conflict":
             raise ApiError(409, "idempotency_conflict",
@@ -274,7 +299,7 @@ class Gateway:
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)  # before reading the body
         body = await self._read_body(request)
-        return parse_input(self.classes[model], model, media_type, body, dict(request.query_params))
+        return self.parser.parse(model, media_type, body, dict(request.query_params))
 
     async def _read_body(self, request: Request) -> bytes:
         # Refuse before holding the body: by its declared length, else as it streams in.

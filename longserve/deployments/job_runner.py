@@ -19,11 +19,12 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from longserve.config import AppConfig
+from longserve.deployments.callback_sender import CallbackSender
 from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, load_model_class
 from longserve.errors import first_line
-from longserve.inputs import parse_input
-from longserve.jobs.record import Job
+from longserve.inputs import InputParser
+from longserve.jobs.record import Job, Progress
 from longserve.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
@@ -40,17 +41,22 @@ class JobRunner:
         self.store = get_job_store(config.jobs)
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
         self.classes = {name: load_model_class(m.class_path) for name, m in config.models.items()}
+        self.parser = InputParser(config, self.classes)
         self.limits = {name: m.job_slots() for name, m in config.models.items()}
         self.heartbeat_s = min(1.0, config.jobs.lease_s / 3)
         self.id = f"runner-{uuid.uuid4().hex[:12]}"
         self.monitor = Monitor(serve.get_replica_context().app_name, config)
         self.monitor.start()
+        self.callbacks = CallbackSender(config.callbacks, self.store, self.id, self.monitor)
         self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.get_running_loop().create_task(self._claim_forever())
 
     async def check_health(self) -> None:
-        if self.loop.done():  # Serve restarts a replica whose claim loop died
+        # Serve restarts a replica whose claim or callback loop died.
+        if self.loop.done():
             raise RuntimeError(f"claim loop stopped: {self.loop.exception()!r}")
+        if self.callbacks.healthy() is not None:
+            raise RuntimeError(self.callbacks.healthy())
 
     async def _claim_forever(self) -> None:
         while True:
@@ -66,6 +72,7 @@ class JobRunner:
                 task.add_done_callback(self.tasks.discard)
 
     async def _run(self, job: Job, body: bytes) -> None:
+        self.callbacks.notify(job, "started")
         progress: dict = {}
         heartbeat = asyncio.create_task(self._heartbeat(job, progress))
         work = asyncio.create_task(self._call_model(job, body, progress))
@@ -89,12 +96,14 @@ class JobRunner:
                 continue
             if not keep_going:
                 return
+            if update is not None:
+                self.callbacks.notify(job.model_copy(update={"progress": Progress(**update)}), "progress")
             sent = update or sent
 
     async def _call_model(self, job: Job, body: bytes, progress: dict) -> None:
         settings = self.config.models[job.model]  # claims only ask for configured models
         try:
-            inputs = parse_input(self.classes[job.model], job.model, job.request.media_type, body, job.request.params)
+            inputs = self.parser.parse(job.model, job.request.media_type, body, job.request.params)
         except Exception as exc:  # validated at submit; only a changed model schema gets here
             await self._finish(job, "failed", error={"type": "invalid_input", "message": str(exc)})
             return

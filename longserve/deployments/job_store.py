@@ -23,7 +23,7 @@ import ray
 
 from longserve.config import JobsConfig
 from longserve.jobs.backends import make_backend
-from longserve.jobs.record import FINISHED, PENDING, Job, JobRequest, Progress
+from longserve.jobs.record import FINISHED, PENDING, Callback, Job, JobRequest, Progress
 from longserve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class JobStore:
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
         self.idempotency: dict[tuple[str, str], str] = {}
         self.expiry: list[tuple[float, str]] = []
+        self.callbacks_due: set[str] = set()  # jobs whose completion callback is not yet delivered
+        self.callback_work = asyncio.Event()
         self.changed: dict[str, asyncio.Event] = {}
         self.work = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -81,13 +83,15 @@ class JobStore:
                 self.queues[job.model].append(job.id)
             elif job.status in FINISHED and job.expires_at is not None:
                 heapq.heappush(self.expiry, (job.expires_at, job.id))
+            if job.callback is not None and job.callback.status == "pending" and job.status not in PENDING:
+                self.callbacks_due.add(job.id)
         logger.info("job store %s loaded %d jobs", self.config.backend, len(self.jobs))
 
     # -- client side ------------------------------------------------------------
 
     async def submit(
         self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
-        idempotency_key: Optional[str] = None,
+        idempotency_key: Optional[str] = None, callback: Optional[Callback] = None,
     ) -> tuple[str, Job]:
         """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops."""
         self._start()
@@ -110,6 +114,7 @@ class JobStore:
                 max_attempts=self.config.max_attempts,
                 idempotency_key=idempotency_key,
                 body_sha256=digest,
+                callback=callback,
             )
             await self._commit(job, body)
             self._index(job)
@@ -163,6 +168,7 @@ class JobStore:
                 return "missing", None
             if job.status not in ("failed", "cancelled"):
                 return "not_retryable", job
+            self.callbacks_due.discard(job_id)  # the job's next ending is the news now
             job = job.model_copy(update=dict(
                 status="queued", error=None, result=None, finished_at=None, expires_at=None,
                 started_at=None, progress=Progress(), max_attempts=job.attempts + self.config.max_attempts,
@@ -258,6 +264,47 @@ class JobStore:
             await self._requeue_or_fail(job, reason)
             return True
 
+    # -- callback delivery (runner side) ------------------------------------------
+
+    async def claim_callbacks(self, runner: str, limit: int, lease_s: float, wait_s: float) -> "list[Job]":
+        """Finished jobs whose callback is due, each now leased to `runner` for
+        lease_s: a runner that dies mid-delivery leaves it to another after that."""
+        self._start()
+        deadline = time.monotonic() + wait_s
+        while True:
+            work = self.callback_work
+            now = time.time()
+            due = [self.jobs[i] for i in self.callbacks_due if self.jobs[i].callback.next_attempt_at <= now]
+            claimed = []
+            async with self.lock:
+                for job in sorted(due, key=lambda j: j.callback.next_attempt_at)[:limit]:
+                    job = self.jobs[job.id]
+                    if job.id not in self.callbacks_due or job.callback.next_attempt_at > now:
+                        continue  # claimed by another runner while we waited for the lock
+                    callback = job.callback.model_copy(update=dict(owner=runner, next_attempt_at=now + lease_s))
+                    await self._commit(job.model_copy(update={"callback": callback}), visible=False)
+                    claimed.append(self.jobs[job.id])
+            remaining = deadline - time.monotonic()
+            if claimed or remaining <= 0:
+                return claimed
+            upcoming = min((self.jobs[i].callback.next_attempt_at for i in self.callbacks_due), default=now + remaining)
+            try:
+                await asyncio.wait_for(work.wait(), max(min(remaining, upcoming - now), 0.01))
+            except asyncio.TimeoutError:
+                pass
+
+    async def record_callback(self, job_id: str, runner: str, callback: Callback) -> bool:
+        """Store an attempt's outcome (`callback` as the runner updated it), if the runner still holds it."""
+        self._start()
+        async with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.callback is None or job.callback.owner != runner or job_id not in self.callbacks_due:
+                return False
+            await self._commit(job.model_copy(update={"callback": callback.model_copy(update={"owner": None})}))
+            if callback.status != "pending":
+                self.callbacks_due.discard(job_id)
+            return True
+
     # -- internals --------------------------------------------------------------
 
     def _start(self) -> None:
@@ -319,12 +366,19 @@ class JobStore:
 
     async def _finish(self, job: Job, status: str, result: Any = None, error: Optional[dict] = None) -> Job:
         now = time.time()
-        job = job.model_copy(update=dict(
-            status=status, result=result, error=error, finished_at=now, expires_at=now + job.ttl_s,
-            lease_owner=None, lease_expires_at=None,
-        ))
+        update = dict(status=status, result=result, error=error, finished_at=now, expires_at=now + job.ttl_s,
+                      lease_owner=None, lease_expires_at=None)
+        if job.callback is not None:  # due now, from its first attempt (a retried job's ending is news again)
+            update["callback"] = job.callback.model_copy(update=dict(
+                status="pending", attempts=0, last_status=None, last_error=None, delivered_at=None,
+                next_attempt_at=now, owner=None))
+        job = job.model_copy(update=update)
         await self._commit(job)
         heapq.heappush(self.expiry, (job.expires_at, job.id))
+        if job.callback is not None:
+            self.callbacks_due.add(job.id)
+            self.callback_work.set()
+            self.callback_work = asyncio.Event()
         return job
 
     async def _requeue_or_fail(self, job: Job, reason: str) -> None:

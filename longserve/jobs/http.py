@@ -10,7 +10,7 @@ from longserve.jobs.record import PENDING, Job
 
 POLL_AFTER_S = 1  # Retry-After while a job is pending
 # Query parameters of POST .../jobs that configure the job, not the model input.
-JOB_PARAMS = {"ttl_s", "metadata"}
+JOB_PARAMS = {"ttl_s", "metadata", "callback_url", "callback_events"}
 
 
 def parse_prefer(header: Optional[str], max_wait_s: float) -> tuple[bool, Optional[float]]:

@@ -4,18 +4,34 @@ import os
 
 from pydantic import BaseModel, Field
 
-from longserve.model import Model
+from longserve.model import InvalidInput, Model
+
+MAX_TEXTS = 256
+MAX_TEXT_CHARS = 10_000
 
 
 class EmbedInput(BaseModel):
-    texts: list[str] = Field(min_length=1, max_length=256, description="Sentences to embed.")
+    texts: list[str] = Field(min_length=1, description=f"Sentences to embed; at most {MAX_TEXTS} unless configured.")
 
 
 class Embedder(Model):
     """Normalized 384-d vectors. Options: `model_path` (default: the packaged
-    weights), `batch_size` (texts per forward pass)."""
+    weights), `batch_size` (texts per forward pass), `max_texts` (per request,
+    default 256), `max_text_chars` (per text, default 10000; the model reads
+    only its first 256 tokens anyway)."""
 
     Input = EmbedInput
+
+    @classmethod
+    def check_input(cls, inputs: EmbedInput, options: dict) -> None:
+        max_texts = int(options.get("max_texts", MAX_TEXTS))
+        max_chars = int(options.get("max_text_chars", MAX_TEXT_CHARS))
+        if len(inputs.texts) > max_texts:
+            raise InvalidInput(f"{len(inputs.texts)} texts; at most {max_texts} per request (options.max_texts)")
+        longest = max(range(len(inputs.texts)), key=lambda i: len(inputs.texts[i]))
+        if len(inputs.texts[longest]) > max_chars:
+            raise InvalidInput(f"texts[{longest}] has {len(inputs.texts[longest])} characters; "
+                               f"at most {max_chars} (options.max_text_chars)")
 
     def load(self, device: str) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are local; never ask a hub

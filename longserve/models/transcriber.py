@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 from longserve.model import Context, InvalidInput, Model
 
 SAMPLE_RATE = 16000
+MAX_AUDIO_S = 4 * 3600.0
 
 
 class TranscribeInput(BaseModel):
@@ -37,7 +38,8 @@ class Transcriber(Model):
     """Options: `model_path` (a CTranslate2 Whisper folder or a size name such
     as "large-v3"; default: the packaged base weights), `compute_type`
     (default int8 on CPU, float16 on CUDA), `beam_size` (default 1),
-    `cpu_threads` (0: CTranslate2's default)."""
+    `cpu_threads` (0: CTranslate2's default), `max_audio_s` (longer audio is
+    refused; default 4 hours)."""
 
     Input = TranscribeInput
     raw_body_field = "audio"
@@ -55,7 +57,7 @@ class Transcriber(Model):
         )
 
     def predict(self, inputs: TranscribeInput, ctx: Context) -> dict:
-        audio = decode(inputs.audio)
+        audio = decode(inputs.audio, float(self.options.get("max_audio_s", MAX_AUDIO_S)))
         duration = round(len(audio) / SAMPLE_RATE, 3)
         ctx.report_progress(0.0, duration, "started")
         segments, info = self.model.transcribe(audio, language=inputs.language, beam_size=self.beam_size)
@@ -73,13 +75,36 @@ class Transcriber(Model):
         }
 
 
-def decode(data: bytes):
-    from faster_whisper import decode_audio
+def decode(data: bytes, max_s: float = MAX_AUDIO_S):
+    """16 kHz mono float32 samples. Refuses audio over max_s seconds from its
+    header when it has one, else as soon as decoding passes max_s, so a
+    small upload cannot expand into hours of samples in memory."""
+    import av
+    import numpy as np
 
+    chunks, samples, limit = [], 0, int(max_s * SAMPLE_RATE)
     try:
-        audio = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise InvalidInput("could not decode the audio: the body holds no audio stream")
+            if container.duration is not None and container.duration / av.time_base > max_s:
+                raise InvalidInput(_too_long(container.duration / av.time_base, max_s))
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    samples += chunks[-1].size
+                if samples > limit:
+                    raise InvalidInput(_too_long(samples / SAMPLE_RATE, max_s, "at least "))
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    except InvalidInput:
+        raise
     except Exception as exc:  # PyAV raises many kinds; all mean "not audio we can read"
         raise InvalidInput(f"could not decode the audio: {exc}") from None
-    if len(audio) == 0:
+    if not chunks or sum(c.size for c in chunks) == 0:
         raise InvalidInput("the audio holds no samples")
-    return audio
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def _too_long(seconds: float, max_s: float, qualifier: str = "") -> str:
+    return f"the audio is {qualifier}{seconds:.0f} s long; at most {max_s:g} s (options.max_audio_s)"

@@ -1,0 +1,173 @@
+"""Job callbacks (webhooks): where they may go, how they are signed, one delivery.
+
+Signed the Standard Webhooks way (https://www.standardwebhooks.com):
+
+    webhook-id:        msg_<job id>_<event>   (the same on every retry: dedupe on it)
+    webhook-timestamp: unix seconds
+    webhook-signature: v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>
+
+The body is `{"type": "job.completed", "timestamp": ..., "data": <the job as GET /v1/jobs/{id} shows it>}`.
+"""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Optional
+from urllib.parse import urlsplit
+
+import httpx
+
+from longserve.config import CallbacksConfig
+from longserve.errors import ApiError
+
+SECRET_PREFIX = "whsec_"
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# Cloud metadata endpoints, refused even when their network is allowed.
+METADATA_HOSTS = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "metadata.google.internal"}
+
+
+def load_secret(config: CallbacksConfig) -> Optional[bytes]:
+    """The signing key from the environment; None when unset (callbacks go unsigned)."""
+    text = os.environ.get(config.secret_env, "").strip()
+    if not text:
+        if config.require_signing:
+            raise ValueError(f"callbacks.require_signing is true but ${config.secret_env} is not set")
+        return None
+    try:
+        return base64.b64decode(text.removeprefix(SECRET_PREFIX), validate=True)
+    except ValueError:
+        raise ValueError(f"${config.secret_env} must be {SECRET_PREFIX}<base64>, as Standard Webhooks secrets are") from None
+
+
+def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def headers_for(secret: Optional[bytes], msg_id: str, body: bytes, now: Optional[float] = None) -> dict[str, str]:
+    timestamp = int(now if now is not None else time.time())
+    headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+               "user-agent": "longserve-webhooks"}
+    if secret is not None:
+        headers["webhook-signature"] = sign(secret, msg_id, timestamp, body)
+    return headers
+
+
+def payload(event: str, job_view: dict) -> bytes:
+    return json.dumps({"type": f"job.{event}", "timestamp": int(time.time()), "data": job_view},
+                      separators=(",", ":")).encode()
+
+
+# -- where callbacks may go (SSRF guard) -------------------------------------------
+
+
+def _allowed(host: str, address: ipaddress._BaseAddress, allow: list[str]) -> bool:
+    for entry in allow:
+        if entry.lower() == host.lower():
+            return True
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:  # a hostname entry
+            continue
+    return False
+
+
+def _internal(address: ipaddress._BaseAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+async def check_url(url: str, config: CallbacksConfig) -> None:
+    """422 unless `url` is http(s) and every address its host resolves to is
+    public or allowed. Checked at submit and again before each delivery, so a
+    name re-pointed at an internal address later is refused too."""
+
+    def refuse(reason: str) -> ApiError:
+        return ApiError(422, "invalid_callback_url", f"callback_url refused: {reason}", callback_url=url[:200])
+
+    if len(url) > 2048:
+        raise refuse("it is longer than 2048 characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise refuse(f"scheme {parts.scheme or 'none'!r}; only http and https are allowed")
+    host = parts.hostname
+    if not host:
+        raise refuse("it has no host")
+    if parts.username or parts.password:
+        raise refuse("credentials in the URL are not allowed; sign with the webhook secret instead")
+    if host.lower() in METADATA_HOSTS:
+        raise refuse(f"{host} is a cloud metadata address")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise refuse("its port is not a number in 1-65535") from None
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise refuse(f"host {host!r} does not resolve ({exc})") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if str(address) in METADATA_HOSTS:
+            raise refuse(f"{host} resolves to the cloud metadata address {address}")
+        if _internal(address) and not _allowed(host, address, config.allow):
+            raise refuse(f"{host} resolves to {address}, a loopback, private or link-local address; "
+                         f"add it to callbacks.allow in serve_config.yaml to permit it")
+
+
+# -- one delivery -------------------------------------------------------------------
+
+
+def backoff_s(attempt: int, config: CallbacksConfig, retry_after: Optional[float] = None) -> float:
+    """Delay before retry number `attempt` (1-based): exponential with full jitter,
+    or the receiver's Retry-After when it gave one (capped the same way)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), config.max_backoff_s)
+    ceiling = min(config.backoff_s * 2 ** (attempt - 1), config.max_backoff_s)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_after_s(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Outcome:
+    """What one attempt gave: delivered, worth retrying, or not."""
+
+    delivered: bool
+    retry: bool
+    status: Optional[int] = None
+    error: Optional[str] = None
+    retry_after: Optional[float] = None
+
+
+async def deliver(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """POST once. 2xx: delivered. Network errors, 408/425/429/5xx: retry. Other 4xx
+    and redirects (never followed: they could point inside): give up."""
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return Outcome(False, True, error=f"{type(exc).__name__}: {exc}"[:300])
+    if 200 <= response.status_code < 300:
+        return Outcome(True, False, response.status_code)
+    retry = response.status_code in RETRY_STATUSES or response.status_code >= 500
+    return Outcome(False, retry, response.status_code, f"HTTP {response.status_code}",
+                   retry_after_s(response.headers.get("retry-after")))

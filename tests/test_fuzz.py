@@ -1,0 +1,105 @@
+"""Fuzz the whole API from its own OpenAPI document with schemathesis.
+
+Every operation gets bounded, generated requests (valid and invalid). The
+service must never answer 500/502, every answer must match the documented
+schema (errors in the one JSON error shape), and it is healthy afterwards.
+"""
+
+import copy
+from collections import Counter
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.slow_models import SleepInput
+
+# Models the fuzzer may call. Only short sleeps, and never `fail`, which
+# exists to make the test model raise (a 500 by design).
+FUZZED_MODELS = ["embedder", "transcriber", "sleeper"]
+EXAMPLES_PER_OPERATION = 25
+
+
+def with_model_bodies(spec: dict) -> dict:
+    """The served spec takes any body on predict and jobs (the model decides);
+    give the fuzzer the real models' input schemas so it reaches them."""
+    from longserve.models.embedder import EmbedInput
+    from longserve.models.transcriber import TranscribeInput
+
+    spec = copy.deepcopy(spec)
+    sleep = SleepInput.model_json_schema()
+    sleep["properties"]["seconds"]["maximum"] = 0.3
+    sleep["properties"]["fail"] = {"const": False}
+    bodies = [EmbedInput.model_json_schema(), TranscribeInput.model_json_schema(), sleep]
+    for path in ("/v1/models/{model}/predict", "/v1/models/{model}/jobs"):
+        operation = spec["paths"][path]["post"]
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"anyOf": bodies}}}}
+    for item in spec["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "model" and parameter["in"] == "path":
+                    parameter["schema"] = {"type": "string", "enum": FUZZED_MODELS + ["no-such-model"]}
+    return spec
+
+
+def served_spec() -> dict:
+    # The gateway's FastAPI app builds the same document it serves at /openapi.json.
+    from longserve.deployments.gateway import app
+
+    return app.openapi()
+
+
+schema = schemathesis.openapi.from_dict(with_model_bodies(served_spec()))
+
+
+SEEN: Counter = Counter()  # (operation, status class) -> responses, to check the fuzzer reached the models
+
+
+def no_internal_errors(ctx, response, case):
+    SEEN[(f"{case.method} {case.path}", response.status_code // 100)] += 1
+    # 503 (queue full, with Retry-After) and 504 (the timeout, explained) are
+    # documented answers; a 500 or 502 is a bug.
+    assert response.status_code not in (500, 502), f"{response.status_code}: {response.text[:500]}"
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert error["type"] and error["message"] and "request_id" in error, error
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_api_fuzz(case, serve_app):
+    case.call_and_validate(
+        base_url=serve_app.url,
+        timeout=30,
+        checks=[no_internal_errors, status_code_conformance, content_type_conformance, response_schema_conformance],
+    )
+
+
+def test_the_fuzzed_document_is_the_served_one(client):
+    def without_examples(spec: dict) -> dict:
+        # Serve's ingress adds `"example": {}` to optional parameters; nothing else differs.
+        for item in spec["paths"].values():
+            for operation in item.values():
+                for parameter in operation.get("parameters", []):
+                    parameter.pop("example", None)
+        return spec
+
+    assert without_examples(client.get("/openapi.json").json()) == without_examples(served_spec())
+
+
+def test_the_fuzzer_reached_the_models():
+    predict = "POST /v1/models/{model}/predict"
+    assert SEEN[(predict, 2)] > 0 and SEEN[(predict, 4)] > 0, SEEN
+    assert SEEN[("POST /v1/models/{model}/jobs", 2)] > 0, SEEN
+    assert sum(SEEN.values()) >= 100, SEEN
+
+
+def test_service_is_healthy_after_the_fuzzing(client):
+    assert client.get("/readyz").status_code == 200
+    response = client.post("/v1/models/embedder/predict", json={"texts": ["still here"]})
+    assert response.status_code == 200 and response.json()["dim"] == 384

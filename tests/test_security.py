@@ -1,0 +1,89 @@
+"""API keys and scopes, on the second test app (auth.required, keys from
+$LONGSERVE_TEST_API_KEYS in the replicas' environment)."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import API_KEYS, error_of
+
+
+def bearer(scope: str) -> dict:
+    return {"Authorization": f"Bearer {API_KEYS[scope]}"}
+
+
+@pytest.fixture(scope="module")
+def secure(serve_app):
+    with httpx.Client(base_url=serve_app.secure_url, timeout=30) as client:
+        yield client
+
+
+ROUTES = [
+    ("POST", "/v1/models/sleeper/predict", "predict"),
+    ("POST", "/v1/models/sleeper/jobs", "jobs"),
+    ("GET", "/v1/jobs", "admin"),
+    ("GET", "/v1/models", "admin"),
+    ("GET", "/v1/models/sleeper", "admin"),
+]
+
+
+def call(client, method: str, path: str, headers: dict) -> httpx.Response:
+    return client.request(method, path, json={"seconds": 0} if method == "POST" else None, headers=headers)
+
+
+@pytest.mark.parametrize("method, path, scope", ROUTES)
+def test_no_key_or_a_wrong_key_is_401(secure, method, path, scope):
+    for headers in ({}, {"Authorization": "Bearer not-a-key-at-all-000"}, {"Authorization": "Basic abc"}):
+        response = call(secure, method, path, headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert error_of(response)["type"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("method, path, scope", ROUTES)
+def test_each_scope_opens_its_routes_only(secure, method, path, scope):
+    for key_scope in API_KEYS:
+        response = call(secure, method, path, bearer(key_scope))
+        if key_scope in (scope, "admin"):
+            assert response.status_code in (200, 202), (key_scope, response.text)
+        else:
+            assert response.status_code == 403, (key_scope, response.text)
+            error = error_of(response)
+            assert error["type"] == "forbidden" and error["scope"] == scope
+            assert API_KEYS[key_scope] not in response.text  # only a hash of the key is echoed
+
+
+def test_a_job_id_is_the_capability_to_read_it(secure):
+    job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0}, headers=bearer("jobs")).json()
+    # No key: reading the job and its result works with the id alone.
+    assert secure.get(f"/v1/jobs/{job['id']}", params={"wait": 5}).status_code == 200
+    for _ in range(20):
+        result = secure.get(f"/v1/jobs/{job['id']}/result")
+        if result.status_code == 200:
+            break
+    assert result.json()["slept"] == 0
+    # Changing it takes a key with the jobs scope.
+    assert secure.delete(f"/v1/jobs/{job['id']}").status_code == 401
+    assert secure.post(f"/v1/jobs/{job['id']}/retry", headers=bearer("predict")).status_code == 403
+    assert secure.delete(f"/v1/jobs/{job['id']}", headers=bearer("jobs")).status_code == 409  # finished
+
+
+def test_probes_and_docs_need_no_key(secure):
+    for path in ("/healthz", "/readyz", "/openapi.json"):
+        assert secure.get(path).status_code == 200, path
+
+
+def test_the_open_local_app_needs_no_key(client):
+    assert client.get("/v1/models").status_code == 200
+
+
+def test_keys_never_reach_the_logs(secure):
+    """After all the calls above, no key appears in any Ray or Serve log."""
+    for scope in API_KEYS:
+        call(secure, "POST", "/v1/models/sleeper/predict", bearer(scope))
+    logs = Path("/tmp/ray/session_latest/logs")
+    texts = [p.read_text(errors="ignore") for p in logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")]
+    assert texts
+    for key in API_KEYS.values():
+        assert not any(key in text for text in texts), f"{key} found in the logs"
