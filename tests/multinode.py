@@ -12,7 +12,8 @@ those process groups (and any process they spawned) at the end, never
 `ray stop`. Writes what it measured to OUT_JSON.
 
 Scenario: the model starts at 0 replicas; a backlog of jobs scales it to
-max_replicas on the GPU node only; every job succeeds on its first attempt;
+max_replicas on the GPU node only; every job succeeds on its first attempt,
+although its job_timeout is shorter than the cold start it waited through;
 idle, it goes back to 0; then a sync request with a short timeout gets a 504
 that says the model scales to zero, and one with a longer timeout waits for
 the cold start and answers 200.
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
 APP = "longserve"
 MODEL = "sleeper"
-JOBS, JOB_SECONDS, MAX_REPLICAS = 6, 3.0, 2
+JOBS, JOB_SECONDS, JOB_TIMEOUT, MAX_REPLICAS = 8, 1.0, 1.5, 2
 DEADLINE_S = 150
 
 
@@ -65,6 +66,8 @@ def gpu_app_args() -> dict:
         "timeout": 2,
         "max_ongoing_requests": 1,
         "max_concurrent_jobs": MAX_REPLICAS,
+        # Shorter than a cold start: a job claimed at zero replicas must not time out waiting.
+        "job_timeout": JOB_TIMEOUT,
         "autoscaling_config": {**placed["autoscaling_config"], "max_replicas": MAX_REPLICAS, "upscale_delay_s": 1,
                                "downscale_delay_s": 2, "downscale_to_zero_delay_s": 2, "look_back_period_s": 2},
         # num_gpus as in the cluster; no CPU so two replicas fit beside the gateway.
