@@ -57,7 +57,10 @@ def timeout_in_force(
     return TimeoutInForce(asked, f"{HEADER} header")
 
 
-def timeout_error(model: str, timeout: TimeoutInForce, stage: str, max_timeout: Optional[float]) -> ApiError:
+def timeout_error(
+    model: str, timeout: TimeoutInForce, stage: str, max_timeout: Optional[float], note: str = ""
+) -> ApiError:
+    """`note`: said first in the hint (e.g. that the model was cold-starting from zero replicas)."""
     where = "waiting in the queue for a replica" if stage == "queued" else "running on a replica"
     cap = f"up to max_timeout={max_timeout:g} s" if max_timeout is not None else "no cap"
     hint = (
@@ -67,6 +70,8 @@ def timeout_error(model: str, timeout: TimeoutInForce, stage: str, max_timeout: 
         f"Work that takes minutes belongs in an async job, which no request timeout bounds: "
         f"POST /v1/models/{model}/jobs, or send 'Prefer: wait=<seconds>' to get a job back instead of a 504."
     )
+    if note:
+        hint = f"{note} {hint}"
     message = (
         f"Model '{model}' did not answer within {timeout.seconds:g} s "
         f"(timeout set by {timeout.source}). The request was {where} and has been cancelled. {hint}"

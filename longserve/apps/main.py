@@ -8,6 +8,7 @@ so a bad timeout fails `serve run` with the field, the value and the forms.
 
 from ray.serve import Application
 
+from longserve.autoscaling import model_serve_options
 from longserve.config import AppConfig
 from longserve.deployments.gateway import Gateway
 from longserve.deployments.job_runner import JobRunner
@@ -16,7 +17,7 @@ from longserve.deployments.model_server import ModelServer
 
 def build_app(args: AppConfig) -> Application:
     models = {
-        name: ModelServer.options(name=name, **model.serve_options()).bind(name, model)
+        name: ModelServer.options(name=name, **model_serve_options(name, model, args.jobs)).bind(name, model)
         for name, model in args.models.items()
     }
     runner = JobRunner.options(num_replicas=args.jobs.runners, ray_actor_options={"num_cpus": 0}).bind(args, models)

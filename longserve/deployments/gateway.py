@@ -26,6 +26,7 @@ from longserve.inputs import InputParser, check_media_type, media_type_of
 from longserve.jobs.http import JOB_PARAMS, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
 from longserve.jobs.record import PENDING, Callback, CallbackEvents, JobPage, JobRequest, JobView, Status, new_job_id
 from longserve.model import Model
+from longserve.autoscaling import cold_start_note
 from longserve.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.monitor import Monitor
 from longserve.schemas import Backlog, ModelList, ModelView
@@ -347,7 +348,8 @@ class Gateway:
                         raise ApiError(422, "invalid_input", value, model=model)
             raise ApiError(500, "internal", f"model '{model}' ended without a result", model=model)
         except TimeoutError:
-            error = timeout_error(model, timeout, stage, self.config.max_timeout)
+            note = cold_start_note(model, self.config.models[model]) if stage == "queued" else ""
+            error = timeout_error(model, timeout, stage, self.config.max_timeout, note)
             logger.error(
                 "timeout: model=%s timeout_s=%s timeout_source=%r stage=%s request_id=%s; %s",
                 model, timeout.seconds, timeout.source, stage, rid, error.body["hint"],

@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from longserve.config import AppConfig
 from longserve.deployments.callback_sender import CallbackSender
 from longserve.deployments.job_store import get_job_store
-from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, load_model_class
+from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, STARTED, load_model_class
 from longserve.errors import first_line
 from longserve.inputs import InputParser
 from longserve.jobs.record import Job, Progress
@@ -110,9 +110,13 @@ class JobRunner:
         response = self.handles[job.model].run.remote(inputs, progress=True)
         finished = False
         try:
-            async with asyncio.timeout(settings.job_timeout):
+            # job_timeout bounds the run, from the moment a replica starts it: waiting
+            # for a replica (a model scaled to zero, cold-starting) does not count.
+            async with asyncio.timeout(None) as run_limit:
                 async for kind, value in response:
-                    if kind == PROGRESS:
+                    if kind == STARTED and settings.job_timeout is not None:
+                        run_limit.reschedule(asyncio.get_running_loop().time() + settings.job_timeout)
+                    elif kind == PROGRESS:
                         progress.clear()
                         progress.update(value)
                     elif kind == RESULT:

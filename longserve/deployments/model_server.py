@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from longserve.config import ModelConfig
+from longserve.devices import choose_device
 from longserve.model import Cancelled, Context, InvalidInput, Model
 
 logger = logging.getLogger("ray.serve")
@@ -39,9 +40,9 @@ def load_model_class(path: str) -> type[Model]:
     return cls
 
 
-def replica_device() -> str:
-    # Ray sets CUDA_VISIBLE_DEVICES for replicas with num_gpus > 0.
-    return "cuda" if ray.get_gpu_ids() else "cpu"
+def replica_device(name: str = "replica") -> str:
+    # Ray sets CUDA_VISIBLE_DEVICES for replicas with num_gpus > 0; CUDA must also work.
+    return choose_device(ray.get_gpu_ids(), f"model {name}")
 
 
 @serve.deployment
@@ -49,7 +50,7 @@ class ModelServer:
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
         self.model = load_model_class(config.class_path)(**config.options)
-        self.device = replica_device()
+        self.device = replica_device(name)
         self.model.load(self.device)
         self.batching = config.batching is not None
         if self.batching:

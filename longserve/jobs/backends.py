@@ -6,6 +6,7 @@ durable, so the store can acknowledge it. Calls run in a worker thread.
 - redis:  for clusters; the same server KubeRay uses for GCS fault tolerance.
 """
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -83,7 +84,9 @@ class RedisBackend:
     def __init__(self, url: str, prefix: str = "longserve"):
         import redis
 
-        self.redis = redis.Redis.from_url(url)
+        # A password in the URL wins; else LONGSERVE_REDIS_PASSWORD (a Kubernetes
+        # Secret on a cluster), so no secret has to be written into serve_config.yaml.
+        self.redis = redis.Redis.from_url(url, password=os.environ.get("LONGSERVE_REDIS_PASSWORD") or None)
         self.redis.ping()  # fail at start, not at the first submit
         self.index, self.jobs, self.bodies = f"{prefix}:jobs", f"{prefix}:job:", f"{prefix}:body:"
 

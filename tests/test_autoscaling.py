@@ -1,0 +1,150 @@
+"""GPU placement and autoscaling on the job backlog.
+
+The end-to-end part (`test_fake_gpu_cluster_scales_on_the_backlog`) starts a
+two-node Ray cluster of its own in a subprocess (tests/multinode.py: a head
+without GPUs and a raylet that advertises fake GPUs, explicit ports, its own
+auth token, RAY_ADDRESS unset) so it never touches the session's cluster, and
+stops exactly the processes it started. The rest are offline checks of the
+policy's arithmetic, its non-blocking cache, and the device choice.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from ray.serve.config import AutoscalingConfig
+
+from longserve.autoscaling import POLICY_PATH, BacklogPolicy, cold_start_note, desired_replicas, model_serve_options
+from longserve.config import AppConfig
+from longserve.devices import choose_device
+from longserve.timeouts import TimeoutInForce, timeout_error
+
+ROOT = Path(__file__).resolve().parent.parent
+SLEEPER = "tests.slow_models:Sleeper"
+
+
+def config(**model) -> AppConfig:
+    return AppConfig.model_validate({"models": {"m": {"class": SLEEPER, **model}}})
+
+
+# -- the policy ----------------------------------------------------------------------
+
+
+def test_queued_jobs_bring_a_model_up_from_zero():
+    # 0 replicas, no requests: the backlog alone decides, capped by the job slots.
+    assert desired_replicas(current=0, target=0, requests=0, target_ongoing=1, backlog=5, job_slots=3) == 3
+    assert desired_replicas(current=0, target=0, requests=0, target_ongoing=2, backlog=3, job_slots=8) == 2
+    assert desired_replicas(current=0, target=0, requests=0, target_ongoing=1, backlog=0, job_slots=3) == 0
+    # A scale-up already decided is kept while replicas start.
+    assert desired_replicas(current=0, target=2, requests=0, target_ongoing=1, backlog=0, job_slots=3) == 2
+
+
+def test_requests_and_jobs_the_larger_wins():
+    assert desired_replicas(current=2, target=2, requests=6, target_ongoing=1, backlog=1, job_slots=4) == 6
+    assert desired_replicas(current=2, target=2, requests=1, target_ongoing=1, backlog=4, job_slots=4) == 4
+    # Idle: nothing asks for replicas; Serve's delays bring it to min_replicas.
+    assert desired_replicas(current=2, target=2, requests=0, target_ongoing=1, backlog=0, job_slots=4) == 0
+
+
+def test_build_app_adds_the_backlog_policy_only_to_autoscaling_models():
+    cfg = config(autoscaling_config={"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 1},
+                 max_ongoing_requests=2)
+    options = model_serve_options("m", cfg.models["m"], cfg.jobs)
+    policy = options["autoscaling_config"]["policy"]
+    assert policy["policy_function"] == POLICY_PATH
+    assert policy["policy_kwargs"]["model"] == "m" and policy["policy_kwargs"]["job_slots"] == 3
+    # Ray accepts it: imports the class and serializes it, as `serve deploy` does.
+    assert AutoscalingConfig(**options["autoscaling_config"]).policy.policy_function == POLICY_PATH
+    fixed = config(num_replicas=2)
+    assert "autoscaling_config" not in model_serve_options("m", fixed.models["m"], fixed.jobs)
+    own = config(autoscaling_config={"max_replicas": 2, "policy": {"policy_function": "x:y"}})
+    assert model_serve_options("m", own.models["m"], own.jobs)["autoscaling_config"]["policy"] == {
+        "policy_function": "x:y"}
+
+
+def ctx(current=0, target=0, requests=0.0, target_ongoing=1.0):
+    return SimpleNamespace(current_num_replicas=current, target_num_replicas=target, total_num_requests=requests,
+                           config=SimpleNamespace(get_target_ongoing_requests=lambda: target_ongoing))
+
+
+def test_policy_call_never_waits_for_the_store():
+    """The controller calls the policy on its event loop: the call returns at once
+    with the cached backlog while a refresh runs as a task, even when the store
+    lookup hangs."""
+    import asyncio
+
+    async def scenario():
+        policy = BacklogPolicy(store="no-such-store", namespace="nowhere", model="m", job_slots=2,
+                               refresh_s=0.05, call_timeout_s=0.2, stale_after_s=0.5)
+        policy.backlog, policy.fetched_at = 4, time.monotonic()  # as if read just now
+
+        async def hang(*args, **kwargs):
+            await asyncio.sleep(10)
+
+        policy._refresh = lambda: hang()  # a store that never answers
+        started = time.perf_counter()
+        desired, state = policy(ctx())
+        assert time.perf_counter() - started < 0.05
+        assert desired == 2 and state["job_backlog"] == 4
+        assert policy.task is not None and not policy.task.done()  # at most one in flight
+        policy(ctx())
+        await asyncio.sleep(0.6)  # the store stays silent past stale_after_s
+        desired, state = policy(ctx())
+        assert desired == 0 and state["job_backlog"] == 0  # scale on requests only
+        policy.task.cancel()
+
+    asyncio.run(scenario())
+
+
+# -- devices and the cold-start 504 ---------------------------------------------------
+
+
+def test_device_is_cpu_without_a_gpu_and_when_a_gpu_is_fake(caplog):
+    assert choose_device([]) == "cpu"
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        # This machine has no CUDA: Ray may still assign GPU ids (a fake GPU resource).
+        assert choose_device(["0"], "model m") == "cpu"
+    assert "Ray assigned GPU ['0']" in caplog.text and "running on the CPU" in caplog.text
+
+
+def test_a_queued_504_of_a_model_that_scales_to_zero_says_so():
+    zero = config(autoscaling_config={"min_replicas": 0, "max_replicas": 2}).models["m"]
+    warm = config(autoscaling_config={"min_replicas": 1, "max_replicas": 2}).models["m"]
+    error = timeout_error("m", TimeoutInForce(2.0, "models.m.timeout"), "queued", 600, cold_start_note("m", zero))
+    assert "scales to zero" in error.body["hint"] and "cold start" in error.body["message"]
+    assert cold_start_note("m", warm) == "" and cold_start_note("m", config().models["m"]) == ""
+
+
+# -- end to end, on a cluster of its own ---------------------------------------------------
+
+
+def test_fake_gpu_cluster_scales_on_the_backlog(tmp_path):
+    out = tmp_path / "multinode.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    proc = subprocess.run([sys.executable, "-m", "tests.multinode", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=170)
+    result = json.loads(out.read_text()) if out.exists() else {}
+    print(json.dumps(result, indent=1))  # the measured numbers, with -s or on failure
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert result["nodes"] == 2 and len(result["gpu_node"]) == 1
+    assert result["replicas_after_deploy"] == 0
+    # A backlog brought the model from 0 to max_replicas, on the GPU node only.
+    assert result["scale_0_to_max_s"] is not None
+    assert result["replica_nodes"] == result["gpu_node"]
+    # Jobs claimed while there was no replica waited for one: all ran once, and their
+    # job_timeout (1.5 s, shorter than the cold start) counted only the run.
+    assert result["job_statuses"] == ["succeeded"] and result["job_attempts"] == [1]
+    # Idle, it went back to zero.
+    assert result["scale_to_0_s"] is not None
+    # At zero, a short sync timeout says why; a long enough one waits for the cold start.
+    cold = result["cold_short"]
+    assert cold["status"] == 504 and cold["error"]["stage"] == "queued"
+    assert "scales to zero" in cold["error"]["hint"]
+    assert result["cold_long"]["status"] == 200
+    assert result["leftover_pids"] == []
