@@ -129,3 +129,40 @@ def test_unreachable_server_is_connection_failed():
     with Client(f"http://127.0.0.1:{free_port()}") as client:
         with pytest.raises(ConnectionFailed):
             client.models()
+
+
+def test_api_key_and_callback_are_sent():
+    """What the client puts on the wire (the server's callback support comes with issue 3):
+    the key as a bearer token, callback_url / callback_events as query parameters."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+    job = {"id": "job_x", "model": "m", "status": "queued", "progress": {"done": 0}, "attempts": 0,
+           "max_attempts": 3, "created_at": "2026-01-01T00:00:00.000+00:00", "queue_wait_s": 0,
+           "links": {"self": "/v1/jobs/job_x", "result": "/v1/jobs/job_x/result"}}
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = json.dumps(job).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_port}", api_key="k3y") as client:
+            client.submit("m", {"x": 1}, callback_url="http://127.0.0.1:9/hook", callback_events="all")
+    finally:
+        server.shutdown()
+    assert seen == [("/v1/models/m/jobs?callback_url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&callback_events=all",
+                     "Bearer k3y")]

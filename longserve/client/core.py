@@ -24,8 +24,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV, API_KEY_ENV = "LONGSERVE_URL", "LONGSERVE_API_KEY"
 POLL_S = 30.0  # one long-poll (the server caps it at jobs.max_wait_s)
 CONNECT_TIMEOUT_S = 10.0
-# Sync predict takes as long as the server's timeout in force allows: no read timeout here.
-DEFAULT_TIMEOUT = httpx.Timeout(CONNECT_TIMEOUT_S, read=None, write=None, pool=None)
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
+CLIENT_DEFAULT = "default"
 
 JobRef = Union[str, JobView]
 ProgressCallback = Callable[[JobView], Any]
@@ -88,10 +88,12 @@ class Send:
     headers: dict = field(default_factory=dict)
     content: Optional[bytes] = None
     json: Any = None
-    read_timeout: Optional[float] = None  # None: the client's default
+    read_timeout: Union[float, None, str] = CLIENT_DEFAULT  # None: wait as long as it takes
 
     def build(self, http: Union[httpx.Client, httpx.AsyncClient]) -> httpx.Request:
-        timeout = http.timeout if self.read_timeout is None else httpx.Timeout(CONNECT_TIMEOUT_S, read=self.read_timeout)
+        timeout = http.timeout
+        if self.read_timeout != CLIENT_DEFAULT:
+            timeout = httpx.Timeout(timeout.read, connect=timeout.connect, read=self.read_timeout, write=None)
         return http.build_request(self.method, self.url, params=self.params, headers=self.headers,
                                   content=self.content, json=self.json, timeout=timeout)
 
@@ -229,7 +231,8 @@ class Protocol:
             headers["Request-Timeout"] = f"{request_timeout:g}"
         if prefer_wait is not None:
             headers["Prefer"] = f"wait={prefer_wait:g}"
-        send = Send("POST", f"/v1/models/{model}/predict", params, headers, body.content, body.json)
+        # As long as the server's timeout in force allows (it answers 504 when that expires).
+        send = Send("POST", f"/v1/models/{model}/predict", params, headers, body.content, body.json, None)
         response = yield from self.request(send, ok=(200, 202))
         if response.status_code == 200:
             return response.json()
@@ -260,7 +263,7 @@ class Protocol:
     def job(self, job: JobRef, wait: Optional[float] = None, url: Optional[str] = None) -> Call:
         params = {"wait": f"{wait:g}"} if wait else None
         # The long-poll may take `wait` s: read for that long, plus slack.
-        send = Send("GET", url or job_url(job), params, read_timeout=None if not wait else wait + 30)
+        send = Send("GET", url or job_url(job), params, read_timeout=CLIENT_DEFAULT if not wait else wait + 30)
         response = yield from self.request(send)
         return JobView.model_validate(response.json())
 
