@@ -157,3 +157,12 @@ def test_ctrl_c_cancels_the_job_when_asked_to(serve_app, client, options, stdin)
         assert f"Cancel job {job_id}? (no: leave it running)" in run.stderr
     assert f"cancelled job {job_id}" in run.stderr
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_readme_exit_code_table_is_the_cli_s():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| code | meaning |"):].split("\n\n")[0]
+    documented = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.+?) \|$", table, re.M)}
+    assert documented == cli.EXIT_CODES
+    help_text = subprocess.run([LONGSERVE, "--help"], capture_output=True, text=True).stdout
+    assert all(f"{code:>3}  {text}" in help_text for code, text in cli.EXIT_CODES.items()), help_text

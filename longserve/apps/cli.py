@@ -33,7 +33,7 @@ EXIT_CODES = {
     OVERLOADED: "the model stayed overloaded (503) through every retry",
     JOB_FAILED: "the job failed (or its result expired)",
     JOB_CANCELLED: "the job was cancelled",
-    STILL_RUNNING: "--wait-timeout passed; the job is still queued or running",
+    STILL_RUNNING: "--wait-timeout passed, or jobs result of a pending job: the job is still queued or running",
     INTERRUPTED: "Ctrl-C: the job was cancelled or left running, as chosen (its id is printed)",
 }
 INTERRUPT_CHOICES = ("ask", "cancel", "leave")
