@@ -1,0 +1,23 @@
+"""Python SDK for a longserve gateway: `Client` (blocking) and `AsyncClient`.
+
+    from longserve.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        vectors = client.predict("embedder", {"texts": ["A cat sits on the mat."]})
+        job = client.submit("transcriber", content="podcast.mp3")
+        job = client.wait(job, on_progress=lambda j: print(j.progress.done, "/", j.progress.total))
+        transcript = client.result(job)
+
+Results are the server's own models: `JobView`, `JobPage` (longserve.jobs.record),
+`ModelView`, `ModelList` (longserve.schemas).
+"""
+
+from longserve.client.clients import AsyncClient, Client
+from longserve.client.core import ConnectionFailed, JobNotFinished, LongserveError, Retry, WaitTimeout
+from longserve.jobs.record import JobPage, JobView
+from longserve.schemas import ModelList, ModelView
+
+__all__ = [
+    "AsyncClient", "Client", "ConnectionFailed", "JobNotFinished", "JobPage", "JobView", "LongserveError",
+    "ModelList", "ModelView", "Retry", "WaitTimeout",
+]

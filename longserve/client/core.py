@@ -1,0 +1,313 @@
+"""What the sync and async clients share: every call is written once, as a
+generator that yields steps (send this request, sleep, tell the caller about
+progress) and returns the call's value. `Client` and `AsyncClient` only run
+the steps, with blocking or awaited I/O (the "sans-I/O" pattern).
+"""
+
+import logging
+import mimetypes
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator, Optional, Union
+
+import httpx
+
+from longserve.jobs.record import PENDING, JobPage, JobView
+from longserve.schemas import ModelList, ModelView
+
+logger = logging.getLogger("longserve.client")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV, API_KEY_ENV = "LONGSERVE_URL", "LONGSERVE_API_KEY"
+POLL_S = 30.0  # one long-poll (the server caps it at jobs.max_wait_s)
+CONNECT_TIMEOUT_S = 10.0
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
+CLIENT_DEFAULT = "default"
+
+JobRef = Union[str, JobView]
+ProgressCallback = Callable[[JobView], Any]
+
+
+class LongserveError(Exception):
+    """An error answer from the server, with its JSON error body.
+
+    `status` is the HTTP status, `type` the error's type (`timeout`,
+    `overloaded`, `not_found`, ...), `error` the whole `error` object (with
+    fields such as `hint`, `timeout_s`, `stage`, `request_id`)."""
+
+    def __init__(self, status: int, error: dict, headers: Optional[dict] = None):
+        self.status = status
+        self.error = error
+        self.type = error.get("type", "http_error")
+        self.message = error.get("message", "")
+        self.request_id = error.get("request_id")
+        self.headers = dict(headers or {})
+        super().__init__(f"{status} {self.type}: {self.message}")
+
+    @property
+    def hint(self) -> Optional[str]:
+        return self.error.get("hint")
+
+
+class ConnectionFailed(LongserveError):
+    """The server could not be reached (no HTTP answer at all)."""
+
+    def __init__(self, url: str, exc: Exception):
+        super().__init__(0, {"type": "connection_failed",
+                             "message": f"could not reach {url}: {type(exc).__name__}: {exc}"})
+
+
+class JobNotFinished(LongserveError):
+    """The job's result was asked for while the job is still queued or running."""
+
+    def __init__(self, job: JobView):
+        self.job = job
+        super().__init__(202, {"type": "not_finished", "message": f"job {job.id} is {job.status}", "job_id": job.id})
+
+
+class WaitTimeout(LongserveError):
+    """`wait(..., timeout=)` ran out; the job goes on."""
+
+    def __init__(self, job: JobView, timeout: float):
+        self.job = job
+        super().__init__(0, {"type": "wait_timeout", "job_id": job.id,
+                             "message": f"job {job.id} still {job.status} after waiting {timeout:g} s; it goes on"})
+
+
+# -- steps a call yields ------------------------------------------------------
+
+
+@dataclass
+class Send:
+    method: str
+    url: str
+    params: Optional[dict] = None
+    headers: dict = field(default_factory=dict)
+    content: Optional[bytes] = None
+    json: Any = None
+    read_timeout: Union[float, None, str] = CLIENT_DEFAULT  # None: wait as long as it takes
+
+    def build(self, http: Union[httpx.Client, httpx.AsyncClient]) -> httpx.Request:
+        timeout = http.timeout
+        if self.read_timeout != CLIENT_DEFAULT:
+            timeout = httpx.Timeout(timeout.read, connect=timeout.connect, read=self.read_timeout, write=None)
+        return http.build_request(self.method, self.url, params=self.params, headers=self.headers,
+                                  content=self.content, json=self.json, timeout=timeout)
+
+
+@dataclass
+class Sleep:
+    seconds: float
+
+
+@dataclass
+class Notify:
+    callback: ProgressCallback
+    job: JobView
+
+
+Step = Union[Send, Sleep, Notify]
+Call = Generator[Step, Any, Any]
+
+
+def advance(call: Call, reply: Any) -> tuple[bool, Any]:
+    """Give a call the reply to its last step: (False, its next step) or (True, its value)."""
+    try:
+        return False, call.send(reply)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+@contextmanager
+def transport_errors(url: str):
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise ConnectionFailed(url, exc) from exc
+
+
+@dataclass
+class Body:
+    """A request body: JSON, or raw bytes with their content type."""
+
+    json: Any = None
+    content: Optional[bytes] = None
+    content_type: Optional[str] = None
+
+
+def make_body(inputs: Any = None, content: Union[bytes, str, Path, None] = None,
+              content_type: Optional[str] = None) -> Body:
+    """`inputs` is sent as JSON; `content` (bytes or a file path) as a raw body.
+    A file's content type is guessed from its name (`audio/mpeg` for .mp3)."""
+    if content is None:
+        return Body(json=inputs, content_type=content_type)
+    if isinstance(content, (str, Path)):
+        path = Path(content)
+        content_type = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        content = path.read_bytes()
+    return Body(content=content, content_type=content_type or "application/octet-stream")
+
+
+def job_id(job: JobRef) -> str:
+    return job.id if isinstance(job, JobView) else job
+
+
+def job_url(job: JobRef) -> str:
+    return job.links.self if isinstance(job, JobView) else f"/v1/jobs/{job}"
+
+
+@dataclass
+class Retry:
+    """Bounded backoff for 503 answers (a full queue refuses at once, so
+    sending again is safe): wait what `Retry-After` says (at most `max_delay`),
+    else exponentially from `base_delay`; give up after `attempts` retries."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, retry: int, response: httpx.Response) -> float:
+        header = response.headers.get("retry-after", "")
+        try:
+            seconds = float(header)
+        except ValueError:
+            seconds = self.base_delay * 2 ** retry
+        jitter = random.uniform(0, 0.1 * seconds)  # clients refused together do not return together
+        return min(max(seconds, 0.0) + jitter, self.max_delay)
+
+
+def error_of(response: httpx.Response) -> LongserveError:
+    try:
+        error = response.json()["error"]
+        assert isinstance(error, dict)
+    except Exception:  # not our shape (e.g. a proxy in between): keep what there is
+        error = {"type": "http_error", "message": response.text[:500] or response.reason_phrase}
+    return LongserveError(response.status_code, error, response.headers)
+
+
+class Protocol:
+    """The calls, I/O-free. `Client` and `AsyncClient` drive them."""
+
+    def __init__(self, url: Optional[str], api_key: Optional[str], retry: Optional[Retry]):
+        import os
+
+        self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self.retry = retry or Retry()
+
+    def headers(self) -> dict:
+        headers = {"User-Agent": "longserve-client/0.1"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    # -- the one place a request is sent ------------------------------------
+
+    def request(self, send: Send, ok: tuple[int, ...] = (200,)) -> Call:
+        """Send, retrying 503s with bounded backoff; the response, or raise its error."""
+        for retry in range(self.retry.attempts + 1):
+            response = yield send
+            if response.status_code in ok:
+                return response
+            if response.status_code != 503 or retry == self.retry.attempts:
+                raise error_of(response)
+            delay = self.retry.delay(retry, response)
+            logger.info("%s %s: 503 %s; retry %d/%d in %.2f s", send.method, send.url,
+                        error_of(response).type, retry + 1, self.retry.attempts, delay)
+            yield Sleep(delay)
+
+    # -- calls ----------------------------------------------------------------
+
+    def predict(self, model: str, body: Body, params: Optional[dict], request_timeout: Optional[float],
+                prefer_wait: Optional[float], on_progress: Optional[ProgressCallback],
+                wait_timeout: Optional[float]) -> Call:
+        headers = {}
+        if body.content_type:
+            headers["Content-Type"] = body.content_type
+        if request_timeout is not None:
+            headers["Request-Timeout"] = f"{request_timeout:g}"
+        if prefer_wait is not None:
+            headers["Prefer"] = f"wait={prefer_wait:g}"
+        # As long as the server's timeout in force allows (it answers 504 when that expires).
+        send = Send("POST", f"/v1/models/{model}/predict", params, headers, body.content, body.json, None)
+        response = yield from self.request(send, ok=(200, 202))
+        if response.status_code == 200:
+            return response.json()
+        # Not done within prefer_wait: the server made it a job. Follow it.
+        job = JobView.model_validate(response.json())
+        location = response.headers.get("location", job.links.self)
+        job = yield from self.wait(job, wait_timeout, on_progress, location)
+        return (yield from self.result(job))
+
+    def submit(self, model: str, body: Body, params: Optional[dict], ttl_s: Optional[float],
+               metadata: Optional[dict], idempotency_key: Optional[str], callback_url: Optional[str],
+               callback_events: Optional[str]) -> Call:
+        import json
+
+        query = dict(params or {})
+        for name, value in (("ttl_s", ttl_s), ("callback_url", callback_url), ("callback_events", callback_events)):
+            if value is not None:
+                query[name] = value
+        if metadata is not None:
+            query["metadata"] = json.dumps(metadata)
+        headers = {"Content-Type": body.content_type} if body.content_type else {}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        send = Send("POST", f"/v1/models/{model}/jobs", query, headers, body.content, body.json)
+        response = yield from self.request(send, ok=(202,))
+        return JobView.model_validate(response.json())
+
+    def job(self, job: JobRef, wait: Optional[float] = None, url: Optional[str] = None) -> Call:
+        params = {"wait": f"{wait:g}"} if wait else None
+        # The long-poll may take `wait` s: read for that long, plus slack.
+        send = Send("GET", url or job_url(job), params, read_timeout=CLIENT_DEFAULT if not wait else wait + 30)
+        response = yield from self.request(send)
+        return JobView.model_validate(response.json())
+
+    def wait(self, job: JobRef, timeout: Optional[float], on_progress: Optional[ProgressCallback],
+             url: Optional[str] = None) -> Call:
+        """Long-poll until the job finishes; `on_progress(view)` on every change."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = job if isinstance(job, JobView) else (yield from self.job(job, url=url))
+        seen = None
+        while True:
+            state = (view.status, view.progress)
+            if on_progress is not None and state != seen:
+                yield Notify(on_progress, view)
+            seen = state
+            if view.status not in PENDING:
+                return view
+            poll = POLL_S
+            if deadline is not None:
+                poll = min(poll, deadline - time.monotonic())
+                if poll <= 0:
+                    raise WaitTimeout(view, timeout)
+            view = yield from self.job(job, wait=poll, url=url)
+
+    def result(self, job: JobRef) -> Call:
+        response = yield from self.request(Send("GET", f"{job_url(job)}/result"), ok=(200, 202))
+        if response.status_code == 202:
+            raise JobNotFinished(JobView.model_validate(response.json()))
+        return response.json()
+
+    def cancel(self, job: JobRef) -> Call:
+        response = yield from self.request(Send("DELETE", job_url(job)))
+        return JobView.model_validate(response.json())
+
+    def jobs(self, model: Optional[str], status: Optional[str], limit: int, cursor: Optional[int]) -> Call:
+        params = {k: v for k, v in (("model", model), ("status", status), ("limit", limit), ("cursor", cursor))
+                  if v is not None}
+        response = yield from self.request(Send("GET", "/v1/jobs", params))
+        return JobPage.model_validate(response.json())
+
+    def models(self) -> Call:
+        response = yield from self.request(Send("GET", "/v1/models"))
+        return ModelList.model_validate(response.json())
+
+    def model(self, name: str) -> Call:
+        response = yield from self.request(Send("GET", f"/v1/models/{name}"))
+        return ModelView.model_validate(response.json())
+
