@@ -19,6 +19,7 @@ that says the model scales to zero, and one with a longer timeout waits for
 the cold start and answers 200.
 """
 
+import base64
 import json
 import os
 import secrets
@@ -78,6 +79,9 @@ def gpu_app_args() -> dict:
     return args
 
 
+API_KEY = "multinode-admin-key-" + secrets.token_hex(8)
+
+
 class Cluster:
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="lsmn-", dir="/tmp")  # short: Ray's socket paths are limited
@@ -87,6 +91,9 @@ class Cluster:
         # Replicas and handles report load every second, not every 10 s: a bounded test.
         self.env["RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
         self.env["RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
+        # The RayService requires API keys and a webhook secret (its Secret's job on a cluster).
+        self.env["LONGSERVE_API_KEYS"] = f"{API_KEY}:admin"
+        self.env["LONGSERVE_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.gcs_port = free_ports(1)[0]
         self.address = f"127.0.0.1:{self.gcs_port}"
 
@@ -195,7 +202,8 @@ def run(out: dict) -> None:
         client = _get_global_client()
         out["replicas_after_deploy"] = len(replicas(client))
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90,
+                          headers={"Authorization": f"Bearer {API_KEY}"}) as http:
             # A backlog of jobs brings the model up from zero, on the GPU node only.
             t = time.monotonic()
             ids = [http.post(f"/v1/models/{MODEL}/jobs", json={"seconds": JOB_SECONDS}).json()["id"]

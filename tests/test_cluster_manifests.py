@@ -41,6 +41,8 @@ PLACEMENT_GATEWAY_KEYS = {"num_replicas", "ray_actor_options"}
 PLACEMENT_JOBS_KEYS = {"backend", "sqlite_path", "redis_url", "runners"}
 PLACEMENT_SERVE_KEYS = {"proxy_location"}
 PLACEMENT_HTTP_KEYS = {"host"}
+# Locally off, on the cluster on: fail the deploy without keys or a webhook secret.
+POSTURE_KEYS = {"auth": "required", "callbacks": "require_signing"}
 
 
 def manifests() -> list[Path]:
@@ -198,6 +200,8 @@ def _without_placement(config: dict) -> dict:
             args["gateway"].pop(key)
         for key in PLACEMENT_JOBS_KEYS:
             args["jobs"].pop(key)
+        for section, key in POSTURE_KEYS.items():
+            args[section].pop(key)
         for model in args["models"].values():
             for key in PLACEMENT_MODEL_KEYS:
                 model.pop(key)
@@ -208,6 +212,12 @@ def _without_placement(config: dict) -> dict:
 def test_rayservice_and_serve_config_agree_but_for_placement():
     cluster, local = _without_placement(serve_config_v2()), _without_placement(local_config())
     assert cluster == local
+
+
+def test_the_cluster_requires_api_keys_and_signed_callbacks():
+    for app in longserve_apps(serve_config_v2()):
+        args = AppConfig.model_validate(app["args"])
+        assert args.auth.required and args.callbacks.require_signing
 
 
 def test_the_drift_check_catches_a_changed_timeout():
