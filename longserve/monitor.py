@@ -10,6 +10,7 @@ from typing import Optional
 
 from longserve.config import AUTO, AppConfig
 from longserve.deployments.stats import FLUSH_S, Sample, get_stats
+from longserve.jobs.record import loggable
 from longserve.metrics import Metrics
 
 logger = logging.getLogger("ray.serve")
@@ -56,7 +57,7 @@ class Monitor:
         threshold = self.slow.get((model, kind))
         if run_s is not None and threshold is not None and run_s > threshold:
             logger.warning("slow %s: model=%s id=%s ran %.3f s, over the abnormal threshold of %.3f s",
-                           kind, model, ident, run_s, threshold)
+                           kind, model, loggable(ident), run_s, threshold)
             self.metrics.inc("longserve_slow_total", **tags)
 
     async def _run_forever(self) -> None:

@@ -18,7 +18,7 @@ import httpx
 from longserve.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, payload
 from longserve.config import CallbacksConfig
 from longserve.errors import ApiError
-from longserve.jobs.record import Callback, Job
+from longserve.jobs.record import Callback, Job, loggable
 from longserve.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
@@ -59,7 +59,7 @@ class CallbackSender:
             body = payload(event, job.view())
             await deliver(self.client, job.callback.url, body, headers_for(self.secret, message_id(job, event), body))
         except Exception as exc:  # best effort: the completed event is the one that is retried
-            logger.info("job %s: %s callback not sent: %s", job.id, event, exc)
+            logger.info("job %s: %s callback not sent: %s", loggable(job.id), event, exc)
 
     async def _deliver_forever(self) -> None:
         lease_s = self.config.timeout_s + 5
@@ -101,12 +101,12 @@ class CallbackSender:
     async def _record(self, job: Job, callback: Callback, label: str) -> None:
         self.monitor.inc("longserve_callback_attempts_total", model=job.model, outcome=label)
         log = logger.warning if label != "delivered" else logger.info
-        log("job %s: callback attempt %d %s (%s)", job.id, callback.attempts, label,
+        log("job %s: callback attempt %d %s (%s)", loggable(job.id), callback.attempts, label,
             callback.last_error or callback.last_status)
         try:
             await self.store.record_callback.remote(job.id, self.runner_id, callback)
         except Exception:  # the lease ends and another attempt is made: at least once
-            logger.exception("job %s: recording the callback attempt failed", job.id)
+            logger.exception("job %s: recording the callback attempt failed", loggable(job.id))
 
     def healthy(self) -> Optional[str]:
         return f"callback loop stopped: {self.loop.exception()!r}" if self.loop.done() else None

@@ -24,7 +24,7 @@ from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, STARTED, load_model_class
 from longserve.errors import first_line
 from longserve.inputs import InputParser
-from longserve.jobs.record import Job, Progress
+from longserve.jobs.record import Job, Progress, loggable
 from longserve.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
@@ -82,7 +82,7 @@ class JobRunner:
         heartbeat.cancel()
         await asyncio.gather(heartbeat, work, return_exceptions=True)
         if work.done() and not work.cancelled() and work.exception() is not None:
-            logger.error("job %s: runner error %r", job.id, work.exception())
+            logger.error("job %s: runner error %r", loggable(job.id), work.exception())
 
     async def _heartbeat(self, job: Job, progress: dict) -> None:
         sent = None
@@ -92,7 +92,7 @@ class JobRunner:
             try:
                 keep_going = await self.store.heartbeat.remote(job.id, self.id, job.attempts, update)
             except Exception:  # a store hiccup is not a cancel; the lease decides
-                logger.exception("job %s: heartbeat failed; retrying", job.id)
+                logger.exception("job %s: heartbeat failed; retrying", loggable(job.id))
                 continue
             if not keep_going:
                 return

@@ -23,7 +23,7 @@ import ray
 
 from longserve.config import JobsConfig
 from longserve.jobs.backends import make_backend
-from longserve.jobs.record import FINISHED, PENDING, Callback, Job, JobRequest, Progress
+from longserve.jobs.record import FINISHED, PENDING, Callback, Job, JobRequest, Progress, loggable
 from longserve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -388,7 +388,7 @@ class JobStore:
                 "message": f"gave up after {job.attempts} attempts; the last ended because {reason}",
             })
             return
-        logger.warning("job %s attempt %d lost (%s); queued again", job.id, job.attempts, reason)
+        logger.warning("job %s attempt %d lost (%s); queued again", loggable(job.id), job.attempts, reason)
         job = job.model_copy(update=dict(status="queued", lease_owner=None, lease_expires_at=None))
         await self._commit(job)
         self.queues[job.model].appendleft(job.id)  # it was first in line

@@ -160,4 +160,5 @@ class Stats:
             async with httpx.AsyncClient(timeout=5) as client:
                 (await client.post(url, json=event)).raise_for_status()
         except httpx.HTTPError as exc:
-            logger.warning("alert webhook %s failed: %s", url, exc)
+            # The host only: a webhook URL may carry a token in its path or query.
+            logger.warning("alert webhook to %s failed: %s", httpx.URL(url).host, type(exc).__name__)

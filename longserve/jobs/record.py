@@ -17,6 +17,11 @@ def new_job_id() -> str:
     return "job_" + secrets.token_urlsafe(18)
 
 
+def loggable(job_id: str) -> str:
+    """A job id as logs may show it: enough to correlate (36 bits), not to read the job."""
+    return job_id[:10] + "…" if job_id.startswith("job_") else job_id
+
+
 class Progress(BaseModel):
     done: float = 0.0
     total: Optional[float] = None
