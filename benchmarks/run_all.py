@@ -47,7 +47,7 @@ TUNED = "tuned (access log off, one loop, no stderr log)"
 class Sizes:
     concurrencies: tuple = (1, 16, 64)
     rounds: int = 2
-    seconds: float = 3.0
+    seconds: float = 2.5
     stored: tuple = (1_000, 10_000, 100_000)
     job_samples: int = 100
     probes: int = 60
@@ -62,6 +62,7 @@ QUICK = Sizes(concurrencies=(1, 4), rounds=1, seconds=0.5, stored=(20, 50), job_
 @dataclass
 class Report:
     lines: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
 
     def section(self, title: str, *notes: str) -> None:
         self.lines += ["", f"## {title}", ""] + [n for n in notes] + ([""] if notes else [])
@@ -382,13 +383,25 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
 
 
 def phase_settings(report: Report, sizes: Sizes) -> None:
-    names = ["ray defaults", TUNED]
+    names = ["ray defaults", "access log off", TUNED]
     results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
     report.section("Ray Serve settings: defaults vs the tuned settings longserve ships",
                    "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
-                   "Serve's processes start), so these two rows come from two clusters started one after the other. "
-                   "The full comparison of each setting alone: `python -m benchmarks.serve_settings`.")
+                   "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
+                   "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.")
     report.add(*serve_settings.table(results, 16))
+
+
+def run_phase(report: Report, name: str, run) -> None:
+    """A failed phase is reported in the file (and fails the run) without losing the others."""
+    try:
+        run()
+    except Exception as exc:
+        report.failed.append(name)
+        report.section(f"Phase {name}: FAILED", f"`{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}`")
+        import traceback
+
+        traceback.print_exc()
 
 
 def versions() -> str:
@@ -433,9 +446,9 @@ def main() -> int:
     if server_phases:
         with serving({}, env=env, access_log=access_log) as url:
             for phase in server_phases:
-                globals()[f"phase_{phase}"](report, url, sizes)
+                run_phase(report, phase, lambda: globals()[f"phase_{phase}"](report, url, sizes))
     if "settings" in phases:
-        phase_settings(report, sizes)
+        run_phase(report, "settings", lambda: phase_settings(report, sizes))
     header = [
         "# Benchmark results", "",
         f"Written by `{command}` (run under `flock /tmp/longserve-ray.lock`, nothing else on the machine), "
@@ -454,7 +467,7 @@ def main() -> int:
     text = "\n".join(header + report.lines) + "\n"
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
-    return 0
+    return 1 if report.failed else 0
 
 
 if __name__ == "__main__":
