@@ -326,8 +326,8 @@ def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
                "|---|---|---|---|---|---|---|---|---|---|---|", *rows)
     report.section("JobStore actor memory per stored job",
                    "Resident memory of the actor's process after preloading, "
-                   f"(RSS at {sizes.stored[-1]:,} − RSS at {sizes.stored[0]:,}) ÷ the jobs added. Memory and sqlite "
-                   "keep each job's record in the actor; the memory backend also holds a JSON copy and the body.")
+                   f"(RSS at {sizes.stored[-1]:,} − RSS at {sizes.stored[0]:,}) ÷ the jobs added. Every backend "
+                   "keeps each job's record in the actor; the memory backend also holds its JSON and body there.")
     report.add("| backend | RSS MiB at first size | RSS MiB at last size | bytes per job |", "|---|---|---|---|",
                *memory_rows)
 
@@ -412,7 +412,8 @@ def versions() -> str:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found.append(f"{name} {metadata.version(name)}")
     with contextlib.suppress(Exception):
-        found.append(subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2])
+        found.append("redis-server " + subprocess.run(["redis-server", "--version"], capture_output=True,
+                                                      text=True).stdout.split()[2].removeprefix("v="))
     return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
