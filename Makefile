@@ -18,7 +18,7 @@ install: $(PY)
 
 install-test: $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 
 check: install
 	$(PY) -m longserve.apps.check serve_config.yaml

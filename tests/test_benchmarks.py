@@ -1,24 +1,29 @@
-"""The benchmarks still run, at tiny sizes (their own Ray, in a subprocess)."""
+"""The benchmarks still run, at tiny sizes (their own Ray, in a subprocess):
+LitServe and the bare Ray Serve app beside longserve, timeouts, jobs with
+stored jobs preloaded, and the results file they write."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("module, args, heading", [
-    ("benchmarks.jobs_latency", ["--stored", "20", "--samples", "5", "--concurrency", "2"], "| submit p50 ms |"),
-    ("benchmarks.metrics_overhead", ["--rounds", "1", "--seconds", "0.5", "--concurrency", "2"], "| req/s |"),
-])
-def test_benchmark_prints_its_table(module, args, heading):
+def test_run_all_writes_its_tables(tmp_path):
+    out = tmp_path / "RESULTS.md"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster, not the session's
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--phases", "echo,timeouts,jobs", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    row = next(line for line in result.stdout.splitlines() if line.startswith(heading))
-    ratio = float(row.rstrip(" |").rsplit("|", 1)[1])
-    assert ratio > 0
+    text = out.read_text()
+    for heading in ("## Sync serving overhead: echo model", "## Timeout precision", "## Jobs: latency",
+                    "## JobStore actor memory per stored job"):
+        assert heading in text
+    for server in ("| longserve |", "| bare Ray Serve |", "| LitServe |"):
+        assert server in text
+    # Only the writer's own lines: no log output (ANSI colours, "(raylet)" prefixes) slipped in.
+    assert "\x1b[" not in text and "(raylet)" not in text and "(ServeReplica" not in text
+    ratio = next(line for line in text.splitlines() if line.startswith("| 4 | bare Ray Serve |"))
+    assert float(ratio.split("|")[6]) > 0

@@ -1,0 +1,475 @@
+"""Every benchmark, in one run on this machine, written to benchmarks/RESULTS.md:
+longserve beside a bare Ray Serve app and LitServe serving the same model
+code (echo, MiniLM embedder), dynamic batching, jobs per backend at 1k/10k/100k
+stored jobs, timeout precision, transcription, and Ray's default settings
+against the tuned ones this project ships.
+
+    timeout 1200 flock /tmp/longserve-ray.lock .venv/bin/python -m benchmarks.run_all
+    .venv/bin/python -m benchmarks.run_all --quick --phases echo,jobs --out /tmp/r.md   # a smoke run
+
+Needs the `bench` extra (LitServe) and, for the redis backend, `redis-server` on PATH.
+Only our own lines reach the file: Ray runs with log_to_driver=False and
+nothing from stdout or stderr is copied into it.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator, Optional
+
+import httpx
+
+from benchmarks import jobs_bench, serve_settings
+from benchmarks.bare_serve import bare_app
+from benchmarks.load import client, closed_loop, percentile
+from benchmarks.serving import ROOT, deploy, free_port, serving
+
+ECHO = "benchmarks.echo_model:Echo"
+EMBEDDER = "longserve.models.embedder:Embedder"
+BATCH = (32, 0.005)  # as serve_config.yaml ships the embedder
+PHASES = ("echo", "embedder", "timeouts", "jobs", "transcription", "settings")
+TUNED = "tuned (access log off, one loop, no stderr log)"
+
+
+@dataclass
+class Sizes:
+    concurrencies: tuple = (1, 16, 64)
+    rounds: int = 2
+    seconds: float = 2.5
+    stored: tuple = (1_000, 10_000, 100_000)
+    job_samples: int = 100
+    probes: int = 60
+    audio: str = "speech_long.ogg"
+    backends: tuple = ("sqlite", "redis", "memory")
+
+
+QUICK = Sizes(concurrencies=(1, 4), rounds=1, seconds=0.5, stored=(20, 50), job_samples=5, probes=4,
+              audio="speech.ogg")
+
+
+@dataclass
+class Report:
+    lines: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+    def section(self, title: str, *notes: str) -> None:
+        self.lines += ["", f"## {title}", ""] + [n for n in notes] + ([""] if notes else [])
+
+    def add(self, *lines: str) -> None:
+        self.lines += lines
+        print("\n".join(lines), flush=True)
+
+
+def model_config(class_path: str, batching=BATCH, monitoring=True, backend="memory", **extra) -> "AppConfig":
+    from longserve.config import AppConfig
+
+    jobs = {"backend": backend, "sqlite_path": str(Path(tempfile.mkdtemp()) / "jobs.sqlite3")}
+    jobs.update(extra.pop("jobs", {}))
+    name = extra.pop("name", "echo" if class_path == ECHO else "embedder")
+    return AppConfig.model_validate({
+        "monitoring": {"enabled": monitoring}, "jobs": jobs,
+        "models": {name: {"class": class_path, "max_ongoing_requests": 64, "max_queued_requests": -1,
+                          "batching": None if batching is None else {"max_batch_size": batching[0],
+                                                                     "batch_wait_timeout_s": batching[1]},
+                          "ray_actor_options": {"num_cpus": 0}, **extra}},
+    })
+
+
+@contextlib.contextmanager
+def litserve(class_path: str, batch: int = 1) -> Iterator[str]:
+    """A LitServe server (its own processes) on a free loopback port."""
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.litserve_server", "--model", class_path, "--port", str(port),
+         "--batch", str(batch), "--batch-wait", str(BATCH[1])],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"LitServe did not start:\n{log.read()[-3000:].decode(errors='replace')}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and its workers
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def median_stats(rounds: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in rounds) for k in ("req/s", "p50 ms", "p99 ms")}
+
+
+async def side_by_side(sides: dict[str, str], payload: dict, sizes: Sizes) -> dict[int, dict[str, dict]]:
+    """{concurrency: {side: median stats}}; every side in every round, the order rotating."""
+    names = list(sides)
+    out = {}
+    async with client(concurrency=max(sizes.concurrencies)) as http:
+        for name in names:  # warm up: connections, lazy imports, first batches
+            await closed_loop(http, lambda h, u=sides[name]: h.post(u, json=payload), 4, sizes.seconds)
+        for concurrency in sizes.concurrencies:
+            rounds: dict[str, list] = {n: [] for n in names}
+            for r in range(sizes.rounds):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    rounds[name].append(await closed_loop(
+                        http, lambda h, u=sides[name]: h.post(u, json=payload), concurrency, sizes.seconds))
+            out[concurrency] = {n: median_stats(rs) for n, rs in rounds.items()}
+    return out
+
+
+def serving_table(results: dict[int, dict[str, dict]], ours: str = "longserve") -> list[str]:
+    lines = ["| clients | server | req/s | p50 ms | p99 ms | longserve req/s ÷ this | longserve p50 ÷ this |",
+             "|---|---|---|---|---|---|---|"]
+    for concurrency, sides in results.items():
+        mine = sides[ours]
+        for name, s in sides.items():
+            lines.append(f"| {concurrency} | {name} | {s['req/s']:.0f} | {s['p50 ms']:.1f} | {s['p99 ms']:.1f} "
+                         f"| {mine['req/s'] / s['req/s']:.2f} | {mine['p50 ms'] / s['p50 ms']:.2f} |")
+    return lines
+
+
+def phase_echo(report: Report, url: str, sizes: Sizes) -> None:
+    from ray import serve
+
+    deploy("/ls-echo", model_config(ECHO, batching=None), access_log=False)
+    deploy("/ls-echo-nomon", model_config(ECHO, batching=None, monitoring=False), access_log=False)
+    deploy("/bare-echo", bare_app(ECHO), access_log=False)
+    with litserve(ECHO) as lit:
+        sides = {"longserve": f"{url}/ls-echo/v1/models/echo/predict",
+                 "longserve, monitoring off": f"{url}/ls-echo-nomon/v1/models/echo/predict",
+                 "bare Ray Serve": f"{url}/bare-echo/predict", "LitServe": f"{lit}/predict"}
+        results = asyncio.run(side_by_side(sides, {"value": 1}, sizes))
+    for name in ("ls-echo", "ls-echo-nomon", "bare-echo"):
+        serve.delete(name)
+    report.section("Sync serving overhead: echo model",
+                   "A model that returns its input: the serving path and nothing else. "
+                   "Body `{\"value\": 1}`. Ratios > 1 in the req/s column: longserve is faster.")
+    report.add(*serving_table(results))
+
+
+def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
+    from ray import serve
+
+    deploy("/ls-emb", model_config(EMBEDDER), access_log=False)
+    deploy("/ls-emb-nobatch", model_config(EMBEDDER, batching=None), access_log=False)
+    deploy("/bare-emb", bare_app(EMBEDDER, BATCH), access_log=False)
+    with litserve(EMBEDDER, batch=BATCH[0]) as lit, litserve(EMBEDDER) as lit_nobatch:
+        sides = {"longserve": f"{url}/ls-emb/v1/models/embedder/predict",
+                 "bare Ray Serve": f"{url}/bare-emb/predict", "LitServe": f"{lit}/predict",
+                 "longserve, batching off": f"{url}/ls-emb-nobatch/v1/models/embedder/predict",
+                 "LitServe, batching off": f"{lit_nobatch}/predict"}
+        results = asyncio.run(side_by_side(sides, {"texts": ["A cat sits on the mat and looks out of the window."]},
+                                           sizes))
+    for name in ("ls-emb", "ls-emb-nobatch", "bare-emb"):
+        serve.delete(name)
+    synced = {c: {k: v for k, v in s.items() if "batching off" not in k} for c, s in results.items()}
+    report.section("Sync serving overhead: MiniLM embedder",
+                   f"all-MiniLM-L6-v2, one sentence per request, dynamic batching on everywhere "
+                   f"(max batch {BATCH[0]}, wait {BATCH[1] * 1000:g} ms).")
+    report.add(*serving_table(synced))
+    report.section("Dynamic batching: embedder, batching on vs off",
+                   "Same run as the table above (all five servers in alternating rounds).")
+    lines = ["| clients | server | req/s batching on | req/s batching off | on ÷ off | p99 ms on | p99 ms off |",
+             "|---|---|---|---|---|---|---|"]
+    for concurrency, s in results.items():
+        for name in ("longserve", "LitServe"):
+            on, off = s[name], s[f"{name}, batching off"]
+            lines.append(f"| {concurrency} | {name} | {on['req/s']:.0f} | {off['req/s']:.0f} "
+                         f"| {on['req/s'] / off['req/s']:.2f} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |")
+        lines.append(f"| {concurrency} | longserve ÷ LitServe (on) | | | "
+                     f"{s['longserve']['req/s'] / s['LitServe']['req/s']:.2f} | | |")
+    report.add(*lines)
+
+
+def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
+    from ray import serve
+
+    from longserve.config import AppConfig
+
+    timeout = 0.25
+    deploy("/ls-slow", AppConfig.model_validate({
+        "jobs": {"backend": "memory"},
+        "models": {"sleeper": {"class": "tests.slow_models:Sleeper", "max_ongoing_requests": 64,
+                               "max_queued_requests": -1, "ray_actor_options": {"num_cpus": 0}},
+                   "echo": {"class": ECHO, "max_ongoing_requests": 64, "max_queued_requests": -1,
+                            "ray_actor_options": {"num_cpus": 0}}}}), access_log=False)
+    probe_url = f"{url}/ls-slow/v1/models/sleeper/predict"
+    load_url = f"{url}/ls-slow/v1/models/echo/predict"
+
+    async def probes(load: int) -> tuple[list[float], dict]:
+        late: list[float] = []
+        async with client(concurrency=load + 8) as http:
+
+            async def prober():
+                for _ in range(sizes.probes // 4):
+                    started = time.perf_counter()
+                    response = await http.post(probe_url, json={"seconds": 5},
+                                               headers={"Request-Timeout": str(timeout)})
+                    assert response.status_code == 504, response.text
+                    late.append((time.perf_counter() - started - timeout) * 1000)
+
+            background = asyncio.gather(*[prober() for _ in range(4)])
+            if load:
+                stats = await closed_loop(http, lambda h: h.post(load_url, json={"value": 1}), load,
+                                          max(1.0, sizes.probes / 4 * timeout * 1.5))
+            else:
+                stats = {}
+            await background
+        return late, stats
+
+    rows = []
+    for load in (0, 16):
+        late, stats = asyncio.run(probes(load))
+        rows.append(f"| {load} | {stats.get('req/s', 0):.0f} | {len(late)} | {percentile(late, 50):.1f} "
+                    f"| {percentile(late, 99):.1f} | {max(late):.1f} |")
+    serve.delete("ls-slow")
+    report.section("Timeout precision",
+                   f"`Request-Timeout: {timeout}` on a model that would run 5 s; 4 concurrent probers, each 504 "
+                   f"timed at the client: lateness = client-side elapsed − {timeout} s (so it includes the proxy "
+                   "hops both ways; the deadline itself starts when the gateway gets the request). Load: "
+                   "concurrent echo clients on the same gateway meanwhile.")
+    report.add("| echo load clients | echo req/s meanwhile | 504s | late p50 ms | late p99 ms | late max ms |",
+               "|---|---|---|---|---|---|", *rows)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        r = redis.Redis(port=port)
+        for _ in range(100):
+            with contextlib.suppress(redis.ConnectionError):
+                r.ping()
+                break
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
+    import ray
+    from ray import serve
+
+    from longserve.deployments.job_store import get_job_store
+
+    rows, memory_rows = [], []
+    for backend in sizes.backends:
+        with (redis_server() if backend == "redis" else contextlib.nullcontext("")) as redis_url:
+            config = model_config(ECHO, batching=None, backend=backend,
+                                  jobs={"redis_url": redis_url or "redis://127.0.0.1:6379/0"})
+            deploy(f"/jobs-{backend}", config, access_log=False)
+            store = get_job_store(config.jobs)
+            prefix = f"{url}/jobs-{backend}"
+            held, rss = {}, {}
+            for stored in sizes.stored:
+                started = time.perf_counter()
+                total = ray.get(store.__ray_call__.remote(jobs_bench.preload_in_actor, stored - held.get("n", 0), "echo"))
+                held["n"] = stored
+                preload_s = time.perf_counter() - started
+                rss[stored] = jobs_bench.actor_rss(store)
+
+                async def run():
+                    async with client(concurrency=16) as http:
+                        return await jobs_bench.measure(http, prefix, sizes.job_samples, sizes.seconds, 16)
+
+                m = asyncio.run(run())
+                rows.append(f"| {backend} | {stored:,} | {m['submit p50 ms']:.1f} | {m['submit p99 ms']:.1f} "
+                            f"| {m['poll p50 ms']:.1f} | {m['poll p99 ms']:.1f} | {m['polls/s']:.0f} "
+                            f"| {m['submit->done p50 ms']:.0f} | {m['submit->done p99 ms']:.0f} "
+                            f"| {total:,} | {preload_s:.1f} |")
+                held["n"] = total  # jobs submitted while measuring count too
+            first, last = sizes.stored[0], sizes.stored[-1]
+            per_job = (rss[last] - rss[first]) / (last - first)
+            memory_rows.append(f"| {backend} | {rss[first] / 2**20:.0f} | {rss[last] / 2**20:.0f} "
+                               f"| {per_job:,.0f} |")
+            serve.delete(f"jobs-{backend}")
+            ray.kill(store)
+    report.section("Jobs: latency with 1k, 10k and 100k jobs stored",
+                   "Echo model, one app per backend. Stored jobs are preloaded by a function run inside the "
+                   "JobStore actor (`__ray_call__`) that writes finished jobs through the backend and indexes them "
+                   "as submit and finish do — through HTTP that is ~90 jobs/s. Submit and poll: sequential over "
+                   "HTTP; polls/s: 16 concurrent pollers; submit->done: submit a trivial job, long-poll "
+                   "(`?wait=10`) until it succeeded.")
+    report.add("| backend | stored | submit p50 ms | submit p99 ms | poll p50 ms | poll p99 ms | polls/s "
+               "| submit->done p50 ms | submit->done p99 ms | held after | preload s |",
+               "|---|---|---|---|---|---|---|---|---|---|---|", *rows)
+    report.section("JobStore actor memory per stored job",
+                   "Resident memory of the actor's process after preloading, "
+                   f"(RSS at {sizes.stored[-1]:,} − RSS at {sizes.stored[0]:,}) ÷ the jobs added. Every backend "
+                   "keeps each job's record in the actor; the memory backend also holds its JSON and body there.")
+    report.add("| backend | RSS MiB at first size | RSS MiB at last size | bytes per job |", "|---|---|---|---|",
+               *memory_rows)
+
+
+def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
+    from ray import serve
+
+    from longserve.model import Context
+    from longserve.models.transcriber import TranscribeInput, Transcriber
+
+    audio = (ROOT / "tests" / "data" / sizes.audio).read_bytes()
+    short = (ROOT / "tests" / "data" / "speech.ogg").read_bytes()
+    deploy("/ls-tx", model_config("longserve.models.transcriber:Transcriber", batching=None, name="transcriber",
+                                  options={"beam_size": 1}, timeout=False,
+                                  **{"max_ongoing_requests": 1}), access_log=False)
+    direct = Transcriber(beam_size=1)
+    direct.load("cpu")
+    direct.predict(TranscribeInput(audio=short), Context())  # warm up, as the replica is below
+
+    def run_direct() -> tuple[float, float]:
+        started = time.perf_counter()
+        result = direct.predict(TranscribeInput(audio=audio), Context())
+        return result["duration"], time.perf_counter() - started
+
+    async def run_job(audio: bytes) -> tuple[float, float]:
+        async with httpx.AsyncClient(base_url=f"{url}/ls-tx", timeout=600) as http:
+            started = time.perf_counter()
+            response = await http.post("/v1/models/transcriber/jobs", content=audio,
+                                       headers={"content-type": "audio/ogg"})
+            response.raise_for_status()
+            job_id = response.json()["id"]
+            while True:
+                job = (await http.get(f"/v1/jobs/{job_id}", params={"wait": 30})).json()
+                if job["status"] not in ("queued", "running"):
+                    break
+            elapsed = time.perf_counter() - started
+            assert job["status"] == "succeeded", job
+            result = (await http.get(f"/v1/jobs/{job_id}/result")).json()
+            return result["duration"], elapsed
+
+    asyncio.run(run_job(short))
+    job_audio, job_s = asyncio.run(run_job(audio))
+    direct_audio, direct_s = run_direct()
+    serve.delete("ls-tx")
+    del direct
+    report.section("Transcription: through a job vs faster-whisper in one process",
+                   f"`tests/data/{sizes.audio}` ({direct_audio:.1f} s of audio), Whisper base, int8, beam 1. "
+                   "Direct: the same Transcriber class called in the benchmark's own process (decode + "
+                   "transcribe): the physical limit on this CPU. Job: submit over HTTP, long-poll until done.")
+    report.add("| path | wall s | audio s per wall s | vs direct |", "|---|---|---|---|",
+               f"| direct, one process | {direct_s:.1f} | {direct_audio / direct_s:.2f} | 1.00 |",
+               f"| longserve job | {job_s:.1f} | {job_audio / job_s:.2f} | {(job_audio / job_s) / (direct_audio / direct_s):.2f} |")
+
+
+def phase_settings(report: Report, sizes: Sizes) -> None:
+    names = ["ray defaults", "access log off", TUNED]
+    results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
+    report.section("Ray Serve settings: defaults vs the tuned settings longserve ships",
+                   "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
+                   "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
+                   "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.")
+    report.add(*serve_settings.table(results, 16))
+
+
+def run_phase(report: Report, name: str, run) -> None:
+    """A failed phase is reported in the file (and fails the run) without losing the others."""
+    try:
+        run()
+    except Exception as exc:
+        report.failed.append(name)
+        report.section(f"Phase {name}: FAILED", f"`{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}`")
+        import traceback
+
+        traceback.print_exc()
+
+
+def versions() -> str:
+    names = ["ray", "litserve", "fastapi", "starlette", "uvicorn", "pydantic", "torch", "sentence-transformers",
+             "faster-whisper", "ctranslate2", "httpx", "redis"]
+    found = []
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    with contextlib.suppress(Exception):
+        found.append("redis-server " + subprocess.run(["redis-server", "--version"], capture_output=True,
+                                                      text=True).stdout.split()[2].removeprefix("v="))
+    return f"Python {platform.python_version()}, " + ", ".join(found)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    memory = ""
+    with contextlib.suppress(OSError, StopIteration):
+        kb = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")))
+        memory = f", {kb / 2**20:.0f} GiB RAM"
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}){memory}, no GPU used"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers mean nothing")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args = parser.parse_args()
+    phases = args.phases.split(",")
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    sizes = QUICK if args.quick else Sizes()
+    started = time.time()
+    report = Report()
+    command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
+    env, access_log = serve_settings.SETTINGS[TUNED]
+    server_phases = [p for p in phases if p not in ("settings",)]
+    if server_phases:
+        with serving({}, env=env, access_log=access_log) as url:
+            for phase in server_phases:
+                run_phase(report, phase, lambda: globals()[f"phase_{phase}"](report, url, sizes))
+    if "settings" in phases:
+        run_phase(report, "settings", lambda: phase_settings(report, sizes))
+    header = [
+        "# Benchmark results", "",
+        f"Written by `{command}` (run under `flock /tmp/longserve-ray.lock`, nothing else on the machine), "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.", "",
+        f"- Machine: {machine()}", f"- Versions: {versions()}",
+        f"- Ray Serve settings for longserve and the bare Ray Serve app: {TUNED}: "
+        + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "Ray's defaults")
+        + ("; access log off" if not access_log else ""),
+        f"- Load: one asyncio/httpx client process (`benchmarks/load.py`), closed loop, {sizes.rounds} alternating "
+        f"rounds of {sizes.seconds:g} s per server and concurrency; medians of the rounds. The client shares the "
+        "2 CPUs with the servers, as every server here does.",
+        "- LitServe 0.2: one API server process, one inference worker, the same model class "
+        "(`benchmarks/litserve_server.py`). Bare Ray Serve: a FastAPI ingress → model deployment "
+        "(`benchmarks/bare_serve.py`), no timeouts, jobs, validation or metrics.",
+    ]
+    text = "\n".join(header + report.lines) + "\n"
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
