@@ -126,7 +126,8 @@ def serve_app(tmp_path_factory, alerts):
     port, metrics_port = free_port(), free_port()
     ray.init(address="local", include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # As serve_config.yaml: no access log (request paths carry job ids).
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
         jobs_dir = tmp_path_factory.mktemp("jobs")
         config = AppConfig.model_validate(app_args(jobs_dir / "jobs.sqlite3", alerts[0]))
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")

@@ -1,6 +1,7 @@
 """API keys and scopes, on the second test app (auth.required, keys from
 $LONGSERVE_TEST_API_KEYS in the replicas' environment)."""
 
+import time
 from pathlib import Path
 
 import httpx
@@ -78,12 +79,19 @@ def test_the_open_local_app_needs_no_key(client):
     assert client.get("/v1/models").status_code == 200
 
 
-def test_keys_never_reach_the_logs(secure):
-    """After all the calls above, no key appears in any Ray or Serve log."""
+def test_keys_and_job_ids_never_reach_the_logs(secure):
+    """After all the calls above, no key and no full job id (a capability)
+    appears in any Ray or Serve log; shortened job ids do."""
     for scope in API_KEYS:
         call(secure, "POST", "/v1/models/sleeper/predict", bearer(scope))
+    job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0, "fail": True}, headers=bearer("jobs")).json()
+    deadline = time.monotonic() + 30
+    while secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}).json()["status"] != "failed":
+        assert time.monotonic() < deadline
+    secure.get(f"/v1/jobs/{job['id']}/result")
+    time.sleep(1)  # log files are flushed line by line; give the last lines a moment
     logs = Path("/tmp/ray/session_latest/logs")
     texts = [p.read_text(errors="ignore") for p in logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")]
-    assert texts
-    for key in API_KEYS.values():
-        assert not any(key in text for text in texts), f"{key} found in the logs"
+    assert any(job["id"][:10] + "…" in text for text in texts)  # the failed run was logged, shortened
+    for secret in [*API_KEYS.values(), job["id"]]:
+        assert not any(secret in text for text in texts), f"{secret} found in the logs"
