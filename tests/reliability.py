@@ -51,10 +51,16 @@ def percentiles(values: list[float]) -> dict:
             "max_ms": round(values[-1] * 1000, 1), "mean_ms": round(statistics.fmean(values) * 1000, 1)}
 
 
-def named_actor(part: str) -> tuple[str, str]:
-    """(name, namespace) of the one live named actor whose name contains `part`."""
-    (actor,) = [a for a in ray.util.list_named_actors(all_namespaces=True) if part in a["name"]]
-    return actor["name"], actor["namespace"]
+def named_actor(part: str, timeout_s: float = 60) -> tuple[str, str]:
+    """(name, namespace) of the one live named actor whose name contains `part`,
+    waiting for it while Ray or Serve starts it again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if part in a["name"]]
+        if len(actors) == 1 or time.monotonic() > deadline:
+            (actor,) = actors
+            return actor["name"], actor["namespace"]
+        time.sleep(0.25)
 
 
 def kill_named(part: str, restart: bool) -> None:
