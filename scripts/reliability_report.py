@@ -76,7 +76,7 @@ sleeper run is cut at a known point in a second, where a transcription takes min
 
 
 def cell(value) -> str:
-    if value is None:
+    if value is None or value == {}:
         return "—"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items())
