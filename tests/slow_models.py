@@ -1,5 +1,6 @@
 """Test-only models whose run time the test chooses."""
 
+import os
 import threading
 import time
 
@@ -39,3 +40,25 @@ class Sleeper(Model):
         if inputs.fail:
             raise RuntimeError("asked to fail")
         return {"slept": inputs.seconds, "started": self.started, "cancelled": self.cancelled}
+
+
+class TaggedSleep(SleepInput):
+    tag: str = ""  # the client's name for this piece of work, written to the run log
+
+
+class Recorder(Sleeper):
+    """A Sleeper that appends "<tag> <pid>" to `log` each time it starts a run,
+    so the reliability tests count real executions per job, across replicas and
+    restarts (a line is one small O_APPEND write: atomic)."""
+
+    Input = TaggedSleep
+
+    def __init__(self, log: str):
+        super().__init__(log=log)
+        self.log = log
+
+    def predict(self, inputs: TaggedSleep, ctx: Context) -> dict:
+        if inputs.tag:
+            with open(self.log, "a") as f:
+                f.write(f"{inputs.tag} {os.getpid()}\n")
+        return {**super().predict(inputs, ctx), "tag": inputs.tag}

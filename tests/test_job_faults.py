@@ -1,12 +1,10 @@
 """Nothing acknowledged is lost: a killed runner, a killed JobStore actor, a
 store started afresh on the same sqlite file, and the redis backend."""
 
-import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from longserve.jobs.record import JobRequest, new_job_id
 from tests.jobs_helpers import submit, wait_for
 
 SLOW = "sleeper_false"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def kill_actor_named(part: str, restart: bool) -> None:
@@ -82,30 +79,46 @@ def test_sqlite_store_reloads_every_job_in_a_new_process(serve_app, tmp_path):
     run_store_lifecycle(JobsConfig(backend="sqlite", sqlite_path=str(tmp_path / "jobs.sqlite3"), lease_s=1))
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is missing; .ci/run installs it")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-         "--appendonly", "yes", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
+class RedisServer:
+    """A redis-server of our own on a free loopback port, restartable on its
+    append-only file (a SIGTERM makes it write the file before it exits)."""
+
+    def __init__(self, data_dir: Path):
+        if shutil.which("redis-server") is None:
+            if os.environ.get("CI"):
+                pytest.fail("redis-server is missing; .ci/run installs it")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.data_dir, self.url = data_dir, f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
         for _ in range(100):
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    server = RedisServer(tmp_path)
+    try:
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 def test_redis_store_reloads_every_job_in_a_new_process(serve_app, redis_url):
@@ -138,21 +151,4 @@ def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
         kill_actor_named(store_name(config.jobs), restart=False)
 
 
-def test_sqlite_jobs_survive_a_full_ray_stop_and_start(tmp_path):
-    # Two processes, each with its own Ray cluster, share only the sqlite file.
-    # Without RAY_ADDRESS (set by this session's ray.init) they start their own.
-    db, ids_file = str(tmp_path / "jobs.sqlite3"), str(tmp_path / "ids.json")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    run = lambda phase: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tests.restart_phase", phase, db, ids_file],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )
-    first = run("submit")
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run("resume")
-    assert second.returncode == 0, second.stderr[-3000:]
-    jobs = json.loads(Path(ids_file + ".done").read_text())
-    assert [job["status"] for job in jobs] == ["succeeded"] * 3, jobs
-    # The first was running when Ray stopped: its lease ended, it ran again.
-    assert jobs[0]["attempts"] == 2 and jobs[0]["result"]["slept"] == 3
-    assert [job["attempts"] for job in jobs[1:]] == [1, 1]
+# The full Ray stop and start: tests/test_reliability.py::test_full_ray_stop_and_start_with_sqlite

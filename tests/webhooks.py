@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 
 
 def readme_verifier():
@@ -49,9 +50,19 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.handler = Handler
+        self.up(0)
         self.base = f"http://127.0.0.1:{self.server.server_port}"
+
+    def up(self, port: Optional[int] = None) -> None:
+        """Listen (again, on the same port unless given one)."""
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.server.server_port if port is None else port), self.handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        """Stop listening: callbacks meet a refused connection until `up`."""
+        self.server.shutdown()
+        self.server.server_close()
 
     def script(self, path: str, responses: list[tuple[int, dict]]) -> str:
         self.scripts[path] = list(responses)
@@ -67,4 +78,4 @@ class Receiver:
         raise AssertionError(f"{path}: {len(self.received[path])} POSTs after {timeout_s} s, wanted {count}")
 
     def close(self):
-        self.server.shutdown()
+        self.down()

@@ -273,10 +273,19 @@ class Gateway:
         params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
         self.parser.parse(model, media_type, body, params)
         jobs = self.config.jobs
-        outcome, job = await self.store.submit.remote(
-            new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
-            min(ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"), callback,
-        )
+        try:
+            outcome, job = await self.store.submit.remote(
+                new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
+                min(ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"), callback,
+            )
+        except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
+            logger.error("job store could not store a %s job: %s", model, exc)
+            raise ApiError(
+                503, "jobs_unavailable",
+                f"the job store could not store the job ({first_line(exc)}); it was not accepted. "
+                f"Retry after {RETRY_AFTER_S} s.",
+                {"Retry-After": str(RETRY_AFTER_S)}, model=model,
+            ) from None
         if outcome == "conflict":
             raise ApiError(409, "idempotency_conflict",
                            "this Idempotency-Key was used with another request body", job_id=job.id)

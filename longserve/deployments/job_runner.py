@@ -32,6 +32,7 @@ logger = logging.getLogger("ray.serve")
 CLAIM_WAIT_S = 1.0
 JOB_OUTCOMES = {"invalid_input": "client_error", "job_timeout": "timeout_running"}
 BUSY_BACKOFF_S = 1.0
+STORE_RETRY_S = 0.5  # between attempts to store an outcome while the store's backend fails
 
 
 @serve.deployment
@@ -144,7 +145,7 @@ class JobRunner:
                 response.cancel()
 
     async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None) -> None:
-        if not await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error):
+        if not await self._store_outcome(job, status, result, error):
             return  # cancelled meanwhile, or the lease was lost: not this runner's outcome
         now = time.time()
         kind = (error or {}).get("type")
@@ -154,3 +155,18 @@ class JobRunner:
         if status == "failed":
             logger.warning("job %s (%s) failed on attempt %d: %s: %s", loggable(job.id), job.model, job.attempts,
                            kind, (error or {}).get("message", ""))
+
+    async def _store_outcome(self, job: Job, status: str, result, error: Optional[dict]) -> bool:
+        """store.finish, retried while the store's backend fails (redis restarting).
+        Its failure is the store's, not the model's: it must not reach
+        _call_model's model-error handling. finish is fenced by lease and
+        attempt, so a retry after the lease went elsewhere is refused (False)."""
+        deadline = time.monotonic() + 3 * self.config.jobs.lease_s
+        while True:
+            try:
+                return await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error)
+            except RayTaskError as exc:
+                if time.monotonic() > deadline:  # the lease decides: the job runs again
+                    raise RuntimeError(f"job {loggable(job.id)}: the job store did not take the outcome: {first_line(exc)}") from None
+                logger.warning("job %s: storing the outcome failed (%s); retrying", loggable(job.id), first_line(exc))
+                await asyncio.sleep(STORE_RETRY_S)
