@@ -385,7 +385,7 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
 def phase_settings(report: Report, sizes: Sizes) -> None:
     names = ["ray defaults", "access log off", TUNED]
     results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
-    report.section("Ray Serve settings: defaults vs the tuned settings longserve ships",
+    report.section("Ray Serve settings: defaults vs access log off (longserve's default) vs a tuned set",
                    "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
                    "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
                    "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.")

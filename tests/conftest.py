@@ -80,6 +80,7 @@ class App:
     config: AppConfig
     metrics_url: str  # Ray's Prometheus export
     secure_url: str  # the second app: API keys on, default SSRF guard
+    logs_dir: Path  # this cluster's logs (/tmp/ray/session_latest moves when a test starts another cluster)
 
 
 def free_port() -> int:
@@ -124,7 +125,8 @@ def serve_app(tmp_path_factory, alerts):
     os.environ["LONGSERVE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(f"{key}:{scope}" for scope, key in API_KEYS.items())
     port, metrics_port = free_port(), free_port()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port)
+    ray_context = ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                           _metrics_export_port=metrics_port)
     try:
         # As serve_config.yaml: no access log (request paths carry job ids).
         serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
@@ -134,7 +136,8 @@ def serve_app(tmp_path_factory, alerts):
         secure = AppConfig.model_validate(secure_app_args(jobs_dir / "secure.sqlite3"))
         serve.run(build_app(secure), name="secure", route_prefix=SECURE_PREFIX)
         url = f"http://127.0.0.1:{port}"
-        yield App(url, config, f"http://127.0.0.1:{metrics_port}/metrics", url + SECURE_PREFIX)
+        yield App(url, config, f"http://127.0.0.1:{metrics_port}/metrics", url + SECURE_PREFIX,
+                  Path(ray_context.address_info["session_dir"]) / "logs")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -2,7 +2,6 @@
 $LONGSERVE_TEST_API_KEYS in the replicas' environment)."""
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -79,7 +78,7 @@ def test_the_open_local_app_needs_no_key(client):
     assert client.get("/v1/models").status_code == 200
 
 
-def test_keys_and_job_ids_never_reach_the_logs(secure):
+def test_keys_and_job_ids_never_reach_the_logs(secure, serve_app):
     """After all the calls above, no key and no full job id (a capability)
     appears in any Ray or Serve log; shortened job ids do."""
     for scope in API_KEYS:
@@ -90,7 +89,7 @@ def test_keys_and_job_ids_never_reach_the_logs(secure):
         assert time.monotonic() < deadline
     secure.get(f"/v1/jobs/{job['id']}/result")
     time.sleep(1)  # log files are flushed line by line; give the last lines a moment
-    logs = Path("/tmp/ray/session_latest/logs")
+    logs = serve_app.logs_dir
     texts = [p.read_text(errors="ignore") for p in logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")]
     assert any(job["id"][:10] + "…" in text for text in texts)  # the failed run was logged, shortened
     for secret in [*API_KEYS.values(), job["id"]]:
