@@ -96,7 +96,12 @@ class ModelServer:
 
     @serve.batch
     async def _predict_batched(self, batch: list[BaseModel]) -> list[Any]:
-        return await asyncio.to_thread(self.model.predict_batch, batch)
+        # Run on the replica's user-code loop (Serve gives user code its own
+        # thread), not in a worker thread: while a batch computes, arriving
+        # requests queue up and form the next batch. Handed to a thread, the
+        # free but GIL-starved loop let them trickle in one by one: batches of
+        # 1.2 on average instead of 6, and half the embedder's throughput.
+        return self.model.predict_batch(batch)
 
 
 async def _wait_stopped(work: asyncio.Future, name: str) -> None:
