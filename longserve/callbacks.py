@@ -30,7 +30,8 @@ from longserve.config import CallbacksConfig
 from longserve.errors import ApiError
 
 SECRET_PREFIX = "whsec_"
-RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# Besides every 5xx: the 4xx answers that mean "not now" rather than "never".
+RETRY_STATUSES = {408, 425, 429}
 # Cloud metadata endpoints, refused even when their network is allowed.
 METADATA_HOSTS = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "metadata.google.internal"}
 
@@ -53,8 +54,8 @@ def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def headers_for(secret: Optional[bytes], msg_id: str, body: bytes, now: Optional[float] = None) -> dict[str, str]:
-    timestamp = int(now if now is not None else time.time())
+def headers_for(secret: Optional[bytes], msg_id: str, body: bytes) -> dict[str, str]:
+    timestamp = int(time.time())
     headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
                "user-agent": "longserve-webhooks"}
     if secret is not None:

@@ -11,7 +11,6 @@ attempt each, never retried.
 import asyncio
 import logging
 import time
-from typing import Optional
 
 import httpx
 
@@ -107,6 +106,3 @@ class CallbackSender:
             await self.store.record_callback.remote(job.id, self.runner_id, callback)
         except Exception:  # the lease ends and another attempt is made: at least once
             logger.exception("job %s: recording the callback attempt failed", loggable(job.id))
-
-    def healthy(self) -> Optional[str]:
-        return f"callback loop stopped: {self.loop.exception()!r}" if self.loop.done() else None

@@ -54,10 +54,9 @@ class JobRunner:
 
     async def check_health(self) -> None:
         # Serve restarts a replica whose claim or callback loop died.
-        if self.loop.done():
-            raise RuntimeError(f"claim loop stopped: {self.loop.exception()!r}")
-        if self.callbacks.healthy() is not None:
-            raise RuntimeError(self.callbacks.healthy())
+        for name, task in (("claim", self.loop), ("callback", self.callbacks.loop)):
+            if task.done():
+                raise RuntimeError(f"{name} loop stopped: {task.exception()!r}")
 
     async def _claim_forever(self) -> None:
         while True:
