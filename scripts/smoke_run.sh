@@ -24,11 +24,21 @@ for _ in $(seq 180); do
 done
 curl -sf http://127.0.0.1:8000/readyz || { echo "not ready after 180 s:"; tail -40 "$log"; exit 1; }
 echo
-curl -sf -X POST http://127.0.0.1:8000/v1/models/embedder/predict \
-  -H 'Content-Type: application/json' -d '{"texts": ["hello"]}' | head -c 80 || exit 1
-echo
-text=$(curl -sf -X POST http://127.0.0.1:8000/v1/models/transcriber/predict \
-  -H 'Content-Type: audio/ogg' --data-binary @tests/data/speech.ogg) || exit 1
-echo "$text" | head -c 200; echo
+# post MODEL CURL_ARGS...: the body on 200; otherwise the status, the body
+# and the server log's tail, so a failure in CI says what happened.
+post() {
+  local model=$1 out status
+  shift
+  out=$(mktemp)
+  status=$(curl -s -o "$out" -w '%{http_code}' -X POST "http://127.0.0.1:8000/v1/models/$model/predict" "$@")
+  if [ "$status" != 200 ]; then
+    echo "$model predict answered HTTP $status:"; cat "$out"; echo; tail -60 "$log"; exit 1
+  fi
+  cat "$out"
+}
+emb=$(post embedder -H 'Content-Type: application/json' -d '{"texts": ["hello"]}') || { echo "$emb"; exit 1; }
+echo "${emb:0:80}"
+text=$(post transcriber -H 'Content-Type: audio/ogg' --data-binary @tests/data/speech.ogg) || { echo "$text"; exit 1; }
+echo "${text:0:200}"
 echo "$text" | grep -qi "quick brown fox" || { echo "transcript is wrong"; exit 1; }
 echo "smoke: make run serves both models"
