@@ -89,10 +89,12 @@ def _internal(address: ipaddress._BaseAddress) -> bool:
     return not address.is_global or address.is_multicast
 
 
-async def check_url(url: str, config: CallbacksConfig) -> None:
-    """422 unless `url` is http(s) and every address its host resolves to is
-    public or allowed. Checked at submit and again before each delivery, so a
-    name re-pointed at an internal address later is refused too."""
+async def check_url(url: str, config: CallbacksConfig) -> str:
+    """The address to deliver to: 422 unless `url` is http(s) and every
+    address its host resolves to is public or allowed. Checked at submit and
+    again before each delivery, which then connects to this very address
+    (`deliver`), so a name re-pointed inside after the check (DNS rebinding)
+    is never reached."""
 
     def refuse(reason: str) -> ApiError:
         return ApiError(422, "invalid_callback_url", f"callback_url refused: {reason}", callback_url=url[:200])
@@ -124,6 +126,7 @@ async def check_url(url: str, config: CallbacksConfig) -> None:
         if _internal(address) and not _allowed(host, address, config.allow):
             raise refuse(f"{host} resolves to {address}, a loopback, private or link-local address; "
                          f"add it to callbacks.allow in serve_config.yaml to permit it")
+    return infos[0][4][0]  # getaddrinfo's first choice, as a plain connect would take
 
 
 # -- one delivery -------------------------------------------------------------------
@@ -160,11 +163,24 @@ class Outcome:
     retry_after: Optional[float] = None
 
 
-async def deliver(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-    """POST once. 2xx: delivered. Network errors, 408/425/429/5xx: retry. Other 4xx
-    and redirects (never followed: they could point inside): give up."""
+def new_client(config: CallbacksConfig) -> httpx.AsyncClient:
+    # Redirects are never followed: a public URL could redirect inside. No
+    # kept-alive connections: they are pooled by address, and one verified for
+    # one name must not carry a request for another name on the same address.
+    return httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False, trust_env=False,
+                             limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def deliver(client: httpx.AsyncClient, url: str, address: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """POST once to `address` (what check_url checked), not to whatever the
+    name resolves to now; the Host header and TLS (SNI, certificate check)
+    still use the URL's name. 2xx: delivered. Network errors, 408/425/429/5xx:
+    retry. Other 4xx and redirects (never followed: they could point inside): give up."""
+    named = httpx.URL(url)
+    extensions = {"sni_hostname": named.host} if named.scheme == "https" else {}
     try:
-        response = await client.post(url, content=body, headers=headers)
+        response = await client.post(named.copy_with(host=address), content=body, extensions=extensions,
+                                     headers={**headers, "host": named.netloc.decode("ascii")})
     except httpx.HTTPError as exc:
         return Outcome(False, True, error=f"{type(exc).__name__}: {exc}"[:300])
     if 200 <= response.status_code < 300:

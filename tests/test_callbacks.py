@@ -1,11 +1,14 @@
 """Job callbacks over real HTTP: signed the Standard Webhooks way, retried
 with backoff, recorded on the job, and refused for internal addresses."""
 
+import asyncio
 import time
 
 import httpx
 import pytest
 
+from longserve.callbacks import Outcome, check_url, deliver, new_client
+from longserve.config import CallbacksConfig
 from tests.conftest import WEBHOOK_SECRET, error_of
 from tests.jobs_helpers import submit, wait_for
 from tests.test_job_faults import kill_actor_named
@@ -135,3 +138,22 @@ def test_loopback_needs_the_allowlist(serve_app, receiver):
     assert response.status_code == 422
     message = error_of(response)["message"]
     assert "127.0.0.1" in message and "loopback, private or link-local" in message and "callbacks.allow" in message
+
+
+def test_delivery_goes_to_the_checked_address_not_a_new_lookup(receiver):
+    """DNS rebinding: a name checked as public, then re-pointed inside before
+    the connect. Delivery connects to the address check_url returned, never
+    to a second lookup: here the name resolves nowhere at all, yet the POST
+    arrives, with the name kept in the Host header."""
+    port = httpx.URL(receiver.base).port
+    checked = asyncio.run(check_url(f"http://127.0.0.1:{port}/", CallbacksConfig(allow=["127.0.0.1"])))
+    assert checked == "127.0.0.1"
+
+    async def post() -> Outcome:
+        async with new_client(CallbacksConfig()) as http:
+            return await deliver(http, f"http://rebound.invalid:{port}/pinned", checked, b"{}",
+                                 {"content-type": "application/json"})
+
+    assert asyncio.run(post()).delivered
+    ((headers, body),) = receiver.wait("/pinned")
+    assert headers["host"] == f"rebound.invalid:{port}" and body == b"{}"

@@ -12,9 +12,7 @@ import asyncio
 import logging
 import time
 
-import httpx
-
-from longserve.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, payload
+from longserve.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, new_client, payload
 from longserve.config import CallbacksConfig
 from longserve.errors import ApiError
 from longserve.jobs.record import Callback, Job, loggable
@@ -39,8 +37,7 @@ class CallbackSender:
         self.store = store
         self.runner_id = runner_id
         self.monitor = monitor
-        # Redirects are never followed: a public URL could redirect inside.
-        self.client = httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False, trust_env=False)
+        self.client = new_client(config)
         self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.get_running_loop().create_task(self._deliver_forever())
 
@@ -54,9 +51,10 @@ class CallbackSender:
 
     async def _notify(self, job: Job, event: str) -> None:
         try:
-            await check_url(job.callback.url, self.config)
+            address = await check_url(job.callback.url, self.config)
             body = payload(event, job.view())
-            await deliver(self.client, job.callback.url, body, headers_for(self.secret, message_id(job, event), body))
+            await deliver(self.client, job.callback.url, address, body,
+                          headers_for(self.secret, message_id(job, event), body))
         except Exception as exc:  # best effort: the completed event is the one that is retried
             logger.info("job %s: %s callback not sent: %s", loggable(job.id), event, exc)
 
@@ -78,13 +76,14 @@ class CallbackSender:
         callback = job.callback
         update = dict(attempts=callback.attempts + 1)
         try:
-            await check_url(callback.url, self.config)  # again: DNS may have changed since submit
+            address = await check_url(callback.url, self.config)  # again: DNS may have changed since submit
         except ApiError as exc:
             update.update(status="failed", last_error=exc.body["message"], last_status=None)
             await self._record(job, callback.model_copy(update=update), "failed")
             return
         body = payload("completed", job.view())
-        outcome = await deliver(self.client, callback.url, body, headers_for(self.secret, message_id(job, "completed"), body))
+        outcome = await deliver(self.client, callback.url, address, body,
+                                headers_for(self.secret, message_id(job, "completed"), body))
         update.update(last_status=outcome.status, last_error=outcome.error)
         if outcome.delivered:
             update.update(status="delivered", delivered_at=time.time(), last_error=None)
