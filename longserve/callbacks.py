@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Optional
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -32,6 +31,7 @@ from longserve.errors import ApiError
 SECRET_PREFIX = "whsec_"
 # Besides every 5xx: the 4xx answers that mean "not now" rather than "never".
 RETRY_STATUSES = {408, 425, 429}
+RESOLVE_TIMEOUT_S = 5.0  # a slow resolver must not hold a submit or a delivery lease
 # Cloud metadata endpoints, refused even when their network is allowed.
 METADATA_HOSTS = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "metadata.google.internal"}
 
@@ -101,24 +101,29 @@ async def check_url(url: str, config: CallbacksConfig) -> str:
 
     if len(url) > 2048:
         raise refuse("it is longer than 2048 characters")
-    parts = urlsplit(url)
+    try:  # httpx's parser, the one `deliver` uses: no two readings of one URL
+        parts = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise refuse(f"it is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise refuse(f"scheme {parts.scheme or 'none'!r}; only http and https are allowed")
-    host = parts.hostname
+    host = parts.raw_host.decode("ascii")  # IDNA-encoded, as resolvers take it
     if not host:
         raise refuse("it has no host")
-    if parts.username or parts.password:
+    if parts.userinfo:
         raise refuse("credentials in the URL are not allowed; sign with the webhook secret instead")
     if host.lower() in METADATA_HOSTS:
         raise refuse(f"{host} is a cloud metadata address")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not 0 < port < 65536:
+        raise refuse("its port is not a number in 1-65535")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise refuse("its port is not a number in 1-65535") from None
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise refuse(f"host {host!r} does not resolve ({exc})") from None
+    except TimeoutError:
+        raise refuse(f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if str(address) in METADATA_HOSTS:
