@@ -3,6 +3,7 @@
     {"error": {"type": "...", "message": "...", "request_id": "...", ...}}
 """
 
+import logging
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
@@ -11,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("ray.serve")
 
 
 class ErrorDetail(BaseModel):
@@ -80,5 +83,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Logged with its traceback by the gateway; the client gets the shape, not the trace.
-        return error_response(request, 500, {"type": "internal", "message": f"{type(exc).__name__}: {exc}"})
+        # The detail may hold internals (paths, addresses): it goes to the log,
+        # under the request id the client gets, not into the answer.
+        logger.error("internal error (request_id=%s)", request_id(request), exc_info=exc)
+        return error_response(request, 500, {"type": "internal", "message": (
+            "internal error; the server log has the details under this request_id")})

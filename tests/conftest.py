@@ -144,6 +144,16 @@ def serve_app(tmp_path_factory, alerts):
 
 
 @pytest.fixture(scope="session")
+def receiver():
+    """A webhook receiver on loopback (tests/webhooks.py)."""
+    from tests.webhooks import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
 def client(serve_app):
     with httpx.Client(base_url=serve_app.url, timeout=120) as c:
         yield c

@@ -12,14 +12,7 @@ from longserve.config import CallbacksConfig
 from tests.conftest import WEBHOOK_SECRET, error_of
 from tests.jobs_helpers import submit, wait_for
 from tests.test_job_faults import kill_actor_named
-from tests.webhooks import Receiver, verify
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
+from tests.webhooks import verify
 
 
 def callback_state(client, job_id: str, status: str, timeout_s: float = 20) -> dict:
@@ -119,6 +112,9 @@ def test_delivery_survives_a_runner_restart(client, receiver):
     ("http://user:pw@127.0.0.1/hook", "credentials"),
     ("http:///nohost", "no host"),
     ("http://no-such-host.invalid/hook", "does not resolve"),
+    ("http://[abc]/hook", "not a valid URL"),
+    ("http://[::1/hook", "not a valid URL"),
+    ("http://example.com:99999/hook", "port"),
 ])
 def test_internal_and_odd_callback_urls_are_refused_at_submit(client, url, reason):
     before = client.get("/v1/jobs", params={"model": "sleeper", "limit": 1}).json()["jobs"]

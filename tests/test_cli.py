@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from longserve.apps import cli
-from tests.conftest import DATA, free_port
+from tests.conftest import API_KEYS, DATA, free_port
 from tests.test_timeouts import wait_idle
 
 LONGSERVE = str(Path(sys.executable).parent / "longserve")  # the console script pyproject installs
@@ -166,3 +166,33 @@ def test_readme_exit_code_table_is_the_cli_s():
     assert documented == cli.EXIT_CODES
     help_text = subprocess.run([LONGSERVE, "--help"], capture_output=True, text=True).stdout
     assert all(f"{code:>3}  {text}" in help_text for code, text in cli.EXIT_CODES.items()), help_text
+
+
+def test_jobs_cancel_and_the_cancelled_exit_code(serve_app):
+    job_id = longserve(serve_app, "jobs", "submit", SLOW, "--json", '{"seconds": 30}').stdout.strip()
+    cancelled = longserve(serve_app, "jobs", "cancel", job_id)
+    assert cancelled.returncode == cli.OK, cancelled.stderr
+    run = longserve(serve_app, "jobs", "wait", job_id)
+    assert run.returncode == cli.JOB_CANCELLED == 9 and f"error: job {job_id} cancelled" in run.stderr
+    again = longserve(serve_app, "jobs", "cancel", job_id)  # finished: the server's 409, one line
+    assert again.returncode == cli.CLIENT_ERROR and "409 job_finished" in again.stderr
+
+
+def test_api_key_from_the_option_or_the_environment(serve_app):
+    """The keyed app (API keys required): no key is a 401, exit 4; --api-key
+    or $LONGSERVE_API_KEY with the right scope opens it."""
+    args = ["predict", "sleeper", "--json", '{"seconds": 0}']
+    env = env_for(serve_app.secure_url)
+    run = subprocess.run([LONGSERVE, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == cli.CLIENT_ERROR and "error: 401 unauthorized" in run.stderr
+    run = subprocess.run([LONGSERVE, "--api-key", API_KEYS["predict"], *args], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == cli.OK and json.loads(run.stdout)["slept"] == 0, run.stderr
+    run = subprocess.run([LONGSERVE, "models"], env={**env, "LONGSERVE_API_KEY": API_KEYS["predict"]},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == cli.CLIENT_ERROR and "403 forbidden" in run.stderr and "'admin'" in run.stderr
+
+
+def test_callback_url_on_a_plain_sync_transcription_is_a_usage_error(serve_app):
+    run = longserve(serve_app, "transcribe", str(DATA / "speech.ogg"), "--sync", "--callback-url", "http://x.example/")
+    assert run.returncode == cli.USAGE and "--callback-url needs a job" in run.stderr

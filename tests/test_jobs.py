@@ -1,6 +1,7 @@
 """Async jobs over real HTTP: submit, poll, progress, result, cancel, retry,
 idempotency, expiry, listing, and Prefer on sync predict."""
 
+import json
 import time
 
 import pytest
@@ -62,6 +63,31 @@ def test_prefer_respond_async_answers_at_once(client):
     assert response.status_code == 202 and time.monotonic() - started < 1
     assert response.headers["Preference-Applied"] == "respond-async"
     wait_for(client, response.json()["id"], ["succeeded"])
+
+
+def test_prefer_makes_a_job_with_the_job_options(client, receiver):
+    """Prefer turns predict into a job, so the job's query options apply: a
+    callback, metadata. Without Prefer they would be ignored, so they are refused."""
+    url = receiver.script("/prefer", [])
+    response = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 0.5}, headers={"Prefer": "wait=0.1"},
+                           params={"callback_url": url, "metadata": '{"from": "prefer"}'})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["metadata"] == {"from": "prefer"} and job["callback"]["url"] == url
+    ((_, body),) = receiver.wait("/prefer")
+    assert json.loads(body)["data"]["id"] == job["id"]
+
+    before = client.get("/v1/jobs", params={"model": SLOW, "limit": 1}).json()["jobs"]
+    response = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 0}, params={"callback_url": url})
+    assert response.status_code == 400
+    assert "callback_url configure a job" in error_of(response)["message"]
+    assert client.get("/v1/jobs", params={"model": SLOW, "limit": 1}).json()["jobs"] == before
+
+
+@pytest.mark.parametrize("prefer", ["wait=nan", "wait=inf", "wait=soon"])
+def test_prefer_wait_must_be_a_number_of_seconds(client, prefer):
+    response = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 0}, headers={"Prefer": prefer})
+    assert response.status_code == 400 and error_of(response)["type"] == "invalid_header"
 
 
 def test_cancelled_queued_job_never_runs(client):
@@ -162,6 +188,8 @@ def test_bad_input_is_refused_at_submit_and_nothing_is_stored(client):
         client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": "soon"}),
         client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 1}, params={"metadata": "[1, 2]"}),
         client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 1}, params={"ttl_s": "-1"}),
+        client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 1}, params={"metadata": "[" * 3000}),  # too deep
+        client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 1}, params={"metadata": "[" * 20000}),  # too long
         client.post("/v1/models/nope/jobs", json={"seconds": 1}),
     ):
         assert response.status_code in (404, 422), response.text

@@ -71,6 +71,13 @@ def test_undecodable_audio_is_422_and_the_replica_keeps_serving(client, speech):
     assert response.status_code == 200
 
 
+def test_a_language_the_model_does_not_know_is_422(client, speech):
+    response = client.post("/v1/models/transcriber/predict", content=speech, params={"language": "zz"},
+                           headers={"Content-Type": "audio/ogg"})
+    assert response.status_code == 422, response.text
+    assert "language 'zz' is not one this model knows" in error_of(response)["message"]
+
+
 def test_bad_base64_is_422(client):
     response = client.post("/v1/models/transcriber/predict", json={"audio": "not base64!!"})
     assert response.status_code == 422

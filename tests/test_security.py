@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import API_KEYS, error_of
+from tests.conftest import API_KEYS, WEBHOOK_SECRET, error_of
 
 
 def bearer(scope: str) -> dict:
@@ -54,6 +54,17 @@ def test_each_scope_opens_its_routes_only(secure, method, path, scope):
             assert API_KEYS[key_scope] not in response.text  # only a hash of the key is echoed
 
 
+def test_prefer_on_predict_needs_the_jobs_scope_too(secure):
+    """Prefer: respond-async / wait stores a job: a predict-only key may not."""
+    for prefer in ("respond-async", "wait=5"):
+        response = secure.post("/v1/models/sleeper/predict", json={"seconds": 0}, headers={
+            **bearer("predict"), "Prefer": prefer})
+        assert response.status_code == 403 and error_of(response)["scope"] == "jobs", response.text
+    response = secure.post("/v1/models/sleeper/predict", json={"seconds": 0}, headers={
+        **bearer("admin"), "Prefer": "respond-async"})
+    assert response.status_code == 202
+
+
 def test_a_job_id_is_the_capability_to_read_it(secure):
     job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0}, headers=bearer("jobs")).json()
     # No key: reading the job and its result works with the id alone.
@@ -92,5 +103,5 @@ def test_keys_and_job_ids_never_reach_the_logs(secure, serve_app):
     logs = serve_app.logs_dir
     texts = [p.read_text(errors="ignore") for p in logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")]
     assert any(job["id"][:10] + "…" in text for text in texts)  # the failed run was logged, shortened
-    for secret in [*API_KEYS.values(), job["id"]]:
+    for secret in [*API_KEYS.values(), WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), job["id"]]:
         assert not any(secret in text for text in texts), f"{secret} found in the logs"

@@ -299,13 +299,17 @@ def predict(client: Client, model, texts, json_body, file, content_type, params,
 def transcribe(client: Client, audio, model, language, sync, request_timeout, prefer_wait, callback_url,
                callback_events, progress, wait_timeout, on_interrupt, output, fmt):
     """Transcribe AUDIO (any format the server decodes): submit a job, show its progress, print the transcript."""
-    params = {"language": language} if language else None
+    params = {"language": language} if language else {}
+    if callback_url and prefer_wait is not None:  # the job it may become calls back
+        params.update(callback_url=callback_url, **({"callback_events": callback_events} if callback_events else {}))
+    elif callback_url and (sync or request_timeout is not None):
+        raise click.UsageError("--callback-url needs a job: drop --sync/--request-timeout, or use --prefer-wait")
     if sync or request_timeout is not None or prefer_wait is not None:
         result = waiting(client, lambda bar: client.predict(
-            model, content=audio, params=params, request_timeout=request_timeout, prefer_wait=prefer_wait,
+            model, content=audio, params=params or None, request_timeout=request_timeout, prefer_wait=prefer_wait,
             on_progress=bar, wait_timeout=wait_timeout), progress, on_interrupt)
     else:
-        job = client.submit(model, content=audio, params=params, callback_url=callback_url,
+        job = client.submit(model, content=audio, params=params or None, callback_url=callback_url,
                             callback_events=callback_events)
         result = finished(waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt))
     emit(result, fmt, output)

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -23,8 +23,8 @@ from longserve.deployments.job_store import get_job_store
 from longserve.deployments.model_server import INVALID, RESULT, STARTED, load_model_class
 from longserve.errors import ERROR_RESPONSES, ApiError, first_line, install_error_handlers, request_id
 from longserve.inputs import InputParser, check_media_type, media_type_of
-from longserve.jobs.http import JOB_PARAMS, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
-from longserve.jobs.record import PENDING, Callback, CallbackEvents, JobPage, JobRequest, JobView, Status, new_job_id
+from longserve.jobs.http import JOB_PARAMS, JobOptions, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
+from longserve.jobs.record import PENDING, Callback, JobPage, JobRequest, JobView, Status, new_job_id
 from longserve.model import Model
 from longserve.autoscaling import cold_start_note
 from longserve.timeouts import HEADER as TIMEOUT_HEADER
@@ -98,7 +98,7 @@ class Gateway:
         self.stats = self.monitor.stats if self.monitor.enabled else None
 
     @app.post("/v1/models/{model}/predict", dependencies=BEARER)
-    async def predict(self, model: str, request: Request) -> Any:
+    async def predict(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
         # The clock starts when the request reaches us; reading the body counts.
         loop = asyncio.get_running_loop()
         arrival = loop.time()
@@ -106,7 +106,13 @@ class Gateway:
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
         if respond_async or wait_s is not None:
-            return await self._predict_as_job(model, request, respond_async, wait_s)
+            self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
+            return await self._predict_as_job(model, request, job, respond_async, wait_s)
+        if job.model_fields_set:
+            raise ApiError(400, "invalid_request",
+                           f"{', '.join(sorted(job.model_fields_set))} configure a job, and a plain predict makes "
+                           f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
+                           f"or POST /v1/models/{model}/jobs")
         timing, outcome = Timing(), "ok"
         try:
             timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto)
@@ -121,23 +127,11 @@ class Gateway:
                                 request_id(request))
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
-    async def submit_job(
-        self,
-        model: str,
-        request: Request,
-        ttl_s: Optional[float] = Query(None, gt=0, description="Keep the finished job this long (capped by result_ttl_s)."),
-        metadata: Optional[str] = Query(None, description="A JSON object stored with the job."),
-        callback_url: Optional[str] = Query(None, description="POST the job here when it ends (signed; see README)."),
-        callback_events: CallbackEvents = Query("completed", description="all: also when it starts and progresses."),
-    ) -> Any:
+    async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
         self.auth.check(request, "jobs")
         self._model_config(model)
-        callback = None
-        if callback_url is not None:
-            await check_url(callback_url, self.config.callbacks)
-            callback = Callback(url=callback_url, events=callback_events)
-        job, replayed = await self._submit(model, request, ttl_s, parse_metadata(metadata), callback)
-        return accepted(job, {"Idempotent-Replayed": "true"} if replayed else None)
+        stored, replayed = await self._submit(model, request, job)
+        return accepted(stored, {"Idempotent-Replayed": "true"} if replayed else None)
 
     @app.get("/v1/jobs/{job_id}", responses=JOB)
     async def get_job(self, job_id: str, wait: Optional[float] = Query(None, ge=0)) -> Any:
@@ -264,9 +258,13 @@ class Gateway:
             raise ApiError(404, "not_found", f"no job '{job_id}'", job_id=job_id)
         return job
 
-    async def _submit(self, model: str, request: Request, ttl_s: Optional[float], metadata: dict,
-                      callback: Optional[Callback] = None):
+    async def _submit(self, model: str, request: Request, options: JobOptions):
         """Validate like predict (4xx now, never a job doomed by its input), then store."""
+        metadata = parse_metadata(options.metadata)
+        callback = None
+        if options.callback_url is not None:
+            await check_url(options.callback_url, self.config.callbacks)
+            callback = Callback(url=options.callback_url, events=options.callback_events)
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
         body = await self._read_body(request)
@@ -276,7 +274,8 @@ class Gateway:
         try:
             outcome, job = await self.store.submit.remote(
                 new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
-                min(ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"), callback,
+                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
+                callback,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
@@ -291,10 +290,11 @@ class Gateway:
                            "this Idempotency-Key was used with another request body", job_id=job.id)
         return job, outcome == "existing"
 
-    async def _predict_as_job(self, model: str, request: Request, respond_async: bool, wait_s: Optional[float]):
+    async def _predict_as_job(self, model: str, request: Request, options: JobOptions, respond_async: bool,
+                              wait_s: Optional[float]):
         """RFC 7240: run predict as a job; answer with the result if it ends
         within `wait` seconds, else 202 with the job, which goes on."""
-        job, _ = await self._submit(model, request, None, {})
+        job, _ = await self._submit(model, request, options)
         if respond_async:
             return accepted(job, {"Preference-Applied": "respond-async"})
         job = await self.store.wait.remote(job.id, wait_s, until_finished=True)

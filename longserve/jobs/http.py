@@ -1,16 +1,30 @@
 """HTTP pieces of the jobs API: the Prefer header and job responses."""
 
 import json
+import math
 from typing import Optional
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from longserve.errors import ApiError
-from longserve.jobs.record import PENDING, Job
+from longserve.jobs.record import PENDING, CallbackEvents, Job
 
 POLL_AFTER_S = 1  # Retry-After while a job is pending
-# Query parameters of POST .../jobs that configure the job, not the model input.
-JOB_PARAMS = {"ttl_s", "metadata", "callback_url", "callback_events"}
+MAX_METADATA_BYTES = 16 * 1024
+
+
+class JobOptions(BaseModel):
+    """Query parameters that configure a job, not the model's input: on
+    POST .../jobs, and on predict with `Prefer: respond-async` or `wait=N`."""
+
+    ttl_s: Optional[float] = Field(None, gt=0, description="Keep the finished job this long (capped by result_ttl_s).")
+    metadata: Optional[str] = Field(None, description="A JSON object stored with the job.")
+    callback_url: Optional[str] = Field(None, description="POST the job here when it ends (signed; see README).")
+    callback_events: CallbackEvents = Field("completed", description="all: also when it starts and progresses.")
+
+
+JOB_PARAMS = set(JobOptions.model_fields)
 
 
 def parse_prefer(header: Optional[str], max_wait_s: float) -> tuple[bool, Optional[float]]:
@@ -23,23 +37,29 @@ def parse_prefer(header: Optional[str], max_wait_s: float) -> tuple[bool, Option
             respond_async = True
         elif name == "wait":
             try:
-                wait = min(max(float(value.strip().strip('"')), 0.0), max_wait_s)
+                seconds = float(value.strip().strip('"'))
             except ValueError:
-                raise ApiError(400, "invalid_header", f"Prefer: wait={value!r} is not a number of seconds", header="Prefer")
+                seconds = math.nan
+            if not math.isfinite(seconds):  # nan would slip past the max_wait_s cap
+                raise ApiError(400, "invalid_header", f"Prefer: wait={value!r} is not a number of seconds",
+                               header="Prefer")
+            wait = min(max(seconds, 0.0), max_wait_s)
     return respond_async, wait
 
 
 def parse_metadata(raw: Optional[str]) -> dict:
     if raw is None:
         return {}
+    if len(raw) > MAX_METADATA_BYTES:  # before parsing: the size bounds the work
+        raise ApiError(422, "invalid_request", f"metadata is over {MAX_METADATA_BYTES // 1024} KiB")
     try:
         metadata = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ApiError(422, "invalid_request", f"metadata must be a JSON object: {exc}") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_request", "metadata is nested too deeply") from None
     if not isinstance(metadata, dict):
         raise ApiError(422, "invalid_request", "metadata must be a JSON object")
-    if len(raw) > 16 * 1024:
-        raise ApiError(422, "invalid_request", "metadata is over 16 KiB")
     return metadata
 
 

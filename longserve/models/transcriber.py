@@ -57,6 +57,9 @@ class Transcriber(Model):
         )
 
     def predict(self, inputs: TranscribeInput, ctx: Context) -> dict:
+        if inputs.language is not None and inputs.language not in self.model.supported_languages:
+            raise InvalidInput(f"language {inputs.language!r} is not one this model knows; "
+                               f"one of: {', '.join(self.model.supported_languages)}, or none to detect it")
         audio = decode(inputs.audio, float(self.options.get("max_audio_s", MAX_AUDIO_S)))
         duration = round(len(audio) / SAMPLE_RATE, 3)
         ctx.report_progress(0.0, duration, "started")
