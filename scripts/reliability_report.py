@@ -48,8 +48,9 @@ sleeper run is cut at a known point in a second, where a transcription takes min
 - **Held in every scenario below**: every acknowledged job ended `succeeded`; none was lost;
   no job ran more often than its `attempts` say (re-runs after a fault are visible as
   attempts, never silent); no result was stored twice (the store refuses an outcome from
-  a runner whose lease or attempt is stale); no job was seen `running` past its lease;
-  every completion callback arrived (at least once, deduped on `webhook-id`).
+  a runner whose lease or attempt is stale); no job was seen `running` past its lease,
+  except while redis was down (below); every completion callback arrived (at least once,
+  deduped on `webhook-id`).
 - **Gateway killed: in-flight sync requests get a bare 500.** Requests being handled by
   the gateway replica when it dies are answered by Ray Serve's proxy with
   `500 Internal Server Error` in plain text (`ray/serve/_private/http_util.py`: a
