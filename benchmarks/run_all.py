@@ -453,7 +453,7 @@ def main() -> int:
         run_phase(report, "settings", lambda: phase_settings(report, sizes))
     header = [
         "# Benchmark results", "",
-        f"Written by `{command}` (run under `flock /tmp/longserve-ray.lock`, nothing else on the machine), "
+        f"Written by `{command}` (under `flock /tmp/longserve-ray.lock`: no other Ray workload ran meanwhile), "
         f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.", "",
         f"- Machine: {machine()}", f"- Versions: {versions()}",
         f"- Ray Serve settings for longserve and the bare Ray Serve app: as this project ships them ("

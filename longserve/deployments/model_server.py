@@ -96,11 +96,12 @@ class ModelServer:
 
     @serve.batch
     async def _predict_batched(self, batch: list[BaseModel]) -> list[Any]:
-        # Run on the replica's user-code loop (Serve gives user code its own
-        # thread), not in a worker thread: while a batch computes, arriving
-        # requests queue up and form the next batch. Handed to a thread, the
-        # free but GIL-starved loop let them trickle in one by one: batches of
-        # 1.2 on average instead of 6, and half the embedder's throughput.
+        # Run on the replica's user-code loop, not in a worker thread: while a
+        # batch computes, arriving requests queue up and form the next batch.
+        # Handed to a thread, the free but GIL-starved loop let them trickle in
+        # one by one: batches of 1.2 on average instead of 6, and half the
+        # embedder's throughput (measured with RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0;
+        # benchmarks/RESULTS.md has the shipped settings' figures).
         return self.model.predict_batch(batch)
 
 
