@@ -110,7 +110,48 @@ def test_device_is_cpu_without_a_gpu_and_when_a_gpu_is_fake(caplog):
     with caplog.at_level(logging.WARNING, logger="ray.serve"):
         # This machine has no CUDA: Ray may still assign GPU ids (a fake GPU resource).
         assert choose_device(["0"], "model m") == "cpu"
+        assert choose_device(["0"], "model t", "ctranslate2") == "cpu"
     assert "Ray assigned GPU ['0']" in caplog.text and "running on the CPU" in caplog.text
+    assert "not usable by torch" in caplog.text and "not usable by ctranslate2" in caplog.text
+
+
+def fake_runtimes(monkeypatch, torch_cuda: bool, ct2_cuda: bool) -> None:
+    torch = SimpleNamespace(__version__="2.x", version=SimpleNamespace(cuda="12.8"),
+                            cuda=SimpleNamespace(is_available=lambda: torch_cuda))
+    ct2 = SimpleNamespace(__version__="4.x", get_cuda_device_count=lambda: int(ct2_cuda))
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "ctranslate2", ct2)
+
+
+def test_the_device_is_chosen_by_the_models_own_runtime(monkeypatch):
+    """CUDA for torch says nothing about CTranslate2's CUDA (its own build), and the
+    other way round: each model asks only the library that will load it."""
+    fake_runtimes(monkeypatch, torch_cuda=True, ct2_cuda=False)
+    assert choose_device(["0"], "model e", "torch") == "cuda"
+    assert choose_device(["0"], "model t", "ctranslate2") == "cpu"
+    fake_runtimes(monkeypatch, torch_cuda=False, ct2_cuda=True)
+    assert choose_device(["0"], "model e", "torch") == "cpu"
+    assert choose_device(["0"], "model t", "ctranslate2") == "cuda"
+    assert choose_device([], "model t", "ctranslate2") == "cpu"  # no GPU from Ray: never CUDA
+    with pytest.raises(ValueError, match="unknown model runtime"):
+        choose_device(["0"], "model x", "jax")
+
+
+def test_each_shipped_model_names_its_runtime():
+    from longserve.deployments.model_server import load_model_class
+
+    assert load_model_class("longserve.models.embedder:Embedder").runtime == "torch"
+    assert load_model_class("longserve.models.transcriber:Transcriber").runtime == "ctranslate2"
+    assert load_model_class(SLEEPER).runtime == "torch"  # the default
+
+
+def test_an_unknown_runtime_fails_when_the_class_is_loaded(monkeypatch):
+    from longserve.deployments.model_server import load_model_class
+    from tests.slow_models import Sleeper
+
+    monkeypatch.setattr(Sleeper, "runtime", "jax")
+    with pytest.raises(TypeError, match="runtime is 'jax'"):
+        load_model_class(SLEEPER)
 
 
 def test_a_queued_504_of_a_model_that_scales_to_zero_says_so():
