@@ -140,6 +140,8 @@ def test_cluster_autoscaling_gcs_ft_and_secrets():
     cluster = spec["rayClusterConfig"]
     assert cluster["rayVersion"] == ray.__version__
     assert cluster["enableInTreeAutoscaling"] is True and cluster["autoscalerOptions"]
+    # Ray token auth (KubeRay >= 1.5.1 generates the token Secret): no open dashboard or GCS.
+    assert cluster["authOptions"] == {"mode": "token"}
     ft = cluster["gcsFaultToleranceOptions"]
     assert ft["redisAddress"] == "redis:6379"
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == SECRET
