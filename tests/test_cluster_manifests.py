@@ -166,6 +166,19 @@ def test_dockerfile_uses_the_ray_gpu_image_of_the_pinned_ray():
     assert "pip install" in dockerfile and "longserve" in dockerfile
 
 
+def test_dockerfile_builds_as_ray_with_the_tested_torch():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    # The base image runs as `ray`: the source dir must be ray's before `pip install .`
+    # writes build/ there (WORKDIR alone creates it owned by root on some builders).
+    workdir = re.search(r"^WORKDIR\s+(\S+)", dockerfile, re.M)
+    assert re.search(rf"^RUN mkdir -p {re.escape(workdir.group(1))}$", dockerfile[:workdir.start()], re.M)
+    assert not re.search(r"^USER\s+root", dockerfile, re.M)
+    # The torch the tests run (Makefile's TORCH), held while longserve's dependencies install.
+    tested = re.search(r"^TORCH \?= torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert re.search(rf"^ARG TORCH={re.escape(tested)}$", dockerfile, re.M)
+    assert '"torch==${TORCH}"' in dockerfile and "pip install --no-cache-dir -c /tmp/torch-constraint.txt ." in dockerfile
+
+
 def _literal_secrets(node, where=""):
     """(path, value) of every secret-looking key or env var given a literal value."""
     secretish = re.compile(r"(?i)password|secret|api_?keys?|token")
