@@ -159,6 +159,14 @@ def test_cluster_autoscaling_gcs_ft_and_secrets():
     assert len(images) == 1  # one image everywhere: the Dockerfile's
 
 
+def test_redis_syncs_every_write_before_answering():
+    # An acknowledged job must survive a Redis crash: appendfsync always, not everysec.
+    deployment = next(d for d in yaml.safe_load_all((CLUSTER / "redis.yaml").read_text())
+                      if d and d.get("kind") == "Deployment")
+    command = " ".join(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "--appendonly yes" in command and "--appendfsync always" in command
+
+
 def test_dockerfile_uses_the_ray_gpu_image_of_the_pinned_ray():
     dockerfile = (ROOT / "Dockerfile").read_text()
     base = re.search(r"^FROM\s+(\S+)", dockerfile, re.M).group(1)
