@@ -8,7 +8,8 @@
   builder, each model class, the autoscaling policy (Ray serializes it, as it
   does when the config is deployed);
 - no drift: serveConfigV2 and serve_config.yaml are two files (operators edit
-  each in place), and they must agree on everything but placement settings.
+  each in place), and they must agree on everything but placement settings
+  and the security posture (auth.required, callbacks.require_signing).
 """
 
 import copy
