@@ -24,6 +24,7 @@ from longserve.autoscaling import POLICY_PATH, BacklogPolicy, cold_start_note, d
 from longserve.config import AppConfig
 from longserve.devices import choose_device
 from longserve.timeouts import TimeoutInForce, timeout_error
+from tests.multinode import JOB_TIMEOUT, JOBS, MAX_REPLICAS
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPER = "tests.slow_models:Sleeper"
@@ -174,15 +175,21 @@ def test_fake_gpu_cluster_scales_on_the_backlog(tmp_path):
     print(json.dumps(result, indent=1))  # the measured numbers, with -s or on failure
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert result["nodes"] == 2 and len(result["gpu_node"]) == 1
-    assert result["replicas_after_deploy"] == 0
-    # A backlog brought the model from 0 to max_replicas, on the GPU node only.
-    assert result["scale_0_to_max_s"] is not None
+    # The model's job slots held by a runner that never calls it: the app's runner
+    # claimed nothing (every job still queued) and no request reached the model, so
+    # Serve's request-based scaling alone would have left it at zero. The backlog
+    # policy brought it from 0 to max_replicas, on the GPU node only.
+    assert result["scale_by_backlog_s"] is not None
+    assert result["stalled_at_scale"] == MAX_REPLICAS and result["queued_at_scale"] == JOBS
     assert result["replica_nodes"] == result["gpu_node"]
-    # Jobs claimed while there was no replica waited for one: all ran once, and their
-    # job_timeout (1.5 s, shorter than the cold start) counted only the run.
+    # Released, the queued jobs all ran, each once.
     assert result["job_statuses"] == ["succeeded"] and result["job_attempts"] == [1]
     # Idle, it went back to zero.
     assert result["scale_to_0_s"] is not None
+    # At zero, a job claimed with no replica waited for one: it ran once, and its
+    # job_timeout (shorter than the cold start it waited through) counted only the run.
+    cold_job = result["cold_job"]
+    assert cold_job["status"] == "succeeded" and cold_job["attempts"] == 1 and cold_job["run_s"] > JOB_TIMEOUT
     # At zero, a short sync timeout says why; a long enough one waits for the cold start.
     cold = result["cold_short"]
     assert cold["status"] == 504 and cold["error"]["stage"] == "queued"
