@@ -10,6 +10,9 @@
         def predict(self, inputs: Input, ctx: Context) -> dict:
             return {"text": inputs.text[::-1]}
 
+A replica that Ray gave a GPU gets device "cuda" only when the model's
+`runtime` (torch unless the class says "ctranslate2") sees CUDA.
+
 `predict` runs in a worker thread, so it may block. Long loops call
 `ctx.report_progress(done, total)` and `ctx.check_cancelled()` between steps:
 a request that timed out or was cancelled then stops at the next step.
@@ -61,6 +64,9 @@ class Model:
     # Name of the Input field that a raw (non-JSON) body fills, e.g. audio
     # bytes; None: the model accepts only JSON.
     raw_body_field: ClassVar[Optional[str]] = None
+    # The library that runs the model on a GPU: "torch" or "ctranslate2". A
+    # replica Ray gave a GPU loads on "cuda" only if this library sees CUDA.
+    runtime: ClassVar[str] = "torch"
 
     def __init__(self, **options: Any):
         self.options = options

@@ -11,12 +11,20 @@ free ports and its own temp dir, with RAY_ADDRESS unset; it stops exactly
 those process groups (and any process they spawned) at the end, never
 `ray stop`. Writes what it measured to OUT_JSON.
 
-Scenario: the model starts at 0 replicas; a backlog of jobs scales it to
-max_replicas on the GPU node only; every job succeeds on its first attempt,
-although its job_timeout is shorter than the cold start it waited through;
-idle, it goes back to 0; then a sync request with a short timeout gets a 504
-that says the model scales to zero, and one with a longer timeout waits for
-the cold start and answers 200.
+Scenario:
+1. Before the app is deployed, a stand-in runner claims max_replicas jobs of
+   the model and never calls the model (a runner stuck before its first
+   request): the model's job slots are full, so the app's runner claims
+   nothing and Serve sees no request for the model, while the store counts
+   the backlog. Request-based scaling would leave the model at zero; the
+   backlog policy brings it to max_replicas, on the GPU node only, with every
+   submitted job still queued.
+2. Released, the queued jobs all run, each on its first attempt.
+3. Idle, the model goes back to 0.
+4. At zero, a job waits for the cold start (its job_timeout, shorter than the
+   cold start, counts only the run); a sync request with a short timeout gets
+   a 504 that says the model scales to zero, and one with a longer timeout
+   waits for the cold start and answers 200.
 """
 
 import base64
@@ -29,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -159,6 +168,53 @@ def session_pids(sessions: set[int]) -> list[int]:
     return pids
 
 
+class StalledRunner:
+    """Claims `n` jobs of the model and never calls the model, renewing their
+    leases every second: while it holds them, the model's job slots are full,
+    the app's runner claims nothing, and no request reaches the model. Created
+    before the app, so no runner can race it to the jobs."""
+
+    ID = "stalled-runner"
+
+    def __init__(self, store, n: int):
+        import ray
+
+        from longserve.jobs.record import JobRequest, new_job_id
+
+        self.store = store
+        body = json.dumps({"seconds": JOB_SECONDS}).encode()
+        for _ in range(n):
+            ray.get(store.submit.remote(new_job_id(), MODEL, JobRequest(media_type="application/json"), body, {}, 600.0))
+        self.jobs = [ray.get(store.claim.remote(self.ID, {MODEL: n}, 0))[0] for _ in range(n)]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._renew, daemon=True)
+        self.thread.start()
+
+    def _renew(self) -> None:
+        import ray
+
+        while not self.stopped.wait(1.0):
+            try:
+                ray.get([self.store.heartbeat.remote(j.id, self.ID, j.attempts) for j in self.jobs])
+            except Exception:  # shutting down; the next round retries
+                pass
+
+    def holding(self) -> int:
+        """How many of its jobs it still holds (running, its lease, first attempt)."""
+        import ray
+
+        jobs = ray.get([self.store.get.remote(j.id) for j in self.jobs])
+        return sum(j.status == "running" and j.lease_owner == self.ID and j.attempts == 1 for j in jobs)
+
+    def release(self) -> None:
+        """Cancel its jobs: their slots free up at once."""
+        import ray
+
+        self.stopped.set()
+        self.thread.join(5)
+        ray.get([self.store.cancel.remote(j.id) for j in self.jobs])
+
+
 def replicas(client) -> list[dict]:
     details = client.get_serve_details()
     app = details.get("applications", {}).get(APP)
@@ -179,8 +235,9 @@ def run(out: dict) -> None:
 
     from longserve.apps.main import build_app
     from longserve.config import AppConfig
+    from longserve.deployments.job_store import get_job_store
 
-    cluster = Cluster()
+    cluster, stalled = Cluster(), None
     try:
         t = time.monotonic()
         cluster.start()
@@ -194,42 +251,52 @@ def run(out: dict) -> None:
         gpu_nodes = [nid for nid, res in nodes.items() if res.get("GPU")]
         out["gpu_node"], out["nodes"] = gpu_nodes, len(nodes)
 
+        # 1. The model's job slots held by a runner that never calls the model (the
+        # store the app will use, created first: no runner exists yet to race for the jobs).
+        config = AppConfig.model_validate(gpu_app_args())
+        store = get_job_store(config.jobs)
+        stalled = StalledRunner(store, MAX_REPLICAS)
         port = free_ports(1)[0]
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         t = time.monotonic()
-        serve.run(build_app(AppConfig.model_validate(gpu_app_args())), name=APP, route_prefix="/")
+        serve.run(build_app(config), name=APP, route_prefix="/")
         out["deploy_s"] = round(time.monotonic() - t, 1)
         client = _get_global_client()
-        out["replicas_after_deploy"] = len(replicas(client))
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90,
                           headers={"Authorization": f"Bearer {API_KEY}"}) as http:
-            # A backlog of jobs brings the model up from zero, on the GPU node only.
-            t = time.monotonic()
+            # More jobs than the model's slots, queued: the app's runner cannot claim them.
             ids = [http.post(f"/v1/models/{MODEL}/jobs", json={"seconds": JOB_SECONDS}).json()["id"]
                    for _ in range(JOBS)]
-            seen_nodes, first, full = set(), None, None
-            jobs: list = []
+            seen_nodes, full = set(), None
             while time.monotonic() - t < 60:
                 running = replicas(client)
                 seen_nodes |= {r["node_id"] for r in running}
-                if running and first is None:
-                    first = time.monotonic() - t
-                if len(running) >= MAX_REPLICAS and full is None:
+                if len(running) >= MAX_REPLICAS:
                     full = time.monotonic() - t
+                    break
+                time.sleep(0.25)
+            # No request reached the model: every job still queued, the held ones still held.
+            out["queued_at_scale"] = sum(j.status == "queued" for j in ray.get([store.get.remote(i) for i in ids]))
+            out["stalled_at_scale"] = stalled.holding()
+            out["scale_by_backlog_s"] = None if full is None else round(full, 1)
+
+            # 2. Released: the app's runner claims the queued jobs; each runs once.
+            stalled.release()
+            t = time.monotonic()
+            jobs: list = []
+            while time.monotonic() - t < 60:
+                seen_nodes |= {r["node_id"] for r in replicas(client)}
                 jobs = [http.get(f"/v1/jobs/{i}").json() for i in ids]
                 if all(j["status"] not in ("queued", "running") for j in jobs):
                     break
                 time.sleep(0.25)
             done = time.monotonic()
-            out["scale_0_to_1_s"] = None if first is None else round(first, 1)
-            out["scale_0_to_max_s"] = None if full is None else round(full, 1)
             out["jobs_done_s"] = round(done - t, 1)
             out["job_statuses"] = sorted({j["status"] for j in jobs})
             out["job_attempts"] = sorted({j["attempts"] for j in jobs})
-            out["replica_nodes"] = sorted(seen_nodes)
 
-            # Idle: back to zero after the downscale delay.
+            # 3. Idle: back to zero after the downscale delay.
             zero = None
             while time.monotonic() - done < 45:
                 running = replicas(client)
@@ -240,17 +307,27 @@ def run(out: dict) -> None:
                 time.sleep(0.25)
             out["scale_to_0_s"] = None if zero is None else round(zero, 1)
 
-            # A sync request at zero replicas: a short timeout explains the cold start...
+            # 4. At zero replicas: a job waits for the cold start, its job_timeout
+            # (shorter than that) counting only the run...
+            cold_job = http.post(f"/v1/models/{MODEL}/jobs", json={"seconds": JOB_SECONDS}).json()["id"]
+            # ...a sync request with a short timeout explains the cold start...
             r = http.post(f"/v1/models/{MODEL}/predict", json={"seconds": 0.1}, headers={"Request-Timeout": "0.5"})
             out["cold_short"] = {"status": r.status_code, "error": r.json().get("error", {})}
             # ...a long enough one waits for the replica.
             t = time.monotonic()
             r = http.post(f"/v1/models/{MODEL}/predict", json={"seconds": 0.1}, headers={"Request-Timeout": "60"})
             out["cold_long"] = {"status": r.status_code, "s": round(time.monotonic() - t, 1)}
+            job = http.get(f"/v1/jobs/{cold_job}").json()
+            deadline = time.monotonic() + 30
+            while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+                job = http.get(f"/v1/jobs/{cold_job}", params={"wait": 5}).json()
+            out["cold_job"] = {k: job.get(k) for k in ("status", "attempts", "queue_wait_s", "run_s")}
             out["replica_nodes"] = sorted(seen_nodes | {r["node_id"] for r in replicas(client)})
         serve.shutdown()
     finally:
         try:
+            if stalled is not None:
+                stalled.stopped.set()
             ray.shutdown()
         finally:
             cluster.stop()

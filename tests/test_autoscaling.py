@@ -24,6 +24,7 @@ from longserve.autoscaling import POLICY_PATH, BacklogPolicy, cold_start_note, d
 from longserve.config import AppConfig
 from longserve.devices import choose_device
 from longserve.timeouts import TimeoutInForce, timeout_error
+from tests.multinode import JOB_TIMEOUT, JOBS, MAX_REPLICAS
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPER = "tests.slow_models:Sleeper"
@@ -110,7 +111,48 @@ def test_device_is_cpu_without_a_gpu_and_when_a_gpu_is_fake(caplog):
     with caplog.at_level(logging.WARNING, logger="ray.serve"):
         # This machine has no CUDA: Ray may still assign GPU ids (a fake GPU resource).
         assert choose_device(["0"], "model m") == "cpu"
+        assert choose_device(["0"], "model t", "ctranslate2") == "cpu"
     assert "Ray assigned GPU ['0']" in caplog.text and "running on the CPU" in caplog.text
+    assert "not usable by torch" in caplog.text and "not usable by ctranslate2" in caplog.text
+
+
+def fake_runtimes(monkeypatch, torch_cuda: bool, ct2_cuda: bool) -> None:
+    torch = SimpleNamespace(__version__="2.x", version=SimpleNamespace(cuda="12.8"),
+                            cuda=SimpleNamespace(is_available=lambda: torch_cuda))
+    ct2 = SimpleNamespace(__version__="4.x", get_cuda_device_count=lambda: int(ct2_cuda))
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "ctranslate2", ct2)
+
+
+def test_the_device_is_chosen_by_the_models_own_runtime(monkeypatch):
+    """CUDA for torch says nothing about CTranslate2's CUDA (its own build), and the
+    other way round: each model asks only the library that will load it."""
+    fake_runtimes(monkeypatch, torch_cuda=True, ct2_cuda=False)
+    assert choose_device(["0"], "model e", "torch") == "cuda"
+    assert choose_device(["0"], "model t", "ctranslate2") == "cpu"
+    fake_runtimes(monkeypatch, torch_cuda=False, ct2_cuda=True)
+    assert choose_device(["0"], "model e", "torch") == "cpu"
+    assert choose_device(["0"], "model t", "ctranslate2") == "cuda"
+    assert choose_device([], "model t", "ctranslate2") == "cpu"  # no GPU from Ray: never CUDA
+    with pytest.raises(ValueError, match="unknown model runtime"):
+        choose_device(["0"], "model x", "jax")
+
+
+def test_each_shipped_model_names_its_runtime():
+    from longserve.deployments.model_server import load_model_class
+
+    assert load_model_class("longserve.models.embedder:Embedder").runtime == "torch"
+    assert load_model_class("longserve.models.transcriber:Transcriber").runtime == "ctranslate2"
+    assert load_model_class(SLEEPER).runtime == "torch"  # the default
+
+
+def test_an_unknown_runtime_fails_when_the_class_is_loaded(monkeypatch):
+    from longserve.deployments.model_server import load_model_class
+    from tests.slow_models import Sleeper
+
+    monkeypatch.setattr(Sleeper, "runtime", "jax")
+    with pytest.raises(TypeError, match="runtime is 'jax'"):
+        load_model_class(SLEEPER)
 
 
 def test_a_queued_504_of_a_model_that_scales_to_zero_says_so():
@@ -133,15 +175,21 @@ def test_fake_gpu_cluster_scales_on_the_backlog(tmp_path):
     print(json.dumps(result, indent=1))  # the measured numbers, with -s or on failure
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert result["nodes"] == 2 and len(result["gpu_node"]) == 1
-    assert result["replicas_after_deploy"] == 0
-    # A backlog brought the model from 0 to max_replicas, on the GPU node only.
-    assert result["scale_0_to_max_s"] is not None
+    # The model's job slots held by a runner that never calls it: the app's runner
+    # claimed nothing (every job still queued) and no request reached the model, so
+    # Serve's request-based scaling alone would have left it at zero. The backlog
+    # policy brought it from 0 to max_replicas, on the GPU node only.
+    assert result["scale_by_backlog_s"] is not None
+    assert result["stalled_at_scale"] == MAX_REPLICAS and result["queued_at_scale"] == JOBS
     assert result["replica_nodes"] == result["gpu_node"]
-    # Jobs claimed while there was no replica waited for one: all ran once, and their
-    # job_timeout (1.5 s, shorter than the cold start) counted only the run.
+    # Released, the queued jobs all ran, each once.
     assert result["job_statuses"] == ["succeeded"] and result["job_attempts"] == [1]
     # Idle, it went back to zero.
     assert result["scale_to_0_s"] is not None
+    # At zero, a job claimed with no replica waited for one: it ran once, and its
+    # job_timeout (shorter than the cold start it waited through) counted only the run.
+    cold_job = result["cold_job"]
+    assert cold_job["status"] == "succeeded" and cold_job["attempts"] == 1 and cold_job["run_s"] > JOB_TIMEOUT
     # At zero, a short sync timeout says why; a long enough one waits for the cold start.
     cold = result["cold_short"]
     assert cold["status"] == 504 and cold["error"]["stage"] == "queued"

@@ -8,7 +8,8 @@
   builder, each model class, the autoscaling policy (Ray serializes it, as it
   does when the config is deployed);
 - no drift: serveConfigV2 and serve_config.yaml are two files (operators edit
-  each in place), and they must agree on everything but placement settings.
+  each in place), and they must agree on everything but placement settings
+  and the security posture (auth.required, callbacks.require_signing).
 """
 
 import copy
@@ -140,6 +141,8 @@ def test_cluster_autoscaling_gcs_ft_and_secrets():
     cluster = spec["rayClusterConfig"]
     assert cluster["rayVersion"] == ray.__version__
     assert cluster["enableInTreeAutoscaling"] is True and cluster["autoscalerOptions"]
+    # Ray token auth (KubeRay >= 1.5.1 generates the token Secret): no open dashboard or GCS.
+    assert cluster["authOptions"] == {"mode": "token"}
     ft = cluster["gcsFaultToleranceOptions"]
     assert ft["redisAddress"] == "redis:6379"
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == SECRET
@@ -157,11 +160,32 @@ def test_cluster_autoscaling_gcs_ft_and_secrets():
     assert len(images) == 1  # one image everywhere: the Dockerfile's
 
 
+def test_redis_syncs_every_write_before_answering():
+    # An acknowledged job must survive a Redis crash: appendfsync always, not everysec.
+    deployment = next(d for d in yaml.safe_load_all((CLUSTER / "redis.yaml").read_text())
+                      if d and d.get("kind") == "Deployment")
+    command = " ".join(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "--appendonly yes" in command and "--appendfsync always" in command
+
+
 def test_dockerfile_uses_the_ray_gpu_image_of_the_pinned_ray():
     dockerfile = (ROOT / "Dockerfile").read_text()
     base = re.search(r"^FROM\s+(\S+)", dockerfile, re.M).group(1)
     assert base == f"rayproject/ray:{ray.__version__}-py311-gpu"
     assert "pip install" in dockerfile and "longserve" in dockerfile
+
+
+def test_dockerfile_builds_as_ray_with_the_tested_torch():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    # The base image runs as `ray`: the source dir must be ray's before `pip install .`
+    # writes build/ there (WORKDIR alone creates it owned by root on some builders).
+    workdir = re.search(r"^WORKDIR\s+(\S+)", dockerfile, re.M)
+    assert re.search(rf"^RUN mkdir -p {re.escape(workdir.group(1))}$", dockerfile[:workdir.start()], re.M)
+    assert not re.search(r"^USER\s+root", dockerfile, re.M)
+    # The torch the tests run (Makefile's TORCH), held while longserve's dependencies install.
+    tested = re.search(r"^TORCH \?= torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert re.search(rf"^ARG TORCH={re.escape(tested)}$", dockerfile, re.M)
+    assert '"torch==${TORCH}"' in dockerfile and "pip install --no-cache-dir -c /tmp/torch-constraint.txt ." in dockerfile
 
 
 def _literal_secrets(node, where=""):

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from longserve.config import ModelConfig
-from longserve.devices import choose_device
+from longserve.devices import RUNTIMES, choose_device
 from longserve.model import Cancelled, Context, InvalidInput, Model
 
 logger = logging.getLogger("ray.serve")
@@ -37,12 +37,15 @@ def load_model_class(path: str) -> type[Model]:
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, Model)):
         raise TypeError(f"{path} is not a longserve.Model subclass")
+    if cls.runtime not in RUNTIMES:
+        raise TypeError(f"{path}.runtime is {cls.runtime!r}; one of {', '.join(RUNTIMES)}")
     return cls
 
 
-def replica_device(name: str = "replica") -> str:
-    # Ray sets CUDA_VISIBLE_DEVICES for replicas with num_gpus > 0; CUDA must also work.
-    return choose_device(ray.get_gpu_ids(), f"model {name}")
+def replica_device(name: str = "replica", runtime: str = "torch") -> str:
+    # Ray sets CUDA_VISIBLE_DEVICES for replicas with num_gpus > 0; CUDA must also
+    # work for the library that runs the model.
+    return choose_device(ray.get_gpu_ids(), f"model {name}", runtime)
 
 
 @serve.deployment
@@ -50,7 +53,7 @@ class ModelServer:
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
         self.model = load_model_class(config.class_path)(**config.options)
-        self.device = replica_device(name)
+        self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None
         if self.batching:

@@ -43,6 +43,7 @@ class Transcriber(Model):
 
     Input = TranscribeInput
     raw_body_field = "audio"
+    runtime = "ctranslate2"  # faster-whisper: CTranslate2's own CUDA build, not torch's
 
     def load(self, device: str) -> None:
         from faster_whisper import WhisperModel
