@@ -105,3 +105,23 @@ def test_keys_and_job_ids_never_reach_the_logs(secure, serve_app):
     assert any(job["id"][:10] + "…" in text for text in texts)  # the failed run was logged, shortened
     for secret in [*API_KEYS.values(), WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), job["id"]]:
         assert not any(secret in text for text in texts), f"{secret} found in the logs"
+
+
+def test_the_cluster_posture_refuses_to_start_without_its_secrets(monkeypatch):
+    """auth.required and callbacks.require_signing (set in the RayService): a
+    missing Secret stops the deploy instead of opening the API or sending
+    unsigned callbacks."""
+    from longserve.callbacks import load_secret
+    from longserve.config import AuthConfig, CallbacksConfig
+    from longserve.security import Auth
+
+    monkeypatch.delenv("LONGSERVE_API_KEYS", raising=False)
+    monkeypatch.delenv("LONGSERVE_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(ValueError, match=r"auth.required is true but \$LONGSERVE_API_KEYS holds no API keys"):
+        Auth(AuthConfig(required=True))
+    with pytest.raises(ValueError, match=r"require_signing is true but \$LONGSERVE_WEBHOOK_SECRET is not set"):
+        load_secret(CallbacksConfig(require_signing=True))
+    assert not Auth(AuthConfig()).enabled and load_secret(CallbacksConfig()) is None  # the local default: open
+    monkeypatch.setenv("LONGSERVE_API_KEYS", API_KEYS["admin"] + ":admin")
+    monkeypatch.setenv("LONGSERVE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    assert Auth(AuthConfig(required=True)).enabled and load_secret(CallbacksConfig(require_signing=True))
