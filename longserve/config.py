@@ -112,6 +112,10 @@ class JobsConfig(Strict):
     max_attempts: int = Field(3, ge=1)
     # Finished jobs (and their results) are kept this long, then expire.
     result_ttl_s: float = Field(86400.0, gt=0)
+    # An expired job stays a tombstone this long (its result answers 410
+    # `expired`), then it is deleted from memory and the backend and its id
+    # answers 404: without this the store would grow with every job ever run.
+    forget_after_s: float = Field(86400.0, gt=0)
     # Cap on `GET /v1/jobs/{id}?wait=N` and `Prefer: wait=N`.
     max_wait_s: float = Field(60.0, gt=0)
     # JobRunner replicas; each claims jobs for every model with free slots.

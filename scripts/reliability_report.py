@@ -66,8 +66,9 @@ sleeper run is cut at a known point in a second, where a transcription takes min
   are refused with `503 jobs_unavailable` + `Retry-After` (they were 500s before this suite).
 - **JobStore memory grows with the jobs it keeps.** The store holds every job (finished
   ones too, results included) in memory until it expires (`result_ttl_s`, a day by
-  default): see "JobStore growth KiB per job kept" under the job flood. A sync burst
-  does not touch it. Size `result_ttl_s` for the job rate you expect.
+  default), then a tombstone without result or input until `forget_after_s` later (a
+  day by default), when the job is deleted: see "JobStore growth KiB per job kept" under
+  the job flood. A sync burst does not touch it. Size both for the job rate you expect.
 - **Fixed while writing this suite**: a job store failure while a runner stored a job's
   outcome (the store's redis restarting) was caught as the model's own error, so a job
   whose model had succeeded could end `failed` (`model_error`) once the store returned.

@@ -34,8 +34,9 @@ SECURE_PREFIX = "/secure"
 def app_args(jobs_db: Path, alert_url: str) -> dict:
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     args.update(max_timeout=5, max_body_mb=8)
-    # A short lease, so a killed runner's job is queued again within seconds.
-    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=2)
+    # A short lease, so a killed runner's job is queued again within seconds; expired
+    # jobs (only those submitted with a short ttl_s) are forgotten 5 s after expiry.
+    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=2, forget_after_s=5)
     args["monitoring"] = {
         "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
         "alert_cooldown_s": 600, "alert_webhook_url": alert_url,

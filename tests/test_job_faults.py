@@ -1,5 +1,7 @@
 """Nothing acknowledged is lost: a killed runner, a killed JobStore actor, a
-store started afresh on the same sqlite file, and the redis backend."""
+store started afresh on the same sqlite file, and the redis backend. And
+what is forgotten stays forgotten: backends delete a job whole, and a store
+started again does not bring a forgotten job back."""
 
 import os
 import shutil
@@ -14,7 +16,8 @@ import ray
 
 from longserve.config import JobsConfig
 from longserve.deployments.job_store import get_job_store, store_name
-from longserve.jobs.record import JobRequest, new_job_id
+from longserve.jobs.backends import make_backend
+from longserve.jobs.record import Job, JobRequest, new_job_id
 from tests.jobs_helpers import submit, wait_for
 
 SLOW = "sleeper_false"
@@ -149,6 +152,68 @@ def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
     finally:
         serve.delete("redis")
         kill_actor_named(store_name(config.jobs), restart=False)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_backend_delete_removes_record_and_body(kind, tmp_path, request):
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    backend = make_backend(kind, str(tmp_path / "jobs.sqlite3"), redis_url)
+    jobs = [Job(id=new_job_id(), seq=seq, model="m", request=JobRequest(media_type="application/json"), ttl_s=60)
+            for seq in (1, 2)]
+    for job in jobs:
+        backend.save(job, b"body of " + job.id.encode())
+    backend.delete(jobs[0].id)
+    backend.delete(new_job_id())  # an unknown id is no error
+    assert [job.id for job in backend.load()] == [jobs[1].id]
+    assert backend.body(jobs[1].id) == b"body of " + jobs[1].id.encode()
+    with pytest.raises((KeyError, TypeError)):  # memory, redis: KeyError; sqlite: no row to unpack
+        backend.body(jobs[0].id)
+    if kind == "redis":  # nothing left under the job's keys, nor in the index set
+        assert backend.redis.smembers(backend.index) == {jobs[1].id.encode()}
+        assert not backend.redis.exists(backend.jobs + jobs[0].id, backend.bodies + jobs[0].id)
+    if kind == "sqlite":
+        backend.db.close()
+
+
+def run_store_forgets(config: JobsConfig) -> None:
+    """A forgotten job stays forgotten when the store starts again on the same
+    backend, and one whose forget time passed while no store ran is deleted on load."""
+    store = get_job_store(config)
+    request = JobRequest(media_type="application/json")
+    soon, later = new_job_id(), new_job_id()
+    for job_id, ttl_s in ((soon, 0.5), (later, 5.0)):
+        ray.get(store.submit.remote(job_id, "m", request, b"{}", {}, ttl_s, f"key-{job_id}"))
+        claimed, _ = ray.get(store.claim.remote("runner-a", {"m": 1}, 1.0))
+        assert claimed.id == job_id
+        assert ray.get(store.finish.remote(job_id, "runner-a", 1, "succeeded", {"ok": True}))
+    finished = time.time()
+    deadline = time.monotonic() + 10  # forget_after_s is 1: expired at 0.5 s, forgotten at 1.5 s
+    while ray.get(store.get.remote(soon)) is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    counts = ray.get(store.__ray_call__.remote(lambda self: dict(self.counts["m"])))
+    assert counts["succeeded"] == 1 and counts["expired"] == 0, counts
+    assert ray.get(store.get.remote(later)).status == "succeeded"
+    ray.kill(store, no_restart=True)
+
+    time.sleep(max(0.0, finished + 5.0 + 1.0 + 0.5 - time.time()))  # `later` is due to be forgotten by now
+    store = get_job_store(config)
+    assert ray.get(store.get.remote(soon)) is None and ray.get(store.get.remote(later)) is None
+    assert ray.get(store.list.remote(model="m")) == ([], None)
+    backend = make_backend(config.backend, config.sqlite_path, config.redis_url)
+    assert list(backend.load()) == []
+    # The keys were released: the same key makes a new job.
+    outcome, job = ray.get(store.submit.remote(new_job_id(), "m", request, b"{}", {}, 60.0, f"key-{soon}"))
+    assert outcome == "created" and job.id != soon
+    ray.kill(store, no_restart=True)
+
+
+def test_sqlite_store_does_not_bring_forgotten_jobs_back(serve_app, tmp_path):
+    run_store_forgets(JobsConfig(backend="sqlite", sqlite_path=str(tmp_path / "jobs.sqlite3"), forget_after_s=1))
+
+
+def test_redis_store_does_not_bring_forgotten_jobs_back(serve_app, redis_url):
+    run_store_forgets(JobsConfig(backend="redis", redis_url=redis_url, forget_after_s=1))
 
 
 # The full Ray stop and start: tests/test_reliability.py::test_full_ray_stop_and_start_with_sqlite

@@ -1,7 +1,8 @@
 """Async jobs over real HTTP: submit, poll, progress, result, cancel, retry,
-idempotency, expiry, listing, and Prefer on sync predict."""
+idempotency, expiry and forgetting, listing, and Prefer on sync predict."""
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -164,6 +165,48 @@ def test_finished_job_expires_after_its_ttl(client):
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "expired"
     response = client.get(f"/v1/jobs/{job['id']}/result")
     assert response.status_code == 410 and error_of(response)["type"] == "expired"
+
+
+def test_expired_job_is_forgotten_after_forget_after_s(client, serve_app):
+    key = {"Idempotency-Key": f"forget-{time.time()}"}
+    response = client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 0}, params={"ttl_s": 1}, headers=key)
+    job_id = wait_for(client, response.json()["id"], ["succeeded"])["id"]
+    db = sqlite3.connect(serve_app.config.jobs.sqlite_path)  # the store's own file
+
+    def stored() -> tuple[int, int]:
+        return tuple(db.execute(f"SELECT count(*) FROM {table} WHERE id = ?", (job_id,)).fetchone()[0]
+                     for table in ("jobs", "bodies"))
+
+    def listed() -> bool:
+        page = client.get("/v1/jobs", params={"model": SLOW, "limit": 500}).json()["jobs"]
+        return job_id in [job["id"] for job in page]
+
+    try:
+        # Expired after ttl_s: a tombstone, still listed and stored without its input.
+        deadline = time.monotonic() + 10
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] != "expired":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        response = client.get(f"/v1/jobs/{job_id}/result")
+        assert response.status_code == 410 and error_of(response)["type"] == "expired"
+        assert listed() and stored() == (1, 0)
+
+        # forget_after_s (5 s in the test config) later: gone everywhere.
+        deadline = time.monotonic() + 15
+        while (response := client.get(f"/v1/jobs/{job_id}")).status_code != 404:
+            assert response.status_code == 200 and time.monotonic() < deadline, response.text
+            time.sleep(0.2)
+        assert error_of(response)["type"] == "not_found"
+        assert client.get(f"/v1/jobs/{job_id}/result").status_code == 404
+        assert not listed() and stored() == (0, 0)
+    finally:
+        db.close()
+
+    # Its idempotency key was released: the same key makes a new job.
+    again = client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 0}, headers=key)
+    assert again.status_code == 202 and again.json()["id"] != job_id
+    assert "Idempotent-Replayed" not in again.headers
+    wait_for(client, again.json()["id"], ["succeeded"])
 
 
 def test_pending_result_is_202(client):

@@ -8,6 +8,11 @@ Reads and long-polls are served from memory; changes are serialized by one
 lock (so a job's writes reach the backend in order) and written in a worker
 thread, so reads never wait on the disk. Apart from listing, no operation
 looks at more than one model queue's head or the set of running jobs.
+
+A finished job expires after its ttl_s (result and input dropped, status
+`expired`), stays that tombstone for `forget_after_s`, then is forgotten:
+deleted from the backend and from memory, so the store does not grow with
+every job ever run.
 """
 
 import asyncio
@@ -23,7 +28,7 @@ import ray
 
 from longserve.config import JobsConfig
 from longserve.jobs.backends import make_backend
-from longserve.jobs.record import FINISHED, PENDING, Callback, Job, JobRequest, Progress, loggable
+from longserve.jobs.record import PENDING, Callback, Job, JobRequest, Progress, loggable
 from longserve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -65,7 +70,10 @@ class JobStore:
         self.running: set[str] = set()  # the leases the reaper watches
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
         self.idempotency: dict[tuple[str, str], str] = {}
+        # (when, id): a finished job's next step, expiring and then being forgotten.
+        # Entries may be stale (a retried job); the reaper checks the job itself.
         self.expiry: list[tuple[float, str]] = []
+        self.stale = 0  # ids of forgotten jobs still in self.order (see _forget)
         self.callbacks_due: set[str] = set()  # jobs whose completion callback is not yet delivered
         self.callback_work = asyncio.Event()
         self.changed: dict[str, asyncio.Event] = {}
@@ -76,16 +84,22 @@ class JobStore:
         self._load()
 
     def _load(self) -> None:
+        now, forgotten = time.time(), 0
         for job in sorted(self.backend.load(), key=lambda j: j.seq):
+            if job.status not in PENDING and job.expires_at is not None \
+                    and job.expires_at + self.config.forget_after_s <= now:
+                self.backend.delete(job.id)  # its time to be forgotten passed while the store was down
+                forgotten += 1
+                continue
             self._index(job)
             self._count(None, job)
             if job.status == "queued":
                 self.queues[job.model].append(job.id)
-            elif job.status in FINISHED and job.expires_at is not None:
-                heapq.heappush(self.expiry, (job.expires_at, job.id))
+            self._schedule(job)
             if job.callback is not None and job.callback.status == "pending" and job.status not in PENDING:
                 self.callbacks_due.add(job.id)
-        logger.info("job store %s loaded %d jobs", self.config.backend, len(self.jobs))
+        logger.info("job store %s loaded %d jobs, deleted %d past their forget time",
+                    self.config.backend, len(self.jobs), forgotten)
 
     # -- client side ------------------------------------------------------------
 
@@ -141,8 +155,8 @@ class JobStore:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 break
-            job = self.jobs[job_id]
-            if not until_finished and job.version != seen:
+            job = self.jobs.get(job_id)
+            if job is not None and not until_finished and job.version != seen:
                 break
         return job
 
@@ -186,7 +200,9 @@ class JobStore:
         end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
         page: list[Job] = []
         for index in range(end - 1, -1, -1):
-            job = self.jobs[self.order[index]]
+            job = self.jobs.get(self.order[index])
+            if job is None:
+                continue  # forgotten
             if (model is None or job.model == model) and (status is None or job.status == status):
                 page.append(job)
                 if len(page) == limit:
@@ -278,8 +294,10 @@ class JobStore:
             claimed = []
             async with self.lock:
                 for job in sorted(due, key=lambda j: j.callback.next_attempt_at)[:limit]:
+                    if job.id not in self.callbacks_due:
+                        continue  # delivered, or the job forgotten, while we waited for the lock
                     job = self.jobs[job.id]
-                    if job.id not in self.callbacks_due or job.callback.next_attempt_at > now:
+                    if job.callback.next_attempt_at > now:
                         continue  # claimed by another runner while we waited for the lock
                     callback = job.callback.model_copy(update=dict(owner=runner, next_attempt_at=now + lease_s))
                     await self._commit(job.model_copy(update={"callback": callback}), visible=False)
@@ -341,8 +359,8 @@ class JobStore:
             if self.counts[model]["running"] >= limit:
                 continue
             queue = self.queues.get(model)
-            while queue and self.jobs[queue[0]].status != "queued":
-                queue.popleft()  # cancelled or retried elsewhere
+            while queue and (queue[0] not in self.jobs or self.jobs[queue[0]].status != "queued"):
+                queue.popleft()  # cancelled (and maybe forgotten since), or retried elsewhere
             if queue and (best is None or self.jobs[queue[0]].seq < best.seq):
                 best = self.jobs[queue[0]]
         return best
@@ -374,7 +392,7 @@ class JobStore:
                 next_attempt_at=now, owner=None))
         job = job.model_copy(update=update)
         await self._commit(job)
-        heapq.heappush(self.expiry, (job.expires_at, job.id))
+        self._schedule(job)
         if job.callback is not None:
             self.callbacks_due.add(job.id)
             self.callback_work.set()
@@ -414,8 +432,54 @@ class JobStore:
                 if job.lease_expires_at is not None and job.lease_expires_at < now:
                     await self._requeue_or_fail(job, f"its runner stopped renewing the lease ({self.config.lease_s:g} s)")
             while self.expiry and self.expiry[0][0] <= now:
-                _, job_id = heapq.heappop(self.expiry)
-                job = self.jobs[job_id]
-                if job.status in FINISHED and job.expires_at is not None and job.expires_at <= now:
-                    await self._commit(job.model_copy(update=dict(status="expired", result=None)))
-                    await asyncio.to_thread(self.backend.drop_body, job_id)
+                due, job_id = heapq.heappop(self.expiry)
+                try:
+                    await self._expire_or_forget(job_id, now)
+                except BaseException:
+                    heapq.heappush(self.expiry, (due, job_id))  # the backend failed: the next round retries
+                    raise
+
+    def _next_step_at(self, job: Job) -> Optional[float]:
+        """When a finished job expires, or an expired one is forgotten; None while it is pending."""
+        if job.status in PENDING or job.expires_at is None:
+            return None
+        if job.status == "expired":
+            return job.expires_at + self.config.forget_after_s
+        return job.expires_at
+
+    def _schedule(self, job: Job) -> None:
+        due = self._next_step_at(job)
+        if due is not None:
+            heapq.heappush(self.expiry, (due, job.id))
+
+    async def _expire_or_forget(self, job_id: str, now: float) -> None:
+        job = self.jobs.get(job_id)
+        due = None if job is None else self._next_step_at(job)
+        if due is None or due > now:
+            return  # a stale entry: the job was retried (its new entry is queued) or is gone
+        if job.status == "expired":
+            await self._forget(job)
+            return
+        job = job.model_copy(update=dict(status="expired", result=None))
+        await self._commit(job)
+        self._schedule(job)  # to be forgotten (which deletes the body too, should dropping it fail now)
+        await asyncio.to_thread(self.backend.drop_body, job_id)
+
+    async def _forget(self, job: Job) -> None:
+        """Delete an expired job from the backend and from memory: its id answers 404 from now on."""
+        await asyncio.to_thread(self.backend.delete, job.id)
+        del self.jobs[job.id]
+        self.counts[job.model][job.status] -= 1
+        key = (job.model, job.idempotency_key)
+        if self.idempotency.get(key) == job.id:
+            del self.idempotency[key]  # the key is free for a new job
+        self.callbacks_due.discard(job.id)  # a callback still being retried has nothing left to send
+        self.changed.pop(job.id, None)
+        # Removing the id from self.order/self.seqs would be O(n) per job; it stays
+        # there (list() skips it) until such ids are half of them, then both are
+        # rebuilt: O(1) per forgotten job on average, and listing scans at most 2x.
+        self.stale += 1
+        if self.stale * 2 > len(self.order):
+            kept = [(i, seq) for i, seq in zip(self.order, self.seqs) if i in self.jobs]
+            self.order, self.seqs = [i for i, _ in kept], [seq for _, seq in kept]
+            self.stale = 0

@@ -20,6 +20,7 @@ class Backend(Protocol):
     def save(self, job: Job, body: Optional[bytes] = None) -> None: ...
     def body(self, job_id: str) -> bytes: ...
     def drop_body(self, job_id: str) -> None: ...
+    def delete(self, job_id: str) -> None: ...  # the record and the body; a missing job is no error
 
 
 class MemoryBackend:
@@ -39,6 +40,10 @@ class MemoryBackend:
         return self.bodies[job_id]
 
     def drop_body(self, job_id: str) -> None:
+        self.bodies.pop(job_id, None)
+
+    def delete(self, job_id: str) -> None:
+        self.records.pop(job_id, None)
         self.bodies.pop(job_id, None)
 
 
@@ -79,6 +84,17 @@ class SqliteBackend:
         with self.lock:
             self.db.execute("DELETE FROM bodies WHERE id = ?", (job_id,))
 
+    def delete(self, job_id: str) -> None:
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                self.db.execute("DELETE FROM bodies WHERE id = ?", (job_id,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
 
 class RedisBackend:
     def __init__(self, url: str, prefix: str = "longserve"):
@@ -114,6 +130,12 @@ class RedisBackend:
 
     def drop_body(self, job_id: str) -> None:
         self.redis.delete(self.bodies + job_id)
+
+    def delete(self, job_id: str) -> None:
+        with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(self.jobs + job_id, self.bodies + job_id)
+            tx.srem(self.index, job_id)
+            tx.execute()
 
 
 def make_backend(kind: str, sqlite_path: str, redis_url: str) -> Backend:
