@@ -69,6 +69,9 @@ sleeper run is cut at a known point in a second, where a transcription takes min
   default), then a tombstone without result or input until `forget_after_s` later (a
   day by default), when the job is deleted: see "JobStore growth KiB per job kept" under
   the job flood. A sync burst does not touch it. Size both for the job rate you expect.
+  (That figure, RSS growth during live submits and long-polls, is about twice the
+  ~3.3 KB per job of benchmarks/RESULTS.md, which preloads finished records straight
+  into the store: it also counts what the live traffic leaves allocated.)
 - **Fixed while writing this suite**: a job store failure while a runner stored a job's
   outcome (the store's redis restarting) was caught as the model's own error, so a job
   whose model had succeeded could end `failed` (`model_error`) once the store returned.
