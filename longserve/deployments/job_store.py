@@ -86,8 +86,8 @@ class JobStore:
     def _load(self) -> None:
         now, forgotten = time.time(), 0
         for job in sorted(self.backend.load(), key=lambda j: j.seq):
-            if job.status not in PENDING and job.expires_at is not None \
-                    and job.expires_at + self.config.forget_after_s <= now:
+            forget_at = self._forget_at(job)
+            if forget_at is not None and forget_at <= now:
                 self.backend.delete(job.id)  # its time to be forgotten passed while the store was down
                 forgotten += 1
                 continue
@@ -439,12 +439,17 @@ class JobStore:
                     heapq.heappush(self.expiry, (due, job_id))  # the backend failed: the next round retries
                     raise
 
-    def _next_step_at(self, job: Job) -> Optional[float]:
-        """When a finished job expires, or an expired one is forgotten; None while it is pending."""
+    def _forget_at(self, job: Job) -> Optional[float]:
+        """When a finished job is forgotten: forget_after_s after it expires; None while it is pending."""
         if job.status in PENDING or job.expires_at is None:
             return None
-        if job.status == "expired":
-            return job.expires_at + self.config.forget_after_s
+        return job.expires_at + self.config.forget_after_s
+
+    def _next_step_at(self, job: Job) -> Optional[float]:
+        """When a finished job expires, or an expired one is forgotten; None while it is pending."""
+        forget_at = self._forget_at(job)
+        if forget_at is None or job.status == "expired":
+            return forget_at
         return job.expires_at
 
     def _schedule(self, job: Job) -> None:
