@@ -96,6 +96,7 @@ ROWS = [
     ("reruns_counted", "re-runs (counted as attempts)"), ("max_attempts_seen", "most attempts of one job"),
     ("lease_overdue", "jobs running past their lease"), ("lease_overdue_max_s", "most seconds past a lease"),
     ("redis_down_s", "redis down (s)"), ("submit_status", "submit answers"),
+    ("submits_resent", "submissions sent again after a lost answer"),
     ("requests", "sync requests"), ("sync_status", "sync answers"), ("sync_5xx", "sync 5xx"),
     ("sync_500", "sync 500/502"), ("sync_unexpected", "answers outside the promise"),
     ("callbacks", "callback state on the jobs"), ("callbacks_received", "callbacks received (deduped)"),

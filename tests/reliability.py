@@ -25,6 +25,7 @@ LONG = os.environ.get("LONGSERVE_RELIABILITY", "short") == "long"
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 # The store's reaper looks every 0.5 s; a lease may be this far past its end before it is seen.
 LEASE_SLACK_S = 1.5
+RESENDS = 5  # a submission without an answer from the app is sent again this often (0.2 s apart)
 
 
 def size(short, long):
@@ -92,6 +93,14 @@ def wait_ready(url: str, timeout_s: float = 120) -> float:
         time.sleep(0.25)
 
 
+def shaped(response: httpx.Response) -> bool:
+    """Whether longserve answered (its error shape), not a proxy for a gateway that could not."""
+    try:
+        return isinstance(response.json()["error"], dict)
+    except Exception:
+        return False
+
+
 def check_sync(response: httpx.Response) -> Optional[str]:
     """None if the answer is one the sync API promises under load, else why not."""
     if response.status_code == 200:
@@ -118,6 +127,9 @@ class Workload:
         self.client = httpx.Client(base_url=url, timeout=60)
         self.jobs: dict[str, str] = {}  # tag -> acknowledged job id
         self.submit_status: Counter = Counter()
+        self.resent = 0  # submissions sent again after a lost answer, then acknowledged
+        self.unanswered = 0  # submissions still without an answer from the app after RESENDS
+        self.submit_bad: list[str] = []  # the app's answers other than 202 and 503 + Retry-After
         self.sync_status: Counter = Counter()
         self.sync_bad: list[str] = []
         self.overdue: dict[str, float] = {}  # job id -> the most its lease was seen overdue
@@ -131,15 +143,27 @@ class Workload:
         def one(_):
             tag = uuid.uuid4().hex[:16]
             params = {"callback_url": self.callback_url} if self.callback_url else {}
-            try:
-                response = self.client.post(f"/v1/models/{self.model}/jobs", json={"seconds": seconds, "tag": tag},
-                                            params=params)
-            except httpx.HTTPError as exc:
-                self.submit_status[type(exc).__name__] += 1
-                return
-            self.submit_status[response.status_code] += 1
-            if response.status_code == 202:
-                self.jobs[tag] = response.json()["id"]
+            # Keyed by the tag, as the SDK keys every submission: one whose answer
+            # was lost (a proxy's bare 5xx, a dropped connection) is sent again
+            # and must not make a second job.
+            for attempt in range(RESENDS + 1):
+                try:
+                    response = self.client.post(f"/v1/models/{self.model}/jobs", json={"seconds": seconds, "tag": tag},
+                                                params=params, headers={"Idempotency-Key": tag})
+                except httpx.HTTPError as exc:
+                    self.submit_status[type(exc).__name__] += 1
+                else:
+                    self.submit_status[response.status_code] += 1
+                    if response.status_code == 202:
+                        self.jobs[tag] = response.json()["id"]
+                        self.resent += attempt
+                        return
+                    if shaped(response):  # the app's own answer: final
+                        if response.status_code != 503 or "retry-after" not in response.headers:
+                            self.submit_bad.append(f"{response.status_code} {response.text[:200]}")
+                        return
+                time.sleep(0.2)
+            self.unanswered += 1
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one, range(count)))
@@ -232,6 +256,9 @@ class Workload:
             "lease_overdue": len(self.overdue),
             "lease_overdue_max_s": round(max(self.overdue.values(), default=0), 1),
             "submit_status": dict(sorted((str(k), v) for k, v in self.submit_status.items())),
+            "submits_resent": self.resent,
+            "submits_unanswered": self.unanswered,
+            "submits_refused_badly": len(self.submit_bad),
             "sync_status": dict(sorted((str(k), v) for k, v in self.sync_status.items())),
             "sync_5xx": sum(v for k, v in self.sync_status.items() if isinstance(k, int) and k >= 500),
             "sync_500": sum(v for k, v in self.sync_status.items() if isinstance(k, int) and k >= 500 and k not in (503, 504)),
@@ -239,20 +266,28 @@ class Workload:
             "callbacks": dict(callbacks) if callbacks else None,
             "seconds": round(time.monotonic() - self.started, 1),
             "_lost_ids": lost[:5], "_duplicated_ids": duplicated[:5], "_sync_bad": self.sync_bad[:5],
+            "_submit_bad": self.submit_bad[:5],
             "_overdue": dict(list(self.overdue.items())[:5]),
         }
 
 
-def assert_nothing_lost(figures: dict, overdue_allowed_s: float = 0) -> None:
+def assert_nothing_lost(figures: dict, overdue_allowed_s: float = 0, proxy_answers: bool = False) -> None:
     """`overdue_allowed_s`: how long past LEASE_SLACK_S a lease may run while the
-    store's backend is down (the store cannot persist the job's return to the queue)."""
+    store's backend is down (the store cannot persist the job's return to the queue).
+    `proxy_answers`: the gateway was killed, so a submission in flight on it may get
+    the proxy's bare 500 (or a dropped connection) and be sent again."""
     assert figures["acknowledged"] > 0, figures
     assert figures["lost"] == 0, figures
     assert figures["duplicated"] == 0, figures
     assert figures["lease_overdue_max_s"] <= LEASE_SLACK_S + overdue_allowed_s if overdue_allowed_s \
         else figures["lease_overdue"] == 0, figures
-    # Submissions are accepted (202) or refused in the error shape with Retry-After (503), never a 500.
-    assert set(figures["submit_status"]) <= {"202", "503"}, figures
+    # The app accepts a submission (202) or refuses it in the error shape with Retry-After (503), never a 500.
+    assert figures["submits_refused_badly"] == 0, figures
+    # Only the submissions in flight on a dying gateway get the proxy's answer instead; sent again, each is
+    # acknowledged (and the Idempotency-Key keeps it one job: `duplicated` above).
+    assert figures["submits_unanswered"] == 0, figures
+    if not proxy_answers:
+        assert set(figures["submit_status"]) <= {"202", "503"}, figures
 
 
 def dedupe_deliveries(received: dict, prefix: str) -> tuple[dict[str, str], int]:

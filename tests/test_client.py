@@ -166,3 +166,48 @@ def test_api_key_and_callback_are_sent():
         server.shutdown()
     assert seen == [("/v1/models/m/jobs?callback_url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&callback_events=all",
                      "Bearer k3y")]
+
+
+def test_a_submission_whose_answer_was_lost_is_sent_again_without_a_second_job(serve_app, client, caplog):
+    """When a gateway replica dies mid-request, Ray Serve's proxy answers a bare
+    `500 Internal Server Error`: the job may or may not exist. The stand-in
+    below passes the first submission to the real app, then answers that bare
+    500 instead of its 202. The client sends it again under the same
+    Idempotency-Key, and the server replays the job the first one made."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    forwarded = []  # (Idempotency-Key, the app's status, job id)
+
+    class DiesOnce(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "idempotency-key")}
+            answer = client.post(self.path, content=body, headers=headers)
+            forwarded.append((headers.get("Idempotency-Key"), answer.status_code, answer.json().get("id")))
+            status, body = (answer.status_code, answer.content) if len(forwarded) > 1 else \
+                (500, b"Internal Server Error")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if len(forwarded) > 1 else "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DiesOnce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_port}", retry=Retry(base_delay=0.1)) as sdk:
+            with caplog.at_level(logging.INFO, logger="longserve.client"):
+                job = sdk.submit("embedder", {"texts": ["once"]})
+    finally:
+        server.shutdown()
+    (key, first, made), (again_key, second, replayed) = forwarded
+    assert key and again_key == key, "the resend must carry the first key"
+    assert (first, second) == (202, 202) and job.id == made == replayed, "a second job was made"
+    assert "500 http_error; retry 1/5" in caplog.text
+    with Client(serve_app.url) as direct:
+        assert direct.wait(job.id, timeout=60).status == "succeeded"
+

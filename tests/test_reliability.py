@@ -19,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import datetime
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,11 +29,12 @@ import httpx
 import pytest
 import ray
 
+from longserve.client import Client
 from longserve.config import AppConfig
 from longserve.deployments.job_store import store_name
 from tests.reliability import (
     Workload, actor_rss_mb, assert_nothing_lost, check_sync, dedupe_deliveries, kill_named, percentiles, record,
-    size, wait_ready,
+    shaped, size, wait_ready,
 )
 from tests.webhooks import Receiver
 
@@ -107,10 +109,10 @@ def submitting(load: Workload, count: int, seconds: float) -> threading.Thread:
 
 
 def conclude(load: Workload, timeout_s: float, scenario: str, faults: str, held: str, overdue_allowed_s: float = 0,
-             **extra) -> dict:
+             proxy_answers: bool = False, **extra) -> dict:
     """Wait for the jobs, record the figures, and check that every job ended well."""
     figures = record({"scenario": scenario, "faults": faults, "load": held, **load.finish(timeout_s), **extra})
-    assert_nothing_lost(figures, overdue_allowed_s)
+    assert_nothing_lost(figures, overdue_allowed_s, proxy_answers)
     assert figures["completed"] == figures["acknowledged"]
     return figures
 
@@ -152,16 +154,42 @@ def test_runner_and_model_replica_killed_mid_job(rel):
     wait_ready(rel.url)
 
 
+def uploading(url: str, tag: str, upload_s: float) -> Future:
+    """A job submission whose body takes `upload_s` to arrive: in flight on the gateway all that time."""
+    def chunks():
+        yield b'{"seconds": 0.05, '
+        time.sleep(upload_s)
+        yield json.dumps({"tag": tag}).encode()[1:]
+
+    pool = ThreadPoolExecutor(1)
+    answer = pool.submit(httpx.post, f"{url}/v1/models/{MODEL}/jobs", content=chunks(), timeout=60,
+                         headers={"Content-Type": "application/json", "Idempotency-Key": tag})
+    pool.shutdown(wait=False)  # the one request still runs
+    return answer
+
+
 def test_gateway_killed(rel):
     load = workload(rel).background(sync_workers=2)
     feeder = submitting(load, size(40, 200), 0.05)
+    tag = uuid.uuid4().hex[:16]
+    in_flight = uploading(rel.url, tag, upload_s=3)
     time.sleep(1.5)
     kill_named("rel#Gateway", restart=False)
     feeder.join()
     recovered_s = wait_ready(rel.url)
     load.submit(10, 0.05)  # after the new gateway is up
+
+    # The submission in flight got the proxy's bare 500: its client cannot tell whether
+    # the job exists. The SDK sends it again under the same Idempotency-Key; it is
+    # acknowledged, and `conclude` checks it ran once, like every job.
+    answer = in_flight.result()
+    assert answer.status_code == 500 and not shaped(answer), answer.text
+    with Client(rel.url) as client:
+        load.jobs[tag] = client.submit(MODEL, {"seconds": 0.05, "tag": tag}, idempotency_key=tag).id
+    # Submissions in flight on the dying gateway may get the proxy's bare 500; sent
+    # again under their Idempotency-Key, each is acknowledged once (checked in conclude).
     figures = conclude(load, size(60, 200), "Gateway replica killed", "the rel app's Gateway replica killed once",
-                       "paced job submissions + 2 sync clients", gateway_recovered_s=recovered_s)
+                       "paced job submissions + 2 sync clients", proxy_answers=True, gateway_recovered_s=recovered_s)
     # Sync requests in flight on the dying gateway fail with Ray Serve's proxy's
     # bare 500 (docs/reliability.md); the others wait for the new gateway.
     assert sum(figures["sync_status"].values()) > 0

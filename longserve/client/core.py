@@ -8,6 +8,7 @@ import logging
 import mimetypes
 import random
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,11 +180,18 @@ class Retry:
         return min(max(seconds, 0.0) + jitter, self.max_delay)
 
 
-def error_of(response: httpx.Response) -> LongserveError:
+def error_body(response: httpx.Response) -> Optional[dict]:
+    """The `error` object of a longserve error answer; None for any other body (a proxy's)."""
     try:
         error = response.json()["error"]
-        assert isinstance(error, dict)
-    except Exception:  # not our shape (e.g. a proxy in between): keep what there is
+    except Exception:
+        return None
+    return error if isinstance(error, dict) else None
+
+
+def error_of(response: httpx.Response) -> LongserveError:
+    error = error_body(response)
+    if error is None:  # not our shape (e.g. a proxy in between): keep what there is
         error = {"type": "http_error", "message": response.text[:500] or response.reason_phrase}
     return LongserveError(response.status_code, error, response.headers)
 
@@ -206,17 +214,23 @@ class Protocol:
 
     # -- the one place a request is sent ------------------------------------
 
-    def request(self, send: Send, ok: tuple[int, ...] = (200,)) -> Call:
-        """Send, retrying 503s with bounded backoff; the response, or raise its error."""
+    def request(self, send: Send, ok: tuple[int, ...] = (200,), idempotent: bool = False) -> Call:
+        """Send, retrying 503s with bounded backoff; the response, or raise its error.
+        When sending again is safe (a GET, or `idempotent`), also retry a 5xx that a
+        proxy answered for a gateway that could not (its replica died mid-request)."""
+        idempotent = idempotent or send.method == "GET"
         for retry in range(self.retry.attempts + 1):
             response = yield send
             if response.status_code in ok:
                 return response
-            if response.status_code != 503 or retry == self.retry.attempts:
-                raise error_of(response)
+            error = error_of(response)
+            again = response.status_code == 503 or (idempotent and response.status_code >= 500
+                                                     and error_body(response) is None)
+            if not again or retry == self.retry.attempts:
+                raise error
             delay = self.retry.delay(retry, response)
-            logger.info("%s %s: 503 %s; retry %d/%d in %.2f s", send.method, send.url,
-                        error_of(response).type, retry + 1, self.retry.attempts, delay)
+            logger.info("%s %s: %d %s; retry %d/%d in %.2f s", send.method, send.url, response.status_code,
+                        error.type, retry + 1, self.retry.attempts, delay)
             yield Sleep(delay)
 
     # -- calls ----------------------------------------------------------------
@@ -254,10 +268,11 @@ class Protocol:
         if metadata is not None:
             query["metadata"] = json.dumps(metadata)
         headers = {"Content-Type": body.content_type} if body.content_type else {}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
+        # Always keyed, so a submission whose answer was lost can be sent again
+        # without making a second job: the server replays the first.
+        headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         send = Send("POST", f"/v1/models/{model}/jobs", query, headers, body.content, body.json)
-        response = yield from self.request(send, ok=(202,))
+        response = yield from self.request(send, ok=(202,), idempotent=True)
         return JobView.model_validate(response.json())
 
     def job(self, job: JobRef, wait: Optional[float] = None, url: Optional[str] = None) -> Call:
