@@ -21,6 +21,8 @@ from typing import Optional
 import httpx
 import ray
 
+from longserve.client.core import error_body
+
 LONG = os.environ.get("LONGSERVE_RELIABILITY", "short") == "long"
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 # The store's reaper looks every 0.5 s; a lease may be this far past its end before it is seen.
@@ -93,14 +95,6 @@ def wait_ready(url: str, timeout_s: float = 120) -> float:
         time.sleep(0.25)
 
 
-def shaped(response: httpx.Response) -> bool:
-    """Whether longserve answered (its error shape), not a proxy for a gateway that could not."""
-    try:
-        return isinstance(response.json()["error"], dict)
-    except Exception:
-        return False
-
-
 def check_sync(response: httpx.Response) -> Optional[str]:
     """None if the answer is one the sync API promises under load, else why not."""
     if response.status_code == 200:
@@ -158,7 +152,7 @@ class Workload:
                         self.jobs[tag] = response.json()["id"]
                         self.resent += attempt
                         return
-                    if shaped(response):  # the app's own answer: final
+                    if error_body(response) is not None:  # the app's own answer (not a proxy's): final
                         if response.status_code != 503 or "retry-after" not in response.headers:
                             self.submit_bad.append(f"{response.status_code} {response.text[:200]}")
                         return

@@ -2,9 +2,14 @@
 `AsyncClient` (the `sdk` fixture), so both I/O paths are exercised."""
 
 import asyncio
+import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 import pytest
 
@@ -131,39 +136,48 @@ def test_unreachable_server_is_connection_failed():
             client.models()
 
 
+class StandIn(BaseHTTPRequestHandler):
+    """A local server in the app's place: what the client sends, or an answer the app would not give."""
+
+    def answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def standing_in(handler: type[StandIn]) -> Iterator[str]:
+    """The stand-in's base URL while it serves."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_api_key_and_callback_are_sent():
     """What the client puts on the wire (the server's callback support comes with issue 3):
     the key as a bearer token, callback_url / callback_events as query parameters."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     seen = []
     job = {"id": "job_x", "model": "m", "status": "queued", "progress": {"done": 0}, "attempts": 0,
            "max_attempts": 3, "created_at": "2026-01-01T00:00:00.000+00:00", "queue_wait_s": 0,
            "links": {"self": "/v1/jobs/job_x", "result": "/v1/jobs/job_x/result"}}
 
-    class Recorder(BaseHTTPRequestHandler):
+    class Recorder(StandIn):
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             seen.append((self.path, self.headers.get("Authorization")))
-            body = json.dumps(job).encode()
-            self.send_response(202)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(202, json.dumps(job).encode())
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with Client(f"http://127.0.0.1:{server.server_port}", api_key="k3y") as client:
-            client.submit("m", {"x": 1}, callback_url="http://127.0.0.1:9/hook", callback_events="all")
-    finally:
-        server.shutdown()
+    with standing_in(Recorder) as url, Client(url, api_key="k3y") as client:
+        client.submit("m", {"x": 1}, callback_url="http://127.0.0.1:9/hook", callback_events="all")
     assert seen == [("/v1/models/m/jobs?callback_url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&callback_events=all",
                      "Bearer k3y")]
 
@@ -174,40 +188,25 @@ def test_a_submission_whose_answer_was_lost_is_sent_again_without_a_second_job(s
     below passes the first submission to the real app, then answers that bare
     500 instead of its 202. The client sends it again under the same
     Idempotency-Key, and the server replays the job the first one made."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     forwarded = []  # (Idempotency-Key, the app's status, job id)
 
-    class DiesOnce(BaseHTTPRequestHandler):
+    class DiesOnce(StandIn):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "idempotency-key")}
             answer = client.post(self.path, content=body, headers=headers)
             forwarded.append((headers.get("Idempotency-Key"), answer.status_code, answer.json().get("id")))
-            status, body = (answer.status_code, answer.content) if len(forwarded) > 1 else \
-                (500, b"Internal Server Error")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json" if len(forwarded) > 1 else "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if len(forwarded) == 1:
+                self.answer(500, b"Internal Server Error", "text/plain")
+            else:
+                self.answer(answer.status_code, answer.content)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), DiesOnce)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with Client(f"http://127.0.0.1:{server.server_port}", retry=Retry(base_delay=0.1)) as sdk:
-            with caplog.at_level(logging.INFO, logger="longserve.client"):
-                job = sdk.submit("embedder", {"texts": ["once"]})
-    finally:
-        server.shutdown()
+    with standing_in(DiesOnce) as url, Client(url, retry=Retry(base_delay=0.1)) as sdk:
+        with caplog.at_level(logging.INFO, logger="longserve.client"):
+            job = sdk.submit("embedder", {"texts": ["once"]})
     (key, first, made), (again_key, second, replayed) = forwarded
     assert key and again_key == key, "the resend must carry the first key"
     assert (first, second) == (202, 202) and job.id == made == replayed, "a second job was made"
     assert "500 http_error; retry 1/5" in caplog.text
     with Client(serve_app.url) as direct:
         assert direct.wait(job.id, timeout=60).status == "succeeded"
-
