@@ -114,7 +114,7 @@ async def check_url(url: str, config: CallbacksConfig) -> str:
         raise refuse("credentials in the URL are not allowed; sign with the webhook secret instead")
     if host.lower() in METADATA_HOSTS:
         raise refuse(f"{host} is a cloud metadata address")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = parts.port if parts.port is not None else (443 if parts.scheme == "https" else 80)
     if not 0 < port < 65536:
         raise refuse("its port is not a number in 1-65535")
     try:

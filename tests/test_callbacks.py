@@ -115,6 +115,7 @@ def test_delivery_survives_a_runner_restart(client, receiver):
     ("http://[abc]/hook", "not a valid URL"),
     ("http://[::1/hook", "not a valid URL"),
     ("http://example.com:99999/hook", "port"),
+    ("http://example.com:0/hook", "port"),
 ])
 def test_internal_and_odd_callback_urls_are_refused_at_submit(client, url, reason):
     before = client.get("/v1/jobs", params={"model": "sleeper", "limit": 1}).json()["jobs"]
