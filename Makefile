@@ -21,7 +21,7 @@ install-test: $(PY)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 
 check: install
-	$(PY) -m longserve.apps.check serve_config.yaml
+	$(PY) -m longserve.server.check serve_config.yaml
 
 run: check
 	$(VENV)/bin/serve run serve_config.yaml

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve import Application
 
-from longserve.deployments.model_server import load_model_class
+from longserve.server.model_server import load_model_class
 from longserve.model import Context
 
 app = FastAPI()

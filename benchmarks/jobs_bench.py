@@ -20,7 +20,7 @@ BODY = b'{"value": 1}'
 
 def preload_in_actor(store, n: int, model: str) -> int:
     """Runs inside the JobStore actor: add n finished jobs; returns how many it holds."""
-    from longserve.jobs.record import Job, JobRequest, new_job_id
+    from longserve.server.jobs.record import Job, JobRequest, new_job_id
 
     now = time.time()
     seq = store.seqs[-1] if store.seqs else 0

@@ -11,7 +11,7 @@ import argparse
 
 import litserve as ls
 
-from longserve.deployments.model_server import load_model_class
+from longserve.server.model_server import load_model_class
 from longserve.model import Context
 
 

@@ -74,7 +74,7 @@ class Report:
 
 
 def model_config(class_path: str, batching=BATCH, monitoring=True, backend="memory", **extra) -> "AppConfig":
-    from longserve.config import AppConfig
+    from longserve.server.config import AppConfig
 
     jobs = {"backend": backend, "sqlite_path": str(Path(tempfile.mkdtemp()) / "jobs.sqlite3")}
     jobs.update(extra.pop("jobs", {}))
@@ -207,7 +207,7 @@ def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
 def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
     from ray import serve
 
-    from longserve.config import AppConfig
+    from longserve.server.config import AppConfig
 
     timeout = 0.25
     deploy("/ls-slow", AppConfig.model_validate({
@@ -282,7 +282,7 @@ def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
     import ray
     from ray import serve
 
-    from longserve.deployments.job_store import get_job_store
+    from longserve.server.jobs.store import get_job_store
 
     rows, memory_rows = [], []
     for backend in sizes.backends:

@@ -38,7 +38,7 @@ SETTINGS: dict[str, tuple[dict, bool]] = {
 
 
 def echo_config(**models_extra):
-    from longserve.config import AppConfig
+    from longserve.server.config import AppConfig
 
     return AppConfig.model_validate({
         "jobs": {"backend": "memory"},

@@ -20,8 +20,8 @@ def deploy(prefix: str, app, access_log: bool = True) -> None:
     """Run `app` (an AppConfig, built with longserve's build_app, or any Serve Application) at `prefix`."""
     from ray import serve
 
-    from longserve.apps.main import build_app
-    from longserve.config import AppConfig
+    from longserve.server.app import build_app
+    from longserve.server.config import AppConfig
 
     target = build_app(app) if isinstance(app, AppConfig) else app
     serve.run(target, name=prefix.strip("/") or "bench", route_prefix=prefix,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from longserve.config import AppConfig
+from longserve.server.config import AppConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -119,7 +119,7 @@ def serve_app(tmp_path_factory, alerts):
     import ray
     from ray import serve
 
-    from longserve.apps.main import build_app
+    from longserve.server.app import build_app
 
     # Replicas import tests.slow_models; workers inherit this environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

@@ -66,7 +66,7 @@ def free_ports(n: int) -> list[int]:
 def gpu_app_args() -> dict:
     """The RayService's app args, with the Sleeper as its one model, placed like the real models."""
     v2 = yaml.safe_load(yaml.safe_load((ROOT / "cluster" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"])
-    args = next(a for a in v2["applications"] if a["import_path"] == "longserve.apps.main:build_app")["args"]
+    args = next(a for a in v2["applications"] if a["import_path"] == "longserve.server.app:build_app")["args"]
     placed = args["models"]["transcriber"]  # num_gpus: 1, scales to zero
     args["jobs"] = {"backend": "memory", "lease_s": 5}  # no Redis here
     args["gateway"] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
@@ -179,7 +179,7 @@ class StalledRunner:
     def __init__(self, store, n: int):
         import ray
 
-        from longserve.jobs.record import JobRequest, new_job_id
+        from longserve.server.jobs.record import JobRequest, new_job_id
 
         self.store = store
         body = json.dumps({"seconds": JOB_SECONDS}).encode()
@@ -233,9 +233,9 @@ def run(out: dict) -> None:
     from ray import serve
     from ray.serve.context import _get_global_client
 
-    from longserve.apps.main import build_app
-    from longserve.config import AppConfig
-    from longserve.deployments.job_store import get_job_store
+    from longserve.server.app import build_app
+    from longserve.server.config import AppConfig
+    from longserve.server.jobs.store import get_job_store
 
     cluster, stalled = Cluster(), None
     try:

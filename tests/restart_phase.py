@@ -17,8 +17,8 @@ import httpx
 import ray
 from ray import serve
 
-from longserve.apps.main import build_app
-from longserve.config import AppConfig
+from longserve.server.app import build_app
+from longserve.server.config import AppConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,10 +20,10 @@ from types import SimpleNamespace
 import pytest
 from ray.serve.config import AutoscalingConfig
 
-from longserve.autoscaling import POLICY_PATH, BacklogPolicy, cold_start_note, desired_replicas, model_serve_options
-from longserve.config import AppConfig
-from longserve.devices import choose_device
-from longserve.timeouts import TimeoutInForce, timeout_error
+from longserve.server.autoscaling import POLICY_PATH, BacklogPolicy, cold_start_note, desired_replicas, model_serve_options
+from longserve.server.config import AppConfig
+from longserve.server.devices import choose_device
+from longserve.server.timeouts import TimeoutInForce, timeout_error
 from tests.multinode import JOB_TIMEOUT, JOBS, MAX_REPLICAS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +139,7 @@ def test_the_device_is_chosen_by_the_models_own_runtime(monkeypatch):
 
 
 def test_each_shipped_model_names_its_runtime():
-    from longserve.deployments.model_server import load_model_class
+    from longserve.server.model_server import load_model_class
 
     assert load_model_class("longserve.models.embedder:Embedder").runtime == "torch"
     assert load_model_class("longserve.models.transcriber:Transcriber").runtime == "ctranslate2"
@@ -147,7 +147,7 @@ def test_each_shipped_model_names_its_runtime():
 
 
 def test_an_unknown_runtime_fails_when_the_class_is_loaded(monkeypatch):
-    from longserve.deployments.model_server import load_model_class
+    from longserve.server.model_server import load_model_class
     from tests.slow_models import Sleeper
 
     monkeypatch.setattr(Sleeper, "runtime", "jax")

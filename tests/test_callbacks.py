@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from longserve.callbacks import Outcome, check_url, deliver, new_client
-from longserve.config import CallbacksConfig
+from longserve.server.jobs.callbacks import Outcome, check_url, deliver, new_client
+from longserve.server.config import CallbacksConfig
 from tests.conftest import WEBHOOK_SECRET, error_of
 from tests.jobs_helpers import submit, wait_for
 from tests.test_job_faults import kill_actor_named

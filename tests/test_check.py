@@ -1,4 +1,4 @@
-"""`python -m longserve.apps.check` stops a bad serve_config.yaml before Ray starts."""
+"""`python -m longserve.server.check` stops a bad serve_config.yaml before Ray starts."""
 
 import subprocess
 import sys
@@ -16,7 +16,7 @@ def run_check(tmp_path, mutate) -> subprocess.CompletedProcess:
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
     return subprocess.run(
-        [sys.executable, "-m", "longserve.apps.check", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "longserve.server.check", str(path)], capture_output=True, text=True, timeout=120
     )
 
 

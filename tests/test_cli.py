@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from longserve.apps import cli
+from longserve.client import cli
 from tests.conftest import API_KEYS, DATA, free_port
 from tests.test_timeouts import wait_idle
 

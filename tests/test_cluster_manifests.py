@@ -23,10 +23,10 @@ import yaml
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
-from longserve.apps.check import IMPORT_PATH
-from longserve.autoscaling import POLICY_PATH, model_serve_options
-from longserve.config import AppConfig
-from longserve.deployments.model_server import load_model_class
+from longserve.server.check import IMPORT_PATH
+from longserve.server.autoscaling import POLICY_PATH, model_serve_options
+from longserve.server.config import AppConfig
+from longserve.server.model_server import load_model_class
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"

@@ -5,7 +5,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from longserve.config import AppConfig
+from longserve.server.config import AppConfig
 
 MODEL = {"class": "tests.slow_models:Sleeper"}
 

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from longserve.timeouts import TimeoutInForce, timeout_error
+from longserve.server.timeouts import TimeoutInForce, timeout_error
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from longserve.jobs.http import JOB_PARAMS
+from longserve.server.http.jobs import JOB_PARAMS
 from tests.slow_models import SleepInput
 
 # Models the fuzzer may call. Only short sleeps, and never `fail`, which
@@ -56,7 +56,7 @@ def with_model_bodies(spec: dict) -> dict:
 
 def served_spec() -> dict:
     # The gateway's FastAPI app builds the same document it serves at /openapi.json.
-    from longserve.deployments.gateway import app
+    from longserve.server.http.gateway import app
 
     return app.openapi()
 

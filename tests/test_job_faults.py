@@ -14,10 +14,10 @@ import httpx
 import pytest
 import ray
 
-from longserve.config import JobsConfig
-from longserve.deployments.job_store import get_job_store, store_name
-from longserve.jobs.backends import make_backend
-from longserve.jobs.record import Job, JobRequest, new_job_id
+from longserve.server.config import JobsConfig
+from longserve.server.jobs.store import get_job_store, store_name
+from longserve.server.jobs.backends import make_backend
+from longserve.server.jobs.record import Job, JobRequest, new_job_id
 from tests.jobs_helpers import submit, wait_for
 
 SLOW = "sleeper_false"
@@ -132,8 +132,8 @@ def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
     # A second app in the session's Serve, its jobs on redis.
     from ray import serve
 
-    from longserve.apps.main import build_app
-    from longserve.config import AppConfig
+    from longserve.server.app import build_app
+    from longserve.server.config import AppConfig
 
     config = AppConfig.model_validate({
         "jobs": {"backend": "redis", "redis_url": redis_url, "lease_s": 2},

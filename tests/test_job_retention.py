@@ -5,9 +5,9 @@ is in tests/test_jobs.py, across an actor restart in tests/test_job_faults.py.""
 import asyncio
 import sqlite3
 
-from longserve.config import JobsConfig
-from longserve.deployments.job_store import JobStore
-from longserve.jobs.record import JobRequest
+from longserve.server.config import JobsConfig
+from longserve.server.jobs.store import JobStore
+from longserve.server.jobs.record import JobRequest
 
 REQUEST = JobRequest(media_type="application/json")
 TTL_S = 0.01

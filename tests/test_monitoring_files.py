@@ -2,10 +2,10 @@
 
 Operators install cluster/monitoring/prometheus-rules.yaml and
 cluster/monitoring/grafana-dashboard.json as they are. An alert on a metric
-name or label that longserve/metrics.py does not export never fires, and a
+name or label that longserve/server/monitoring/metrics.py does not export never fires, and a
 panel on one stays empty, with nothing to say so. These tests read both files
 offline (no Ray is started) and check every PromQL expression against
-longserve.metrics.METRICS: names (with Ray's `ray_` prefix and the histogram
+longserve.server.monitoring.metrics.METRICS: names (with Ray's `ray_` prefix and the histogram
 suffixes `_bucket`, `_sum`, `_count`), labels in `{...}` matchers, `by (...)`
 style groupings and templates, and that every exported metric is used.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from longserve.metrics import METRICS
+from longserve.server.monitoring.metrics import METRICS
 
 MONITORING = Path(__file__).resolve().parent.parent / "cluster" / "monitoring"
 RULES_FILE = MONITORING / "prometheus-rules.yaml"
@@ -177,7 +177,7 @@ def test_expression_uses_only_exported_metrics(query):
     assert series_in(query.expr), f"{query.where}: no ray_longserve_ metric in {query.expr}"
     for series in series_in(query.expr):
         name, suffix = split_series(series)
-        assert name in METRICS, f"{query.where}: {series} is not exported: no {name} in longserve/metrics.py"
+        assert name in METRICS, f"{query.where}: {series} is not exported: no {name} in longserve/server/monitoring/metrics.py"
         kind = METRICS[name][0]
         if suffix:
             assert kind == "histogram", f"{query.where}: {series}, but {name} is a {kind}, not a histogram"

@@ -31,8 +31,8 @@ import ray
 
 from longserve.client import Client
 from longserve.client.core import error_body
-from longserve.config import AppConfig
-from longserve.deployments.job_store import store_name
+from longserve.server.config import AppConfig
+from longserve.server.jobs.store import store_name
 from tests.reliability import (
     Workload, actor_rss_mb, assert_nothing_lost, check_sync, dedupe_deliveries, kill_named, percentiles, record,
     size, wait_ready,
@@ -65,7 +65,7 @@ def rel_config(tmp: Path, jobs: dict) -> AppConfig:
 def deploy(name: str, config: AppConfig, base_url: str) -> str:
     from ray import serve
 
-    from longserve.apps.main import build_app
+    from longserve.server.app import build_app
 
     serve.run(build_app(config), name=name, route_prefix=f"/{name}")
     url = f"{base_url}/{name}"

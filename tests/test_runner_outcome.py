@@ -10,10 +10,10 @@ import asyncio
 
 from ray.exceptions import RayTaskError
 
-from longserve.config import AppConfig
-from longserve.deployments.job_runner import JobRunner
-from longserve.deployments.model_server import RESULT, STARTED
-from longserve.jobs.record import Job, JobRequest
+from longserve.server.config import AppConfig
+from longserve.server.jobs.runner import JobRunner
+from longserve.server.model_server import RESULT, STARTED
+from longserve.server.jobs.record import Job, JobRequest
 
 
 class Remote:

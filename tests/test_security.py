@@ -111,9 +111,9 @@ def test_the_cluster_posture_refuses_to_start_without_its_secrets(monkeypatch):
     """auth.required and callbacks.require_signing (set in the RayService): a
     missing Secret stops the deploy instead of opening the API or sending
     unsigned callbacks."""
-    from longserve.callbacks import load_secret
-    from longserve.config import AuthConfig, CallbacksConfig
-    from longserve.security import Auth
+    from longserve.server.jobs.callbacks import load_secret
+    from longserve.server.config import AuthConfig, CallbacksConfig
+    from longserve.server.http.auth import Auth
 
     monkeypatch.delenv("LONGSERVE_API_KEYS", raising=False)
     monkeypatch.delenv("LONGSERVE_WEBHOOK_SECRET", raising=False)

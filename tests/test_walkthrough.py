@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from longserve.apps import cli
+from longserve.client import cli
 from tests.conftest import WEBHOOK_SECRET
 from tests.webhooks import Receiver, verify
 

@@ -8,14 +8,14 @@
         job = client.wait(job, on_progress=lambda j: print(j.progress.done, "/", j.progress.total))
         transcript = client.result(job)
 
-Results are the server's own models: `JobView`, `JobPage` (longserve.jobs.record),
-`ModelView`, `ModelList` (longserve.schemas).
+Results are the server's own models: `JobView`, `JobPage` (longserve.server.jobs.record),
+`ModelView`, `ModelList` (longserve.api.models).
 """
 
 from longserve.client.clients import AsyncClient, Client
 from longserve.client.core import ConnectionFailed, JobNotFinished, LongserveError, Retry, WaitTimeout
-from longserve.jobs.record import JobPage, JobView
-from longserve.schemas import ModelList, ModelView
+from longserve.api.jobs import JobPage, JobView
+from longserve.api.models import ModelList, ModelView
 
 __all__ = [
     "AsyncClient", "Client", "ConnectionFailed", "JobNotFinished", "JobPage", "JobView", "LongserveError",

@@ -16,8 +16,8 @@ from typing import Any, Callable, Generator, Optional, Union
 
 import httpx
 
-from longserve.jobs.record import PENDING, JobPage, JobView
-from longserve.schemas import ModelList, ModelView
+from longserve.api.jobs import PENDING, JobPage, JobView
+from longserve.api.models import ModelList, ModelView
 
 logger = logging.getLogger("longserve.client")
 

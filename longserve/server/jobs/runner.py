@@ -18,14 +18,14 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from longserve.config import AppConfig
-from longserve.deployments.callback_sender import CallbackSender
-from longserve.deployments.job_store import get_job_store
-from longserve.deployments.model_server import INVALID, PROGRESS, RESULT, STARTED, load_model_class
-from longserve.errors import first_line
-from longserve.inputs import InputParser
-from longserve.jobs.record import Job, Progress, loggable
-from longserve.monitor import Monitor
+from longserve.server.config import AppConfig
+from longserve.server.jobs.callback_sender import CallbackSender
+from longserve.server.jobs.store import get_job_store
+from longserve.server.model_server import INVALID, PROGRESS, RESULT, STARTED, load_model_class
+from longserve.server.http.errors import first_line
+from longserve.server.inputs import InputParser
+from longserve.server.jobs.record import Job, Progress, loggable
+from longserve.server.monitoring.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
 
-from longserve.jobs.record import Job
+from longserve.server.jobs.record import Job
 
 
 class Backend(Protocol):

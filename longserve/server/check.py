@@ -1,6 +1,6 @@
 """Check a Serve config file before anything starts:
 
-    python -m longserve.apps.check serve_config.yaml
+    python -m longserve.server.check serve_config.yaml
 
 `serve run` reports a bad `args` value only in the controller's log and keeps
 running; this exits 1 at once with the field, the value and the accepted
@@ -15,9 +15,9 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from longserve.config import AUTO, AppConfig
+from longserve.server.config import AUTO, AppConfig
 
-IMPORT_PATH = "longserve.apps.main:build_app"
+IMPORT_PATH = "longserve.server.app:build_app"
 
 
 def check(path: str) -> tuple[list[str], list[AppConfig]]:

@@ -1,15 +1,16 @@
-"""A job as stored, and as clients see it."""
+"""A job as the server stores it; `Job.view()` is what clients see (longserve.api.jobs)."""
 
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
-PENDING = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
+from longserve.api.jobs import (
+    PENDING, CallbackEvents, CallbackStatus, CallbackView, JobView, Links, ProgressView, Status,
+)
+
 
 
 def new_job_id() -> str:
@@ -33,9 +34,6 @@ class Progress(BaseModel):
             return None
         return round(min(self.done / self.total, 1.0), 4)
 
-
-CallbackEvents = Literal["completed", "all"]
-CallbackStatus = Literal["pending", "delivered", "failed"]
 
 
 class Callback(BaseModel):
@@ -116,60 +114,6 @@ class Job(BaseModel):
             view.result = self.result
         # Absent, not null: `result` only on a succeeded job, `error` and `callback` only when there is one.
         return view.model_dump(exclude_unset=True)
-
-
-# -- what clients see: the server's response schemas, also used by the SDK ----
-
-
-class ProgressView(BaseModel):
-    done: float
-    total: Optional[float] = None
-    message: str = ""
-    fraction: Optional[float] = None
-
-
-class CallbackView(BaseModel):
-    url: str
-    events: CallbackEvents
-    status: CallbackStatus
-    attempts: int
-    last_status: Optional[int] = None
-    last_error: Optional[str] = None
-    delivered_at: Optional[str] = None
-
-
-class Links(BaseModel):
-    self: str
-    result: str
-
-
-class JobView(BaseModel):
-    """`GET /v1/jobs/{id}`: times are ISO 8601 UTC; `result` only once succeeded."""
-
-    id: str
-    model: str
-    status: Status
-    progress: ProgressView
-    attempts: int
-    max_attempts: int
-    created_at: str
-    started_at: Optional[str] = None
-    finished_at: Optional[str] = None
-    expires_at: Optional[str] = None
-    queue_wait_s: float
-    run_s: Optional[float] = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    links: Links
-    error: Optional[dict[str, Any]] = None
-    callback: Optional[CallbackView] = None
-    result: Any = None
-
-
-class JobPage(BaseModel):
-    """`GET /v1/jobs`: newest first; pass next_cursor to get the next page."""
-
-    jobs: list[JobView]
-    next_cursor: Optional[int] = None
 
 
 def _iso(ts: Optional[float]) -> Optional[str]:

@@ -5,8 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from longserve.config import AUTO, AppConfig
-from longserve.errors import ApiError
+from longserve.server.config import AUTO, AppConfig
+from longserve.server.http.errors import ApiError
 
 HEADER = "Request-Timeout"
 NO_TIMEOUT_WORDS = {"none", "false", "-1"}

@@ -7,8 +7,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from longserve.config import AppConfig
-from longserve.errors import ApiError
+from longserve.server.config import AppConfig
+from longserve.server.http.errors import ApiError
 from longserve.model import InvalidInput, Model
 
 

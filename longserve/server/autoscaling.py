@@ -34,11 +34,11 @@ import math
 import time
 from typing import Any, Optional
 
-from longserve.config import JobsConfig, ModelConfig
+from longserve.server.config import JobsConfig, ModelConfig
 
 logger = logging.getLogger("ray.serve")
 
-POLICY_PATH = "longserve.autoscaling:BacklogPolicy"
+POLICY_PATH = "longserve.server.autoscaling:BacklogPolicy"
 REFRESH_S = 1.0
 CALL_TIMEOUT_S = 5.0
 STALE_AFTER_S = 30.0
@@ -46,7 +46,7 @@ STALE_AFTER_S = 30.0
 
 def model_serve_options(name: str, model: ModelConfig, jobs: JobsConfig) -> dict[str, Any]:
     """The model's Serve options, with the backlog policy added to its autoscaling_config."""
-    from longserve.deployments.job_store import NAMESPACE, store_name
+    from longserve.server.jobs.store import NAMESPACE, store_name
 
     options = model.serve_options()
     autoscaling = options.get("autoscaling_config")

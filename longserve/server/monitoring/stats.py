@@ -15,8 +15,8 @@ from typing import NamedTuple, Optional
 import httpx
 import ray
 
-from longserve.config import AutoTimeoutConfig, MonitoringConfig
-from longserve.metrics import Metrics
+from longserve.server.config import AutoTimeoutConfig, MonitoringConfig
+from longserve.server.monitoring.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

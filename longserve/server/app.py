@@ -1,6 +1,6 @@
 """The application that `serve run serve_config.yaml` builds.
 
-    import_path: longserve.apps.main:build_app
+    import_path: longserve.server.app:build_app
 
 Ray Serve validates the config's `args` against AppConfig before calling us,
 so a bad timeout fails `serve run` with the field, the value and the forms.
@@ -8,11 +8,11 @@ so a bad timeout fails `serve run` with the field, the value and the forms.
 
 from ray.serve import Application
 
-from longserve.autoscaling import model_serve_options
-from longserve.config import AppConfig
-from longserve.deployments.gateway import Gateway
-from longserve.deployments.job_runner import JobRunner
-from longserve.deployments.model_server import ModelServer
+from longserve.server.autoscaling import model_serve_options
+from longserve.server.config import AppConfig
+from longserve.server.http.gateway import Gateway
+from longserve.server.jobs.runner import JobRunner
+from longserve.server.model_server import ModelServer
 
 
 def build_app(args: AppConfig) -> Application:

@@ -17,21 +17,22 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from longserve.callbacks import check_url, load_secret
-from longserve.config import AUTO, AppConfig
-from longserve.deployments.job_store import get_job_store
-from longserve.deployments.model_server import INVALID, RESULT, STARTED, load_model_class
-from longserve.errors import ERROR_RESPONSES, ApiError, first_line, install_error_handlers, request_id
-from longserve.inputs import InputParser, check_media_type, media_type_of
-from longserve.jobs.http import JOB_PARAMS, JobOptions, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
-from longserve.jobs.record import PENDING, Callback, JobPage, JobRequest, JobView, Status, new_job_id
+from longserve.server.jobs.callbacks import check_url, load_secret
+from longserve.server.config import AUTO, AppConfig
+from longserve.server.jobs.store import get_job_store
+from longserve.server.model_server import INVALID, RESULT, STARTED, load_model_class
+from longserve.server.http.errors import ERROR_RESPONSES, ApiError, first_line, install_error_handlers, request_id
+from longserve.server.inputs import InputParser, check_media_type, media_type_of
+from longserve.server.http.jobs import JOB_PARAMS, JobOptions, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
+from longserve.api.jobs import PENDING, JobPage, JobView, Status
+from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.model import Model
-from longserve.autoscaling import cold_start_note
-from longserve.timeouts import HEADER as TIMEOUT_HEADER
-from longserve.monitor import Monitor
-from longserve.schemas import Backlog, ModelList, ModelView
-from longserve.security import Auth
-from longserve.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
+from longserve.server.autoscaling import cold_start_note
+from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
+from longserve.server.monitoring.monitor import Monitor
+from longserve.api.models import Backlog, ModelList, ModelView
+from longserve.server.http.auth import Auth
+from longserve.server.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
 
 logger = logging.getLogger("ray.serve")
 

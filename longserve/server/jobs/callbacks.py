@@ -25,8 +25,8 @@ from typing import Optional
 
 import httpx
 
-from longserve.config import CallbacksConfig
-from longserve.errors import ApiError
+from longserve.server.config import CallbacksConfig
+from longserve.server.http.errors import ApiError
 
 SECRET_PREFIX = "whsec_"
 # Besides every 5xx: the 4xx answers that mean "not now" rather than "never".

@@ -20,8 +20,8 @@ from typing import Literal, Optional
 
 from fastapi import Request
 
-from longserve.config import AuthConfig
-from longserve.errors import ApiError
+from longserve.server.config import AuthConfig
+from longserve.server.http.errors import ApiError
 
 logger = logging.getLogger("ray.serve")
 

@@ -12,11 +12,11 @@ import asyncio
 import logging
 import time
 
-from longserve.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, new_client, payload
-from longserve.config import CallbacksConfig
-from longserve.errors import ApiError
-from longserve.jobs.record import Callback, Job, loggable
-from longserve.monitor import Monitor
+from longserve.server.jobs.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, new_client, payload
+from longserve.server.config import CallbacksConfig
+from longserve.server.http.errors import ApiError
+from longserve.server.jobs.record import Callback, Job, loggable
+from longserve.server.monitoring.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
 

@@ -26,10 +26,11 @@ from typing import Any, Optional
 
 import ray
 
-from longserve.config import JobsConfig
-from longserve.jobs.backends import make_backend
-from longserve.jobs.record import PENDING, Callback, Job, JobRequest, Progress, loggable
-from longserve.metrics import Metrics
+from longserve.server.config import JobsConfig
+from longserve.server.jobs.backends import make_backend
+from longserve.api.jobs import PENDING
+from longserve.server.jobs.record import Callback, Job, JobRequest, Progress, loggable
+from longserve.server.monitoring.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

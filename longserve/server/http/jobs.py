@@ -7,8 +7,9 @@ from typing import Optional
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from longserve.errors import ApiError
-from longserve.jobs.record import PENDING, CallbackEvents, Job
+from longserve.server.http.errors import ApiError
+from longserve.api.jobs import PENDING, CallbackEvents
+from longserve.server.jobs.record import Job
 
 POLL_AFTER_S = 1  # Retry-After while a job is pending
 MAX_METADATA_BYTES = 16 * 1024

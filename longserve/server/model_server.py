@@ -17,8 +17,8 @@ import ray
 from pydantic import BaseModel
 from ray import serve
 
-from longserve.config import ModelConfig
-from longserve.devices import RUNTIMES, choose_device
+from longserve.server.config import ModelConfig
+from longserve.server.devices import RUNTIMES, choose_device
 from longserve.model import Cancelled, Context, InvalidInput, Model
 
 logger = logging.getLogger("ray.serve")

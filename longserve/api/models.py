@@ -1,7 +1,7 @@
 """Response bodies of the models API, shared by the server and the SDK.
 
 The jobs API's bodies (JobView, JobPage) live beside the job record in
-longserve.jobs.record."""
+longserve.server.jobs.record."""
 
 from typing import Any, Optional
 

@@ -8,10 +8,10 @@ import logging
 import time
 from typing import Optional
 
-from longserve.config import AUTO, AppConfig
-from longserve.deployments.stats import FLUSH_S, Sample, get_stats
-from longserve.jobs.record import loggable
-from longserve.metrics import Metrics
+from longserve.server.config import AUTO, AppConfig
+from longserve.server.monitoring.stats import FLUSH_S, Sample, get_stats
+from longserve.server.jobs.record import loggable
+from longserve.server.monitoring.metrics import Metrics
 
 logger = logging.getLogger("ray.serve")
 
