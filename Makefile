@@ -14,11 +14,11 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[server]'
 
 install-test: $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[server,test,bench]'
 
 check: install
 	$(PY) -m longserve.server.check serve_config.yaml
