@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; install it first so nothing pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-test run check test clean
+.PHONY: install install-test run check lint test clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,7 +26,13 @@ check: install
 run: check
 	$(VENV)/bin/serve run serve_config.yaml
 
-test: install-test
+# ruff (lint and format) and mypy over the package, then the whole suite.
+lint: install-test
+	$(VENV)/bin/ruff check longserve
+	$(VENV)/bin/ruff format --check longserve
+	$(VENV)/bin/mypy
+
+test: lint
 	$(VENV)/bin/pytest
 
 clean:
