@@ -12,12 +12,21 @@ Results are the server's own models: `JobView`, `JobPage` (longserve.server.jobs
 `ModelView`, `ModelList` (longserve.api.models).
 """
 
-from longserve.client.clients import AsyncClient, Client
-from longserve.client.core import ConnectionFailed, JobNotFinished, LongserveError, Retry, WaitTimeout
 from longserve.api.jobs import JobPage, JobView
 from longserve.api.models import ModelList, ModelView
+from longserve.client.clients import AsyncClient, Client
+from longserve.client.core import ConnectionFailed, JobNotFinished, LongserveError, Retry, WaitTimeout
 
 __all__ = [
-    "AsyncClient", "Client", "ConnectionFailed", "JobNotFinished", "JobPage", "JobView", "LongserveError",
-    "ModelList", "ModelView", "Retry", "WaitTimeout",
+    "AsyncClient",
+    "Client",
+    "ConnectionFailed",
+    "JobNotFinished",
+    "JobPage",
+    "JobView",
+    "LongserveError",
+    "ModelList",
+    "ModelView",
+    "Retry",
+    "WaitTimeout",
 ]

@@ -11,8 +11,9 @@ from the server's error body.
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import click
 
@@ -87,10 +88,12 @@ def _epilog() -> str:
 
 
 @click.group(cls=Cli, epilog=_epilog())
-@click.option("--url", envvar=URL_ENV, default=DEFAULT_URL, show_default=True,
-              help=f"The gateway's address (or ${URL_ENV}).")
-@click.option("--api-key", envvar=API_KEY_ENV, default=None,
-              help=f"Sent as 'Authorization: Bearer <key>' (or ${API_KEY_ENV}).")
+@click.option(
+    "--url", envvar=URL_ENV, default=DEFAULT_URL, show_default=True, help=f"The gateway's address (or ${URL_ENV})."
+)
+@click.option(
+    "--api-key", envvar=API_KEY_ENV, default=None, help=f"Sent as 'Authorization: Bearer <key>' (or ${API_KEY_ENV})."
+)
 @click.pass_context
 def cli(ctx: click.Context, url: str, api_key: Optional[str]) -> None:
     """Client for a longserve gateway: predict, transcribe, jobs, models."""
@@ -104,11 +107,19 @@ def body_options(func: Callable) -> Callable:
     """TEXT... (sent as {"texts": [...]}), --json, or --file: the request body."""
     options = [
         click.argument("texts", nargs=-1),
-        click.option("--json", "json_body", metavar="BODY", help="A JSON body; @PATH reads it from a file, - from stdin."),
-        click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Send this file as the raw body (e.g. audio); Content-Type guessed from its name."),
+        click.option(
+            "--json", "json_body", metavar="BODY", help="A JSON body; @PATH reads it from a file, - from stdin."
+        ),
+        click.option(
+            "--file",
+            "file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Send this file as the raw body (e.g. audio); Content-Type guessed from its name.",
+        ),
         click.option("--content-type", help="Content-Type for --file."),
-        click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter, e.g. language=en."),
+        click.option(
+            "--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter, e.g. language=en."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -132,7 +143,13 @@ def body_of(texts, json_body, file, content_type, params) -> dict:
     elif file is not None:
         kwargs.update(content=file, content_type=content_type)
     else:
-        raw = sys.stdin.read() if json_body == "-" else Path(json_body[1:]).read_text() if json_body.startswith("@") else json_body
+        raw = (
+            sys.stdin.read()
+            if json_body == "-"
+            else Path(json_body[1:]).read_text()
+            if json_body.startswith("@")
+            else json_body
+        )
         try:
             kwargs["inputs"] = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -152,12 +169,19 @@ def job_options(func: Callable) -> Callable:
 
 def wait_options(func: Callable) -> Callable:
     options = [
-        click.option("--progress/--no-progress", default=None,
-                     help="Show a progress bar on stderr (default: when stderr is a terminal)."),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Show a progress bar on stderr (default: when stderr is a terminal).",
+        ),
         click.option("--wait-timeout", type=float, help="Stop waiting after this many seconds (exit 10)."),
-        click.option("--on-interrupt", type=click.Choice(INTERRUPT_CHOICES), default=None,
-                     help="Ctrl-C while waiting: ask (default when stdin is a terminal), cancel the job, "
-                          "or leave it running (default otherwise)."),
+        click.option(
+            "--on-interrupt",
+            type=click.Choice(INTERRUPT_CHOICES),
+            default=None,
+            help="Ctrl-C while waiting: ask (default when stdin is a terminal), cancel the job, "
+            "or leave it running (default otherwise).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -166,10 +190,21 @@ def wait_options(func: Callable) -> Callable:
 
 def output_options(default_format: str) -> Callable:
     def decorate(func: Callable) -> Callable:
-        func = click.option("--format", "fmt", type=click.Choice(FORMATS), default=default_format,
-                            show_default=True, help="How to write the result.")(func)
-        return click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                            help="Write the result to this file instead of stdout.")(func)
+        func = click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMATS),
+            default=default_format,
+            show_default=True,
+            help="How to write the result.",
+        )(func)
+        return click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the result to this file instead of stdout.",
+        )(func)
+
     return decorate
 
 
@@ -188,7 +223,7 @@ class ProgressBar:
 
     def __init__(self, enabled: Optional[bool]):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar, made on the first update
         self.job: Optional[JobView] = None
 
     def __call__(self, job: JobView) -> None:
@@ -205,8 +240,7 @@ class ProgressBar:
         if progress.total and self.bar.total != progress.total:
             # Known once running: restart the clock there, so the ETA is the run's.
             self.bar.reset(total=progress.total)
-            self.bar.bar_format = ("{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
-                                   "[{elapsed}<{remaining}]")
+            self.bar.bar_format = "{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
         self.bar.set_description_str(job.status, refresh=False)
         self.bar.n = min(progress.done, progress.total or progress.done)
         self.bar.refresh()
@@ -240,8 +274,9 @@ def interrupted(client: Client, job: Optional[JobView], choice: Optional[str]) -
     sys.exit(INTERRUPTED)
 
 
-def waiting(client: Client, call: Callable[[ProgressBar], Any], progress: Optional[bool],
-            on_interrupt: Optional[str]) -> Any:
+def waiting(
+    client: Client, call: Callable[[ProgressBar], Any], progress: Optional[bool], on_interrupt: Optional[str]
+) -> Any:
     """Run `call(bar)`, which waits on a job reporting to `bar`; handle Ctrl-C."""
     bar = ProgressBar(progress)
     try:
@@ -269,18 +304,46 @@ def finished(job: JobView) -> Any:
 @click.argument("model")
 @body_options
 @click.option("--request-timeout", type=float, help="Send 'Request-Timeout: <seconds>' (capped by max_timeout).")
-@click.option("--prefer-wait", type=float, metavar="N",
-              help="'Prefer: wait=N': if not done in N s the work becomes a job, which is then waited for.")
+@click.option(
+    "--prefer-wait",
+    type=float,
+    metavar="N",
+    help="'Prefer: wait=N': if not done in N s the work becomes a job, which is then waited for.",
+)
 @wait_options
 @output_options("json")
 @click.pass_obj
-def predict(client: Client, model, texts, json_body, file, content_type, params, request_timeout, prefer_wait,
-            progress, wait_timeout, on_interrupt, output, fmt):
+def predict(
+    client: Client,
+    model,
+    texts,
+    json_body,
+    file,
+    content_type,
+    params,
+    request_timeout,
+    prefer_wait,
+    progress,
+    wait_timeout,
+    on_interrupt,
+    output,
+    fmt,
+):
     """Run MODEL on TEXT... ({"texts": [...]}), --json BODY or --file PATH and print the result."""
     kwargs = body_of(texts, json_body, file, content_type, params)
-    result = waiting(client, lambda bar: client.predict(
-        model, **kwargs, request_timeout=request_timeout, prefer_wait=prefer_wait, on_progress=bar,
-        wait_timeout=wait_timeout), progress, on_interrupt)
+    result = waiting(
+        client,
+        lambda bar: client.predict(
+            model,
+            **kwargs,
+            request_timeout=request_timeout,
+            prefer_wait=prefer_wait,
+            on_progress=bar,
+            wait_timeout=wait_timeout,
+        ),
+        progress,
+        on_interrupt,
+    )
     emit(result, fmt, output)
 
 
@@ -290,14 +353,32 @@ def predict(client: Client, model, texts, json_body, file, content_type, params,
 @click.option("--language", help="ISO code such as 'en'; detected when omitted.")
 @click.option("--sync", is_flag=True, help="One sync request (bounded by the timeout in force) instead of a job.")
 @click.option("--request-timeout", type=float, help="With --sync: send 'Request-Timeout: <seconds>'.")
-@click.option("--prefer-wait", type=float, metavar="N",
-              help="Sync request with 'Prefer: wait=N': the transcript if done in N s, else a job to wait for.")
+@click.option(
+    "--prefer-wait",
+    type=float,
+    metavar="N",
+    help="Sync request with 'Prefer: wait=N': the transcript if done in N s, else a job to wait for.",
+)
 @job_options
 @wait_options
 @output_options("text")
 @click.pass_obj
-def transcribe(client: Client, audio, model, language, sync, request_timeout, prefer_wait, callback_url,
-               callback_events, progress, wait_timeout, on_interrupt, output, fmt):
+def transcribe(
+    client: Client,
+    audio,
+    model,
+    language,
+    sync,
+    request_timeout,
+    prefer_wait,
+    callback_url,
+    callback_events,
+    progress,
+    wait_timeout,
+    on_interrupt,
+    output,
+    fmt,
+):
     """Transcribe AUDIO (any format the server decodes): submit a job, show its progress, print the transcript."""
     params = {"language": language} if language else {}
     if callback_url and prefer_wait is not None:  # the job it may become calls back
@@ -305,12 +386,24 @@ def transcribe(client: Client, audio, model, language, sync, request_timeout, pr
     elif callback_url and (sync or request_timeout is not None):
         raise click.UsageError("--callback-url needs a job: drop --sync/--request-timeout, or use --prefer-wait")
     if sync or request_timeout is not None or prefer_wait is not None:
-        result = waiting(client, lambda bar: client.predict(
-            model, content=audio, params=params or None, request_timeout=request_timeout, prefer_wait=prefer_wait,
-            on_progress=bar, wait_timeout=wait_timeout), progress, on_interrupt)
+        result = waiting(
+            client,
+            lambda bar: client.predict(
+                model,
+                content=audio,
+                params=params or None,
+                request_timeout=request_timeout,
+                prefer_wait=prefer_wait,
+                on_progress=bar,
+                wait_timeout=wait_timeout,
+            ),
+            progress,
+            on_interrupt,
+        )
     else:
-        job = client.submit(model, content=audio, params=params or None, callback_url=callback_url,
-                            callback_events=callback_events)
+        job = client.submit(
+            model, content=audio, params=params or None, callback_url=callback_url, callback_events=callback_events
+        )
         result = finished(waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt))
     emit(result, fmt, output)
 
@@ -328,12 +421,31 @@ def jobs():
 @click.option("--idempotency-key", help="The same key and body give the same job.")
 @job_options
 @click.pass_obj
-def jobs_submit(client: Client, model, texts, json_body, file, content_type, params, ttl_s, metadata,
-                idempotency_key, callback_url, callback_events):
+def jobs_submit(
+    client: Client,
+    model,
+    texts,
+    json_body,
+    file,
+    content_type,
+    params,
+    ttl_s,
+    metadata,
+    idempotency_key,
+    callback_url,
+    callback_events,
+):
     """Submit a job; print its id (stdout), e.g. ID=$(longserve jobs submit ...)."""
     kwargs = body_of(texts, json_body, file, content_type, params)
-    job = client.submit(model, **kwargs, ttl_s=ttl_s, metadata=json.loads(metadata) if metadata else None,
-                        idempotency_key=idempotency_key, callback_url=callback_url, callback_events=callback_events)
+    job = client.submit(
+        model,
+        **kwargs,
+        ttl_s=ttl_s,
+        metadata=json.loads(metadata) if metadata else None,
+        idempotency_key=idempotency_key,
+        callback_url=callback_url,
+        callback_events=callback_events,
+    )
     click.echo(job.id)
 
 
@@ -383,7 +495,7 @@ def jobs_cancel(client: Client, job_id):
 def table(header: list[str], rows: list[list[Any]]) -> str:
     cells = [header] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 @jobs.command("list")
@@ -395,8 +507,17 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def jobs_list(client: Client, model, status, limit, cursor):
     """List jobs, newest first."""
     page = client.jobs(model, status, limit, cursor)
-    rows = [[j.id, j.model, j.status, f"{j.progress.fraction:.0%}" if j.progress.fraction is not None else None,
-             j.created_at, j.run_s] for j in page.jobs]
+    rows = [
+        [
+            j.id,
+            j.model,
+            j.status,
+            f"{j.progress.fraction:.0%}" if j.progress.fraction is not None else None,
+            j.created_at,
+            j.run_s,
+        ]
+        for j in page.jobs
+    ]
     click.echo(table(["ID", "MODEL", "STATUS", "PROGRESS", "CREATED", "RUN_S"], rows))
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}", err=True)
@@ -416,9 +537,18 @@ def models(client: Client, as_json):
     if as_json:
         click.echo(listing.model_dump_json(indent=2, by_alias=True))
         return
-    rows = [[m.name, "none" if m.timeout_s is None else f"{m.timeout_s:g}", m.timeout_source,
-             f"{m.max_ongoing_requests}/{m.max_queued_requests}", f"{m.jobs.queued}/{m.jobs.running}",
-             p99(m.latency, "sync"), p99(m.latency, "job")] for m in listing.models]
+    rows = [
+        [
+            m.name,
+            "none" if m.timeout_s is None else f"{m.timeout_s:g}",
+            m.timeout_source,
+            f"{m.max_ongoing_requests}/{m.max_queued_requests}",
+            f"{m.jobs.queued}/{m.jobs.running}",
+            p99(m.latency, "sync"),
+            p99(m.latency, "job"),
+        ]
+        for m in listing.models
+    ]
     click.echo(table(["MODEL", "TIMEOUT_S", "TIMEOUT_SOURCE", "RUN/QUEUE", "JOBS_Q/R", "P99_SYNC", "P99_JOB"], rows))
 
 

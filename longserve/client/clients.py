@@ -11,7 +11,17 @@ from typing import Any, Optional, Union
 import httpx
 
 from longserve.client.core import (
-    DEFAULT_TIMEOUT, Call, JobRef, ProgressCallback, Protocol, Retry, Send, Sleep, Step, advance, make_body,
+    DEFAULT_TIMEOUT,
+    Call,
+    JobRef,
+    ProgressCallback,
+    Protocol,
+    Retry,
+    Send,
+    Sleep,
+    Step,
+    advance,
+    make_body,
     transport_errors,
 )
 
@@ -28,27 +38,48 @@ class _Api:
     def url(self) -> str:
         return self._protocol.url
 
-    def predict(self, model: str, inputs: Any = None, *, content: Union[bytes, str, Path, None] = None,
-                content_type: Optional[str] = None, params: Optional[dict] = None,
-                request_timeout: Optional[float] = None, prefer_wait: Optional[float] = None,
-                on_progress: Optional[ProgressCallback] = None, wait_timeout: Optional[float] = None):
+    def predict(
+        self,
+        model: str,
+        inputs: Any = None,
+        *,
+        content: Union[bytes, str, Path, None] = None,
+        content_type: Optional[str] = None,
+        params: Optional[dict] = None,
+        request_timeout: Optional[float] = None,
+        prefer_wait: Optional[float] = None,
+        on_progress: Optional[ProgressCallback] = None,
+        wait_timeout: Optional[float] = None,
+    ):
         """Run `model` on `inputs` (sent as JSON) or `content` (bytes or a file path, sent raw) and
         return its result. `request_timeout` sends `Request-Timeout`. With `prefer_wait=N` the server
         answers within N s; if the work is not done by then it becomes a job, which this call then
         waits for (`on_progress`, `wait_timeout` as in `wait`) — the caller just gets the result."""
         body = make_body(inputs, content, content_type)
-        return self._run(self._protocol.predict(model, body, params, request_timeout, prefer_wait, on_progress,
-                                                wait_timeout))
+        return self._run(
+            self._protocol.predict(model, body, params, request_timeout, prefer_wait, on_progress, wait_timeout)
+        )
 
-    def submit(self, model: str, inputs: Any = None, *, content: Union[bytes, str, Path, None] = None,
-               content_type: Optional[str] = None, params: Optional[dict] = None, ttl_s: Optional[float] = None,
-               metadata: Optional[dict] = None, idempotency_key: Optional[str] = None,
-               callback_url: Optional[str] = None, callback_events: Optional[str] = None):
+    def submit(
+        self,
+        model: str,
+        inputs: Any = None,
+        *,
+        content: Union[bytes, str, Path, None] = None,
+        content_type: Optional[str] = None,
+        params: Optional[dict] = None,
+        ttl_s: Optional[float] = None,
+        metadata: Optional[dict] = None,
+        idempotency_key: Optional[str] = None,
+        callback_url: Optional[str] = None,
+        callback_events: Optional[str] = None,
+    ):
         """Submit a job; returns its `JobView` (status `queued`) at once. `callback_url` and
         `callback_events` (`completed` | `all`) are passed to the server as query parameters."""
         body = make_body(inputs, content, content_type)
-        return self._run(self._protocol.submit(model, body, params, ttl_s, metadata, idempotency_key, callback_url,
-                                               callback_events))
+        return self._run(
+            self._protocol.submit(model, body, params, ttl_s, metadata, idempotency_key, callback_url, callback_events)
+        )
 
     def job(self, job: JobRef, wait: Optional[float] = None):
         """The job's `JobView` now, or (with `wait=N`) once its status or progress changes, within N s."""
@@ -69,8 +100,9 @@ class _Api:
         """Cancel a queued or running job; returns its `JobView`. 409 `job_finished` once it ended."""
         return self._run(self._protocol.cancel(job))
 
-    def jobs(self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50,
-             cursor: Optional[int] = None):
+    def jobs(
+        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None
+    ):
         """One page of jobs, newest first (`JobPage`; pass its `next_cursor` for the next)."""
         return self._run(self._protocol.jobs(model, status, limit, cursor))
 
@@ -92,11 +124,19 @@ class Client(_Api):
             client.predict("embedder", {"texts": ["hello"]})
     """
 
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, *, retry: Optional[Retry] = None,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: Optional[httpx.BaseTransport] = None):
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        retry: Optional[Retry] = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: Optional[httpx.BaseTransport] = None,
+    ):
         self._protocol = Protocol(url, api_key, retry)
-        self._http = httpx.Client(base_url=self._protocol.url, headers=self._protocol.headers(), timeout=timeout,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self._protocol.url, headers=self._protocol.headers(), timeout=timeout, transport=transport
+        )
 
     def _run(self, call: Call):
         done, step = advance(call, None)
@@ -125,16 +165,24 @@ class Client(_Api):
 class AsyncClient(_Api):
     """The same calls as `Client`, each returning an awaitable.
 
-        async with AsyncClient() as client:
-            job = await client.submit("transcriber", content="podcast.mp3")
-            job = await client.wait(job, on_progress=print)
+    async with AsyncClient() as client:
+        job = await client.submit("transcriber", content="podcast.mp3")
+        job = await client.wait(job, on_progress=print)
     """
 
-    def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, *, retry: Optional[Retry] = None,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT, transport: Optional[httpx.AsyncBaseTransport] = None):
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        retry: Optional[Retry] = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ):
         self._protocol = Protocol(url, api_key, retry)
-        self._http = httpx.AsyncClient(base_url=self._protocol.url, headers=self._protocol.headers(),
-                                       timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self._protocol.url, headers=self._protocol.headers(), timeout=timeout, transport=transport
+        )
 
     async def _run(self, call: Call):
         done, step = advance(call, None)
@@ -159,4 +207,3 @@ class AsyncClient(_Api):
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
-

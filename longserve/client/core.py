@@ -9,10 +9,11 @@ import mimetypes
 import random
 import time
 import uuid
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Optional, Union
+from typing import Any, Optional, Union
 
 import httpx
 
@@ -39,7 +40,7 @@ class LongserveError(Exception):
     `overloaded`, `not_found`, ...), `error` the whole `error` object (with
     fields such as `hint`, `timeout_s`, `stage`, `request_id`)."""
 
-    def __init__(self, status: int, error: dict, headers: Optional[dict] = None):
+    def __init__(self, status: int, error: dict, headers: Optional[Mapping[str, str]] = None):
         self.status = status
         self.error = error
         self.type = error.get("type", "http_error")
@@ -57,8 +58,9 @@ class ConnectionFailed(LongserveError):
     """The server could not be reached (no HTTP answer at all)."""
 
     def __init__(self, url: str, exc: Exception):
-        super().__init__(0, {"type": "connection_failed",
-                             "message": f"could not reach {url}: {type(exc).__name__}: {exc}"})
+        super().__init__(
+            0, {"type": "connection_failed", "message": f"could not reach {url}: {type(exc).__name__}: {exc}"}
+        )
 
 
 class JobNotFinished(LongserveError):
@@ -72,10 +74,16 @@ class JobNotFinished(LongserveError):
 class WaitTimeout(LongserveError):
     """`wait(..., timeout=)` ran out; the job goes on."""
 
-    def __init__(self, job: JobView, timeout: float):
+    def __init__(self, job: JobView, timeout: Optional[float]):
         self.job = job
-        super().__init__(0, {"type": "wait_timeout", "job_id": job.id,
-                             "message": f"job {job.id} still {job.status} after waiting {timeout:g} s; it goes on"})
+        super().__init__(
+            0,
+            {
+                "type": "wait_timeout",
+                "job_id": job.id,
+                "message": f"job {job.id} still {job.status} after waiting {timeout or 0:g} s; it goes on",
+            },
+        )
 
 
 # -- steps a call yields ------------------------------------------------------
@@ -94,9 +102,17 @@ class Send:
     def build(self, http: Union[httpx.Client, httpx.AsyncClient]) -> httpx.Request:
         timeout = http.timeout
         if self.read_timeout != CLIENT_DEFAULT:
-            timeout = httpx.Timeout(timeout.read, connect=timeout.connect, read=self.read_timeout, write=None)
-        return http.build_request(self.method, self.url, params=self.params, headers=self.headers,
-                                  content=self.content, json=self.json, timeout=timeout)
+            read = None if self.read_timeout is None else float(self.read_timeout)
+            timeout = httpx.Timeout(timeout.read, connect=timeout.connect, read=read, write=None)
+        return http.build_request(
+            self.method,
+            self.url,
+            params=self.params,
+            headers=self.headers,
+            content=self.content,
+            json=self.json,
+            timeout=timeout,
+        )
 
 
 @dataclass
@@ -139,8 +155,9 @@ class Body:
     content_type: Optional[str] = None
 
 
-def make_body(inputs: Any = None, content: Union[bytes, str, Path, None] = None,
-              content_type: Optional[str] = None) -> Body:
+def make_body(
+    inputs: Any = None, content: Union[bytes, str, Path, None] = None, content_type: Optional[str] = None
+) -> Body:
     """`inputs` is sent as JSON; `content` (bytes or a file path) as a raw body.
     A file's content type is guessed from its name (`audio/mpeg` for .mp3)."""
     if content is None:
@@ -175,7 +192,7 @@ class Retry:
         try:
             seconds = float(header)
         except ValueError:
-            seconds = self.base_delay * 2 ** retry
+            seconds = self.base_delay * 2**retry
         jitter = random.uniform(0, 0.1 * seconds)  # clients refused together do not return together
         return min(max(seconds, 0.0) + jitter, self.max_delay)
 
@@ -224,20 +241,36 @@ class Protocol:
             if response.status_code in ok:
                 return response
             error = error_of(response)
-            again = response.status_code == 503 or (idempotent and response.status_code >= 500
-                                                     and error_body(response) is None)
+            again = response.status_code == 503 or (
+                idempotent and response.status_code >= 500 and error_body(response) is None
+            )
             if not again or retry == self.retry.attempts:
                 raise error
             delay = self.retry.delay(retry, response)
-            logger.info("%s %s: %d %s; retry %d/%d in %.2f s", send.method, send.url, response.status_code,
-                        error.type, retry + 1, self.retry.attempts, delay)
+            logger.info(
+                "%s %s: %d %s; retry %d/%d in %.2f s",
+                send.method,
+                send.url,
+                response.status_code,
+                error.type,
+                retry + 1,
+                self.retry.attempts,
+                delay,
+            )
             yield Sleep(delay)
 
     # -- calls ----------------------------------------------------------------
 
-    def predict(self, model: str, body: Body, params: Optional[dict], request_timeout: Optional[float],
-                prefer_wait: Optional[float], on_progress: Optional[ProgressCallback],
-                wait_timeout: Optional[float]) -> Call:
+    def predict(
+        self,
+        model: str,
+        body: Body,
+        params: Optional[dict],
+        request_timeout: Optional[float],
+        prefer_wait: Optional[float],
+        on_progress: Optional[ProgressCallback],
+        wait_timeout: Optional[float],
+    ) -> Call:
         headers = {}
         if body.content_type:
             headers["Content-Type"] = body.content_type
@@ -256,9 +289,17 @@ class Protocol:
         job = yield from self.wait(job, wait_timeout, on_progress, location)
         return (yield from self.result(job))
 
-    def submit(self, model: str, body: Body, params: Optional[dict], ttl_s: Optional[float],
-               metadata: Optional[dict], idempotency_key: Optional[str], callback_url: Optional[str],
-               callback_events: Optional[str]) -> Call:
+    def submit(
+        self,
+        model: str,
+        body: Body,
+        params: Optional[dict],
+        ttl_s: Optional[float],
+        metadata: Optional[dict],
+        idempotency_key: Optional[str],
+        callback_url: Optional[str],
+        callback_events: Optional[str],
+    ) -> Call:
         import json
 
         query = dict(params or {})
@@ -282,8 +323,9 @@ class Protocol:
         response = yield from self.request(send)
         return JobView.model_validate(response.json())
 
-    def wait(self, job: JobRef, timeout: Optional[float], on_progress: Optional[ProgressCallback],
-             url: Optional[str] = None) -> Call:
+    def wait(
+        self, job: JobRef, timeout: Optional[float], on_progress: Optional[ProgressCallback], url: Optional[str] = None
+    ) -> Call:
         """Long-poll until the job finishes; `on_progress(view)` on every change."""
         deadline = None if timeout is None else time.monotonic() + timeout
         view = job if isinstance(job, JobView) else (yield from self.job(job, url=url))
@@ -313,8 +355,11 @@ class Protocol:
         return JobView.model_validate(response.json())
 
     def jobs(self, model: Optional[str], status: Optional[str], limit: int, cursor: Optional[int]) -> Call:
-        params = {k: v for k, v in (("model", model), ("status", status), ("limit", limit), ("cursor", cursor))
-                  if v is not None}
+        params = {
+            k: v
+            for k, v in (("model", model), ("status", status), ("limit", limit), ("cursor", cursor))
+            if v is not None
+        }
         response = yield from self.request(Send("GET", "/v1/jobs", params))
         return JobPage.model_validate(response.json())
 
@@ -325,4 +370,3 @@ class Protocol:
     def model(self, name: str) -> Call:
         response = yield from self.request(Send("GET", f"/v1/models/{name}"))
         return ModelView.model_validate(response.json())
-

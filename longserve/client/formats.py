@@ -30,11 +30,15 @@ def render(result: Any, fmt: str) -> str:
             return result["text"] + "\n"
         return json.dumps(result, ensure_ascii=False) + "\n"
     if fmt == "srt":
-        cues = [f"{i}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text']}\n"
-                for i, s in enumerate(_segments(result, fmt), 1)]
+        cues = [
+            f"{i}\n{_timestamp(s['start'], ',')} --> {_timestamp(s['end'], ',')}\n{s['text']}\n"
+            for i, s in enumerate(_segments(result, fmt), 1)
+        ]
         return "\n".join(cues)
     if fmt == "vtt":
-        cues = [f"{_timestamp(s['start'], '.')} --> {_timestamp(s['end'], '.')}\n{s['text']}\n"
-                for s in _segments(result, fmt)]
+        cues = [
+            f"{_timestamp(s['start'], '.')} --> {_timestamp(s['end'], '.')}\n{s['text']}\n"
+            for s in _segments(result, fmt)
+        ]
         return "\n".join(["WEBVTT\n", *cues])
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")

@@ -6,7 +6,9 @@ Ray Serve validates the config's `args` against AppConfig before calling us,
 so a bad timeout fails `serve run` with the field, the value and the forms.
 """
 
-from ray.serve import Application
+from typing import cast
+
+from ray.serve import Application, Deployment
 
 from longserve.server.autoscaling import model_serve_options
 from longserve.server.config import AppConfig
@@ -14,11 +16,14 @@ from longserve.server.http.gateway import Gateway
 from longserve.server.jobs.runner import JobRunner
 from longserve.server.model_server import ModelServer
 
+# Ray's @serve.deployment is untyped (it returns a Deployment; mypy sees the class).
+MODEL, RUNNER, GATEWAY = (cast(Deployment, d) for d in (ModelServer, JobRunner, Gateway))
+
 
 def build_app(args: AppConfig) -> Application:
     models = {
-        name: ModelServer.options(name=name, **model_serve_options(name, model, args.jobs)).bind(name, model)
+        name: MODEL.options(name=name, **model_serve_options(name, model, args.jobs)).bind(name, model)
         for name, model in args.models.items()
     }
-    runner = JobRunner.options(num_replicas=args.jobs.runners, ray_actor_options={"num_cpus": 0}).bind(args, models)
-    return Gateway.options(**args.gateway.model_dump()).bind(args, models, runner)
+    runner = RUNNER.options(num_replicas=args.jobs.runners, ray_actor_options={"num_cpus": 0}).bind(args, models)
+    return GATEWAY.options(**args.gateway.model_dump()).bind(args, models, runner)

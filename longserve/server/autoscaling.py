@@ -83,9 +83,16 @@ class BacklogPolicy:
     """Ray Serve class-based autoscaling policy; Serve builds it once per
     deployment with `policy_kwargs` and calls it with an AutoscalingContext."""
 
-    def __init__(self, store: str, namespace: str, model: str, job_slots: int = 1,
-                 refresh_s: float = REFRESH_S, call_timeout_s: float = CALL_TIMEOUT_S,
-                 stale_after_s: float = STALE_AFTER_S):
+    def __init__(
+        self,
+        store: str,
+        namespace: str,
+        model: str,
+        job_slots: int = 1,
+        refresh_s: float = REFRESH_S,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+        stale_after_s: float = STALE_AFTER_S,
+    ):
         self.store, self.namespace, self.model = store, namespace, model
         self.job_slots = max(1, int(job_slots))
         self.refresh_s, self.call_timeout_s, self.stale_after_s = refresh_s, call_timeout_s, stale_after_s
@@ -94,15 +101,19 @@ class BacklogPolicy:
         self.started_at = time.monotonic()
         self.last_try = -math.inf
         self.task: Optional[asyncio.Task] = None
-        self.handle = None
+        self.handle: Any = None  # the JobStore actor, looked up on first use
         self.warned = False
 
     def __call__(self, ctx) -> tuple[float, dict]:
         self._maybe_refresh()
         backlog = self._usable_backlog()
         desired = desired_replicas(
-            ctx.current_num_replicas, ctx.target_num_replicas, ctx.total_num_requests,
-            ctx.config.get_target_ongoing_requests(), backlog, self.job_slots,
+            ctx.current_num_replicas,
+            ctx.target_num_replicas,
+            ctx.total_num_requests,
+            ctx.config.get_target_ongoing_requests(),
+            backlog,
+            self.job_slots,
         )
         return desired, {"job_backlog": backlog}
 
@@ -112,8 +123,12 @@ class BacklogPolicy:
         last = self.fetched_at if self.fetched_at is not None else self.started_at
         if time.monotonic() - last > self.stale_after_s:
             if not self.warned:
-                logger.warning("autoscaling %s: job store %s unreadable for %.0f s; scaling on requests only",
-                               self.model, self.store, self.stale_after_s)
+                logger.warning(
+                    "autoscaling %s: job store %s unreadable for %.0f s; scaling on requests only",
+                    self.model,
+                    self.store,
+                    self.stale_after_s,
+                )
                 self.warned = True
             return 0
         return self.backlog

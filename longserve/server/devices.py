@@ -29,8 +29,10 @@ def cuda_usable(runtime: str = "torch") -> tuple[bool, str]:
 
             if torch.cuda.is_available():
                 return True, ""
-            return False, (f"torch {torch.__version__} sees no CUDA device"
-                           + (" (a CPU-only build)" if torch.version.cuda is None else ""))
+            return False, (
+                f"torch {torch.__version__} sees no CUDA device"
+                + (" (a CPU-only build)" if torch.version.cuda is None else "")
+            )
         import ctranslate2
 
         if ctranslate2.get_cuda_device_count() > 0:
@@ -41,7 +43,7 @@ def cuda_usable(runtime: str = "torch") -> tuple[bool, str]:
 
 
 def choose_device(gpu_ids: list, what: str = "replica", runtime: str = "torch") -> str:
-    """"cuda" or "cpu" for a replica that Ray gave `gpu_ids` (ray.get_gpu_ids()),
+    """ "cuda" or "cpu" for a replica that Ray gave `gpu_ids` (ray.get_gpu_ids()),
     whose model runs on `runtime`."""
     if not gpu_ids:
         return "cpu"
@@ -50,6 +52,10 @@ def choose_device(gpu_ids: list, what: str = "replica", runtime: str = "torch") 
         return "cuda"
     logger.warning(
         "%s: Ray assigned GPU %s (CUDA_VISIBLE_DEVICES=%r) but CUDA is not usable by %s here (%s); running on the CPU",
-        what, gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), runtime, why,
+        what,
+        gpu_ids,
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+        runtime,
+        why,
     )
     return "cpu"

@@ -14,7 +14,11 @@ LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 METRICS = {
     "longserve_queue_seconds": ("histogram", "Time a request or job waited for a replica.", ("model", "kind")),
     "longserve_run_seconds": ("histogram", "Time a replica spent on a request or job.", ("model", "kind")),
-    "longserve_latency_seconds": ("histogram", "Arrival to answer (sync) or submit to finish (job).", ("model", "kind")),
+    "longserve_latency_seconds": (
+        "histogram",
+        "Arrival to answer (sync) or submit to finish (job).",
+        ("model", "kind"),
+    ),
     "longserve_requests_total": (
         "counter",
         "Sync requests by outcome: ok, timeout_queued, timeout_running, overloaded, client_error, server_error.",
@@ -25,7 +29,8 @@ METRICS = {
     "longserve_timeout_seconds": ("gauge", "The sync timeout in force (0: none).", ("model",)),
     "longserve_slow_total": ("counter", "Requests or jobs that ran over the slow threshold.", ("model", "kind")),
     "longserve_callback_attempts_total": (
-        "counter", "Job callback POSTs by outcome: delivered, retry (will try again), failed (gave up).",
+        "counter",
+        "Job callback POSTs by outcome: delivered, retry (will try again), failed (gave up).",
         ("model", "outcome"),
     ),
     "longserve_alerts_total": ("counter", "Alert events raised (sustained timeout or error rate).", ("model", "alert")),

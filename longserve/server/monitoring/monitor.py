@@ -9,9 +9,9 @@ import time
 from typing import Optional
 
 from longserve.server.config import AUTO, AppConfig
-from longserve.server.monitoring.stats import FLUSH_S, Sample, get_stats
 from longserve.server.jobs.record import loggable
 from longserve.server.monitoring.metrics import Metrics
+from longserve.server.monitoring.stats import FLUSH_S, Sample, get_stats
 
 logger = logging.getLogger("ray.serve")
 
@@ -40,15 +40,26 @@ class Monitor:
         if self.enabled:
             self.metrics.inc(name, **tags)
 
-    def record(self, model: str, kind: str, outcome: str, queue_s: Optional[float], run_s: Optional[float],
-               total_s: float, ident: str) -> None:
+    def record(
+        self,
+        model: str,
+        kind: str,
+        outcome: str,
+        queue_s: Optional[float],
+        run_s: Optional[float],
+        total_s: float,
+        ident: str,
+    ) -> None:
         if not self.enabled:
             return
         self.start()
         tags = {"model": model, "kind": kind}
         if outcome == "ok":
-            for name, value in (("longserve_queue_seconds", queue_s), ("longserve_run_seconds", run_s),
-                                ("longserve_latency_seconds", total_s)):
+            for name, value in (
+                ("longserve_queue_seconds", queue_s),
+                ("longserve_run_seconds", run_s),
+                ("longserve_latency_seconds", total_s),
+            ):
                 if value is not None:
                     self.metrics.observe(name, value, **tags)
         if kind == "sync":
@@ -56,8 +67,14 @@ class Monitor:
         self.pending.append(Sample(time.time(), model, kind, outcome, queue_s, run_s, total_s))
         threshold = self.slow.get((model, kind))
         if run_s is not None and threshold is not None and run_s > threshold:
-            logger.warning("slow %s: model=%s id=%s ran %.3f s, over the abnormal threshold of %.3f s",
-                           kind, model, loggable(ident), run_s, threshold)
+            logger.warning(
+                "slow %s: model=%s id=%s ran %.3f s, over the abnormal threshold of %.3f s",
+                kind,
+                model,
+                loggable(ident),
+                run_s,
+                threshold,
+            )
             self.metrics.inc("longserve_slow_total", **tags)
 
     async def _run_forever(self) -> None:
@@ -80,5 +97,6 @@ class Monitor:
 
     def _export_timeouts(self) -> None:
         for name, model in self.config.models.items():
-            seconds = self.auto.get(name, (None,))[0] if model.timeout == AUTO else model.timeout
+            timeout = model.timeout  # `auto` (a str): the value derived now
+            seconds = self.auto.get(name, (None,))[0] if isinstance(timeout, str) else timeout
             self.metrics.set("longserve_timeout_seconds", seconds or 0.0, model=name)
