@@ -159,9 +159,9 @@ def test_ctrl_c_cancels_the_job_when_asked_to(serve_app, client, options, stdin)
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
 
 
-def test_readme_exit_code_table_is_the_cli_s():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("| code | meaning |"):].split("\n\n")[0]
+def test_documented_exit_code_table_is_the_cli_s():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "client.md").read_text()
+    table = page[page.index("| code | meaning |"):].split("\n\n")[0]
     documented = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.+?) \|$", table, re.M)}
     assert documented == cli.EXIT_CODES
     help_text = subprocess.run([LONGSERVE, "--help"], capture_output=True, text=True).stdout

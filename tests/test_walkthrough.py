@@ -1,6 +1,6 @@
-"""README "Transcribe a podcast": every command and the Python block run, in
-order, against the test app, on a shorter recording and with shorter timeouts
-(the test app's max_timeout is 5 s). A command changed in the README is run as
+"""docs/podcast.md, "Transcribe a podcast": every command and the Python block run,
+in order, against the test app, on a shorter recording and with shorter timeouts
+(the test app's max_timeout is 5 s). A command changed on the page is run as
 changed; one added, removed or reworded so a substitution no longer applies
 fails here."""
 
@@ -17,21 +17,15 @@ from tests.conftest import WEBHOOK_SECRET
 from tests.webhooks import Receiver, verify
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTION = "## Transcribe a podcast"
+PAGE = ROOT / "docs" / "podcast.md"
 
-# What the README says -> what the test runs. Each must apply exactly once.
+# What the page says -> what the test runs. Each must apply exactly once.
 SUBSTITUTIONS = [
     ("--minutes 15", "--minutes 2"),        # ~8 s of transcription here instead of ~60 s
     ("--request-timeout 10", "--request-timeout 1"),
     ("--prefer-wait 30", "--prefer-wait 2"),  # still shorter than the work: it becomes a job
     ("https://hooks.example.com/podcast", "{receiver}"),  # a receiver on loopback (allowed in the test app)
 ]
-
-
-def section(readme: str) -> str:
-    start = readme.index(SECTION)
-    end = readme.find("\n## ", start + len(SECTION))
-    return readme[start:end if end != -1 else None]
 
 
 def steps(text: str) -> list[tuple[str, str]]:
@@ -49,19 +43,19 @@ def substituted(found: list[tuple[str, str]], receiver: str = "") -> list[tuple[
     for old, new in SUBSTITUTIONS:
         new = new.format(receiver=receiver)
         hits = sum(code.count(old) for _, code in found)
-        assert hits == 1, f"README walkthrough: {old!r} appears {hits} times; update SUBSTITUTIONS"
+        assert hits == 1, f"docs/podcast.md: {old!r} appears {hits} times; update SUBSTITUTIONS"
         found = [(kind, code.replace(old, new)) for kind, code in found]
     return found
 
 
 def test_walkthrough_has_the_expected_steps():
-    text = section((ROOT / "README.md").read_text())
+    text = PAGE.read_text()
     assert [kind for kind, _ in steps(text)] == ["shell"] * 4 + ["python", "shell"]
 
 
-def test_readme_podcast_walkthrough_runs(serve_app, tmp_path):
+def test_podcast_walkthrough_runs(serve_app, tmp_path):
     receiver = Receiver()
-    found = substituted(steps(section((ROOT / "README.md").read_text())), receiver.base + "/podcast")
+    found = substituted(steps(PAGE.read_text()), receiver.base + "/podcast")
     (tmp_path / "scripts").symlink_to(ROOT / "scripts")
     bin_dir = str(Path(sys.executable).parent)  # python and longserve from this venv
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "LONGSERVE_URL": serve_app.url,
@@ -93,6 +87,6 @@ def test_readme_podcast_walkthrough_runs(serve_app, tmp_path):
     assert callback.returncode == 0 and callback.stdout.startswith("job_"), callback.stderr
     ((headers, body),) = receiver.wait("/podcast", timeout_s=60)
     receiver.close()
-    event = verify(WEBHOOK_SECRET, headers, body)  # the README's own verify_webhook
+    event = verify(WEBHOOK_SECRET, headers, body)  # docs/callbacks.md's own verify_webhook
     assert event["type"] == "job.completed" and event["data"]["id"] == callback.stdout.strip()
     assert event["data"]["result"]["text"][:60] == transcript[:60]

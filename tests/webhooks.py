@@ -1,5 +1,5 @@
 """A webhook receiver on loopback for callback tests, and the verification a
-real receiver does: the README's snippet, written from the Standard Webhooks
+real receiver does: the snippet in docs/callbacks.md, written from the Standard Webhooks
 spec rather than from the server's code, so a signing bug cannot hide behind
 a shared helper."""
 
@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Optional
 
 
-def readme_verifier():
-    """`verify_webhook` exactly as the README shows receivers, so the documented
-    snippet is what checks every callback in the tests."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def documented_verifier():
+    """`verify_webhook` exactly as docs/callbacks.md shows receivers, so the
+    documented snippet is what checks every callback in the tests."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "callbacks.md").read_text()
     code = re.search(r"```python\n(import base64, hashlib, hmac, json, time\n.*?)```", text, re.S).group(1)
     namespace: dict = {}
     exec(code, namespace)
     return namespace["verify_webhook"]
 
 
-verify = readme_verifier()
+verify = documented_verifier()
 
 
 class Receiver:
