@@ -5,7 +5,7 @@
     longserve jobs list --status running
     longserve models
 
-Exit codes are in EXIT_CODES (and the README); errors are one line on stderr,
+Exit codes are in EXIT_CODES (and docs/client.md); errors are one line on stderr,
 from the server's error body.
 """
 
