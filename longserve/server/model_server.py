@@ -9,7 +9,6 @@ stop, so the replica's slot is not freed while the model still computes.
 """
 
 import asyncio
-import importlib
 import logging
 from typing import Any, AsyncIterator
 
@@ -17,9 +16,9 @@ import ray
 from pydantic import BaseModel
 from ray import serve
 
-from longserve.server.config import ModelConfig
-from longserve.server.devices import RUNTIMES, choose_device
-from longserve.model import Cancelled, Context, InvalidInput, Model
+from longserve.model import Cancelled, Context, InvalidInput
+from longserve.server.config import ModelConfig, load_model_class
+from longserve.server.devices import choose_device
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,16 +31,6 @@ INVALID = "invalid"
 CANCEL_GRACE_S = 60.0
 
 
-def load_model_class(path: str) -> type[Model]:
-    module_name, _, class_name = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise TypeError(f"{path} is not a longserve.Model subclass")
-    if cls.runtime not in RUNTIMES:
-        raise TypeError(f"{path}.runtime is {cls.runtime!r}; one of {', '.join(RUNTIMES)}")
-    return cls
-
-
 def replica_device(name: str = "replica", runtime: str = "torch") -> str:
     # Ray sets CUDA_VISIBLE_DEVICES for replicas with num_gpus > 0; CUDA must also
     # work for the library that runs the model.
@@ -52,7 +41,7 @@ def replica_device(name: str = "replica", runtime: str = "torch") -> str:
 class ModelServer:
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
-        self.model = load_model_class(config.class_path)(**config.options)
+        self.model = load_model_class(config.class_path)(**config.options.model_dump())
         self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None
