@@ -201,7 +201,8 @@ class Gateway:
 
     @app.get("/readyz")
     async def readyz(self) -> Any:
-        deployments = serve.status().applications[serve.get_replica_context().app_name].deployments
+        # serve.status() waits on the controller: off the event loop, which serves every other request.
+        deployments = (await asyncio.to_thread(serve.status)).applications[self.app_name].deployments
         states = {name: str(deployments[name].status.value) for name in self.config.models}
         ready = all(state in ("HEALTHY", "UPSCALING", "DOWNSCALING") for state in states.values())
         try:
