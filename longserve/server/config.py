@@ -5,7 +5,6 @@ built, so a bad value fails `serve run` before anything is deployed.
 """
 
 import importlib
-import math
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
@@ -21,6 +20,7 @@ from pydantic import (
 
 from longserve.model import Model
 from longserve.server.devices import RUNTIMES
+from longserve.server.seconds import parse_seconds
 
 DEFAULT_TIMEOUT_S = 30.0
 AUTO = "auto"
@@ -41,26 +41,24 @@ def load_model_class(path: str) -> type[Model]:
     return cls
 
 
-def parse_seconds(value: Any, forms: str = SECONDS_FORMS) -> Optional[float]:
-    """A timeout setting -> seconds, or None for "no timeout"."""
-    # bool is an int in Python: test it first so `true` is not 1 second.
-    if value is False:
+def parse_setting(value: Any, forms: str = SECONDS_FORMS) -> Optional[float]:
+    """A timeout setting -> seconds, or None for "no timeout" (false or -1)."""
+    if value is False or value == -1:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"got {value!r}; expected {forms}")
-    if value == -1:
-        return None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"got {value!r}; expected {forms}")
-    return float(value)
+    try:
+        if isinstance(value, str):  # YAML gives numbers: a quoted "30" is a mistake worth naming
+            raise ValueError(value)
+        return parse_seconds(value)
+    except ValueError:
+        raise ValueError(f"got {value!r}; expected {forms}") from None
 
 
 def parse_timeout(value: Any) -> Union[float, str, None]:
-    return AUTO if value == AUTO else parse_seconds(value, TIMEOUT_FORMS)
+    return AUTO if value == AUTO else parse_setting(value, TIMEOUT_FORMS)
 
 
 # None means "no timeout". The default is kept by the field, not here.
-Seconds = Annotated[Optional[float], BeforeValidator(parse_seconds)]
+Seconds = Annotated[Optional[float], BeforeValidator(parse_setting)]
 Timeout = Annotated[Union[float, Literal["auto"], None], BeforeValidator(parse_timeout)]
 
 

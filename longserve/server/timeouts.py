@@ -1,12 +1,12 @@
 """Which timeout is in force for one request, where it was set, and the 504
 that explains it when it expires."""
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 from longserve.server.config import AUTO, AppConfig
 from longserve.server.http.errors import ApiError
+from longserve.server.seconds import parse_seconds
 
 HEADER = "Request-Timeout"
 NO_TIMEOUT_WORDS = {"none", "false", "-1"}
@@ -19,20 +19,15 @@ class TimeoutInForce:
 
 
 def parse_header(value: str) -> Optional[float]:
-    if value.strip().lower() in NO_TIMEOUT_WORDS:
-        return None
     try:
-        seconds = float(value)
+        return parse_seconds(value, no_limit=NO_TIMEOUT_WORDS)
     except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
         raise ApiError(
             400,
             "invalid_header",
             f"{HEADER}: {value!r} is not a timeout; send a positive number of seconds, or 'none' for no timeout",
             header=HEADER,
-        )
-    return seconds
+        ) from None
 
 
 def configured(config: AppConfig, model: str, auto: dict[str, tuple[float, str]]) -> TimeoutInForce:
