@@ -59,14 +59,6 @@ class Context:
             self._on_progress({"done": done, "total": total, "message": message})
 
 
-class Options(BaseModel):
-    """A model's settings: `options:` under the model in serve_config.yaml,
-    checked when the config is loaded, so a misspelt key or a wrong type
-    stops `serve run` with the field named. Unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
 class Model:
     """Base class of a served model. Subclasses set `Input` (and `Options`,
     when the model takes settings) and implement `load` and `predict` (or
@@ -80,8 +72,14 @@ class Model:
     # The library that runs the model on a GPU: "torch" or "ctranslate2". A
     # replica Ray gave a GPU loads on "cuda" only if this library sees CUDA.
     runtime: ClassVar[str] = "torch"
-    # The model's settings, a subclass of Model.Options; this one takes none.
-    Options: ClassVar[type[Options]] = Options
+
+    class Options(BaseModel):
+        """The model's settings: `options:` under the model in serve_config.yaml,
+        checked when the config is loaded, so a misspelt key or a wrong type
+        stops `serve run` with the field named. Subclasses declare theirs as
+        `class Options(Model.Options)`; this one takes none."""
+
+        model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     def __init__(self, **options: Any):
         # Checked again here, so a model built by hand also gets typed options.
@@ -98,7 +96,7 @@ class Model:
         raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_batch")
 
     @classmethod
-    def check_input(cls, inputs: BaseModel, options: Options) -> None:
+    def check_input(cls, inputs: BaseModel, options: "Model.Options") -> None:
         """Optional: refuse input over the limits set in this model's `options`
         (raise InvalidInput: a 422 before any replica sees the request)."""
 
