@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from longserve.server.errors import InvalidHeader
 from longserve.server.http.errors import ApiError
 from longserve.server.http.jobs import parse_prefer
 from longserve.server.seconds import parse_seconds
@@ -35,7 +36,7 @@ def test_request_timeout_header_forms(value, seconds):
 
 @pytest.mark.parametrize("value", ["0", "-2", "abc", "inf", "nan", "-1.0", ""])
 def test_a_bad_request_timeout_header_is_a_400_naming_the_header(value):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(InvalidHeader) as info:
         parse_header(value)
     assert info.value.body == {
         "type": "invalid_header", "header": "Request-Timeout",

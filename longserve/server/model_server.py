@@ -1,11 +1,12 @@
 """One deployment class serves every configured model.
 
-`run` is a streaming method: it yields STARTED as soon as the replica begins
-the request, so the gateway knows whether a timed-out request was still
-queued or already running; then progress events (when asked for) and the
-result. Cancelling the call (the gateway does on timeout) cancels the
-coroutine here; we then tell the model through its Context and wait for it to
-stop, so the replica's slot is not freed while the model still computes.
+`run` is a streaming method of (Event, value) pairs, read by
+server/calls.py: STARTED as soon as the replica begins the request, so the
+gateway knows whether a timed-out request was still queued or already
+running; then progress events (when asked for) and the result. Cancelling
+the call (on a timeout or a cancelled job) cancels the coroutine here; we
+then tell the model through its Context and wait for it to stop, so the
+replica's slot is not freed while the model still computes.
 """
 
 import asyncio
@@ -17,15 +18,11 @@ from pydantic import BaseModel
 from ray import serve
 
 from longserve.model import Cancelled, Context, InvalidInput
+from longserve.server.calls import Event
 from longserve.server.config import ModelConfig, load_model_class
 from longserve.server.devices import choose_device
 
 logger = logging.getLogger("ray.serve")
-
-STARTED = "started"
-PROGRESS = "progress"
-RESULT = "result"
-INVALID = "invalid"
 
 # How long a cancelled request may take to reach its next check_cancelled().
 CANCEL_GRACE_S = 60.0
@@ -51,15 +48,15 @@ class ModelServer:
         logger.info("model %s loaded on %s", name, self.device)
 
     async def run(self, inputs: BaseModel, progress: bool = False) -> AsyncIterator[tuple]:
-        yield (STARTED, self.device)
+        yield (Event.STARTED, self.device)
         try:
             if self.batching:
-                yield (RESULT, await self._predict_batched(inputs))
+                yield (Event.RESULT, await self._predict_batched(inputs))
             else:
                 async for event in self._predict_in_thread(inputs, progress):
                     yield event
         except InvalidInput as exc:
-            yield (INVALID, str(exc))
+            yield (Event.INVALID, str(exc))
 
     async def _predict_in_thread(self, inputs: BaseModel, progress: bool) -> AsyncIterator[tuple]:
         loop = asyncio.get_running_loop()
@@ -75,12 +72,12 @@ class ModelServer:
                 update = asyncio.ensure_future(updates.get())
                 await asyncio.wait({work, update}, return_when=asyncio.FIRST_COMPLETED)
                 if update.done():
-                    yield (PROGRESS, update.result())
+                    yield (Event.PROGRESS, update.result())
                 else:
                     update.cancel()
             while not updates.empty():
-                yield (PROGRESS, updates.get_nowait())
-            yield (RESULT, work.result())
+                yield (Event.PROGRESS, updates.get_nowait())
+            yield (Event.RESULT, work.result())
         except asyncio.CancelledError:
             ctx.cancel()
             await _wait_stopped(work, self.name)
