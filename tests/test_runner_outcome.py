@@ -12,8 +12,8 @@ from ray.exceptions import RayTaskError
 
 from longserve.server.calls import Event
 from longserve.server.config import AppConfig
-from longserve.server.jobs.runner import JobRunner
 from longserve.server.jobs.record import Job, JobRequest
+from longserve.server.jobs.runner import JobRunner
 
 
 class Remote:
