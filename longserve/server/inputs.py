@@ -3,16 +3,11 @@ the job runner, which parses a job's stored request again on every attempt."""
 
 import re
 
-from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from longserve.model import InvalidInput, Model
 from longserve.server.config import AppConfig
 from longserve.server.errors import InputRejected, InvalidRequest, UnsupportedMediaType
-
-
-def media_type_of(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def is_json(media_type: str) -> bool:

@@ -33,7 +33,7 @@ from longserve.server.http.jobs import (
     parse_prefer,
     sync_error,
 )
-from longserve.server.inputs import InputParser, check_media_type, media_type_of
+from longserve.server.inputs import InputParser, check_media_type
 from longserve.server.jobs.callbacks import check_url, load_secret
 from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
@@ -74,6 +74,10 @@ class Timing:
     @property
     def run_s(self) -> Optional[float]:
         return None if self.finished is None else self.finished - self.started
+
+
+def media_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def outcome_of(exc: Exception) -> str:
