@@ -4,11 +4,15 @@
         class Input(BaseModel):
             text: str
 
+        class Options(Model.Options):   # `options:` in serve_config.yaml
+            upper: bool = False
+
         def load(self, device: str) -> None:
             ...                      # read weights; device is "cuda" or "cpu"
 
         def predict(self, inputs: Input, ctx: Context) -> dict:
-            return {"text": inputs.text[::-1]}
+            text = inputs.text[::-1]
+            return {"text": text.upper() if self.options.upper else text}
 
 A replica that Ray gave a GPU gets device "cuda" only when the model's
 `runtime` (torch unless the class says "ctranslate2") sees CUDA.
@@ -21,7 +25,7 @@ a request that timed out or was cancelled then stops at the next step.
 import threading
 from typing import Any, Callable, ClassVar, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class InvalidInput(Exception):
@@ -56,8 +60,9 @@ class Context:
 
 
 class Model:
-    """Base class of a served model. Subclasses set `Input` and implement
-    `load` and `predict` (or `predict_batch` for dynamic batching)."""
+    """Base class of a served model. Subclasses set `Input` (and `Options`,
+    when the model takes settings) and implement `load` and `predict` (or
+    `predict_batch` for dynamic batching)."""
 
     # Pydantic model of a JSON request body; the gateway validates against it.
     Input: ClassVar[type[BaseModel]]
@@ -68,8 +73,17 @@ class Model:
     # replica Ray gave a GPU loads on "cuda" only if this library sees CUDA.
     runtime: ClassVar[str] = "torch"
 
+    class Options(BaseModel):
+        """The model's settings: `options:` under the model in serve_config.yaml,
+        checked when the config is loaded, so a misspelt key or a wrong type
+        stops `serve run` with the field named. Subclasses declare theirs as
+        `class Options(Model.Options)`; this one takes none."""
+
+        model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     def __init__(self, **options: Any):
-        self.options = options
+        # Checked again here, so a model built by hand also gets typed options.
+        self.options = self.Options(**options)
 
     def load(self, device: str) -> None:
         """Load weights onto `device` ("cuda" or "cpu"). Called once per replica."""
@@ -82,7 +96,7 @@ class Model:
         raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_batch")
 
     @classmethod
-    def check_input(cls, inputs: BaseModel, options: dict[str, Any]) -> None:
+    def check_input(cls, inputs: BaseModel, options: "Model.Options") -> None:
         """Optional: refuse input over the limits set in this model's `options`
         (raise InvalidInput: a 422 before any replica sees the request)."""
 

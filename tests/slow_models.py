@@ -53,12 +53,11 @@ class Recorder(Sleeper):
 
     Input = TaggedSleep
 
-    def __init__(self, log: str):
-        super().__init__(log=log)
-        self.log = log
+    class Options(Model.Options):
+        log: str  # the run log's path
 
     def predict(self, inputs: TaggedSleep, ctx: Context) -> dict:
         if inputs.tag:
-            with open(self.log, "a") as f:
+            with open(self.options.log, "a") as f:
                 f.write(f"{inputs.tag} {os.getpid()}\n")
         return {**super().predict(inputs, ctx), "tag": inputs.tag}

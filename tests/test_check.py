@@ -47,3 +47,9 @@ def test_ray_request_timeout_below_ours_is_refused(tmp_path):
 def test_ray_request_timeout_above_every_timeout_is_allowed(tmp_path):
     result = run_check(tmp_path, lambda c: c["http_options"].update(request_timeout_s=900))
     assert result.returncode == 0, result.stderr
+
+
+def test_misspelt_model_option_exits_1_naming_the_field(tmp_path):
+    result = run_check(tmp_path, lambda c: args(c)["models"]["embedder"].update(options={"batch_sise": 8}))
+    assert result.returncode == 1
+    assert "models.embedder.options.batch_sise: Extra inputs are not permitted" in result.stderr

@@ -10,10 +10,10 @@ import asyncio
 
 from ray.exceptions import RayTaskError
 
+from longserve.server.calls import Event
 from longserve.server.config import AppConfig
-from longserve.server.jobs.runner import JobRunner
-from longserve.server.model_server import RESULT, STARTED
 from longserve.server.jobs.record import Job, JobRequest
+from longserve.server.jobs.runner import JobRunner
 
 
 class Remote:
@@ -62,7 +62,7 @@ def runner(store) -> JobRunner:
     self.config = AppConfig.model_validate({"jobs": {"lease_s": 2}, "models": {"m": {
         "class": "tests.slow_models:Sleeper", "timeout": False}}})
     self.store, self.id, self.monitor = store, "runner-test", Monitor()
-    model = Remote(lambda inputs, progress: Stream([(STARTED, "cpu"), (RESULT, {"ok": True})]))
+    model = Remote(lambda inputs, progress: Stream([(Event.STARTED, "cpu"), (Event.RESULT, {"ok": True})]))
     self.handles = {"m": type("Handle", (), {"run": model})()}
 
     class Parser:

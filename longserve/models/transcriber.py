@@ -35,36 +35,37 @@ class TranscribeInput(BaseModel):
 
 
 class Transcriber(Model):
-    """Options: `model_path` (a CTranslate2 Whisper folder or a size name such
-    as "large-v3"; default: the packaged base weights), `compute_type`
-    (default int8 on CPU, float16 on CUDA), `beam_size` (default 1),
-    `cpu_threads` (0: CTranslate2's default), `max_audio_s` (longer audio is
-    refused; default 4 hours)."""
-
     Input = TranscribeInput
     raw_body_field = "audio"
     runtime = "ctranslate2"  # faster-whisper: CTranslate2's own CUDA build, not torch's
+
+    class Options(Model.Options):
+        model_path: Optional[str] = Field(None, description=(
+            'A CTranslate2 Whisper folder or a size name such as "large-v3"; default: the packaged base weights.'))
+        compute_type: Optional[str] = Field(None, description="Default: int8 on CPU, float16 on CUDA.")
+        beam_size: int = Field(1, ge=1)
+        cpu_threads: int = Field(0, ge=0, description="0: CTranslate2's default.")
+        max_audio_s: float = Field(MAX_AUDIO_S, gt=0, description="Longer audio is refused.")
+
+    options: Options
 
     def load(self, device: str) -> None:
         from faster_whisper import WhisperModel
 
         from longserve.models.whisper_weights import whisper_base_path
 
-        path = self.options.get("model_path") or str(whisper_base_path())
-        compute_type = self.options.get("compute_type") or ("float16" if device == "cuda" else "int8")
-        self.beam_size = int(self.options.get("beam_size", 1))
-        self.model = WhisperModel(
-            path, device=device, compute_type=compute_type, cpu_threads=int(self.options.get("cpu_threads", 0))
-        )
+        path = self.options.model_path or str(whisper_base_path())
+        compute_type = self.options.compute_type or ("float16" if device == "cuda" else "int8")
+        self.model = WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=self.options.cpu_threads)
 
     def predict(self, inputs: TranscribeInput, ctx: Context) -> dict:
         if inputs.language is not None and inputs.language not in self.model.supported_languages:
             raise InvalidInput(f"language {inputs.language!r} is not one this model knows; "
                                f"one of: {', '.join(self.model.supported_languages)}, or none to detect it")
-        audio = decode(inputs.audio, float(self.options.get("max_audio_s", MAX_AUDIO_S)))
+        audio = decode(inputs.audio, self.options.max_audio_s)
         duration = round(len(audio) / SAMPLE_RATE, 3)
         ctx.report_progress(0.0, duration, "started")
-        segments, info = self.model.transcribe(audio, language=inputs.language, beam_size=self.beam_size)
+        segments, info = self.model.transcribe(audio, language=inputs.language, beam_size=self.options.beam_size)
         out = []
         for segment in segments:  # each step decodes the next window of audio
             out.append({"start": round(segment.start, 2), "end": round(segment.end, 2), "text": segment.text.strip()})

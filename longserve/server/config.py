@@ -4,10 +4,23 @@ Ray Serve validates the builder's `args` against `AppConfig` when the app is
 built, so a bad value fails `serve run` before anything is deployed.
 """
 
-import math
+import importlib
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from longserve.model import Model
+from longserve.server.devices import RUNTIMES
+from longserve.server.seconds import parse_seconds
 
 DEFAULT_TIMEOUT_S = 30.0
 AUTO = "auto"
@@ -15,26 +28,37 @@ SECONDS_FORMS = "a positive number of seconds (e.g. 30 or 2.5), or false / -1 fo
 TIMEOUT_FORMS = SECONDS_FORMS + ", or auto (derived from observed run times)"
 
 
-def parse_seconds(value: Any, forms: str = SECONDS_FORMS) -> Optional[float]:
-    """A timeout setting -> seconds, or None for "no timeout"."""
-    # bool is an int in Python: test it first so `true` is not 1 second.
-    if value is False:
+def load_model_class(path: str) -> type[Model]:
+    """The Model subclass at `path` ("pkg.module:Class")."""
+    module_name, _, class_name = path.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise TypeError(f"{path} is not a longserve.Model subclass")
+    if cls.runtime not in RUNTIMES:
+        raise TypeError(f"{path}.runtime is {cls.runtime!r}; one of {', '.join(RUNTIMES)}")
+    if cls.Options.model_config.get("extra") != "forbid":
+        raise TypeError(f"{path}.Options must refuse unknown keys: declare it as `class Options(Model.Options)`")
+    return cls
+
+
+def parse_setting(value: Any, forms: str = SECONDS_FORMS) -> Optional[float]:
+    """A timeout setting -> seconds, or None for "no timeout" (false or -1)."""
+    if value is False or value == -1:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"got {value!r}; expected {forms}")
-    if value == -1:
-        return None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"got {value!r}; expected {forms}")
-    return float(value)
+    try:
+        if isinstance(value, str):  # YAML gives numbers: a quoted "30" is a mistake worth naming
+            raise ValueError(value)
+        return parse_seconds(value)
+    except ValueError:
+        raise ValueError(f"got {value!r}; expected {forms}") from None
 
 
 def parse_timeout(value: Any) -> Union[float, str, None]:
-    return AUTO if value == AUTO else parse_seconds(value, TIMEOUT_FORMS)
+    return AUTO if value == AUTO else parse_setting(value, TIMEOUT_FORMS)
 
 
 # None means "no timeout". The default is kept by the field, not here.
-Seconds = Annotated[Optional[float], BeforeValidator(parse_seconds)]
+Seconds = Annotated[Optional[float], BeforeValidator(parse_setting)]
 Timeout = Annotated[Union[float, Literal["auto"], None], BeforeValidator(parse_timeout)]
 
 
@@ -125,7 +149,8 @@ class JobsConfig(Strict):
 class ModelConfig(DeploymentOptions):
     # `class` is the import path of the user's Model subclass ("pkg.mod:Class").
     class_path: str = Field(alias="class")
-    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the model's constructor.")
+    # An instance of the class's Options (checked against it here), passed to the model's constructor.
+    options: Any = Field(default_factory=dict, validate_default=True)
     timeout: Timeout = DEFAULT_TIMEOUT_S
     batching: Optional[BatchingConfig] = None
     auto_timeout: Optional[AutoTimeoutConfig] = None  # when timeout is auto; default: the global one
@@ -138,6 +163,22 @@ class ModelConfig(DeploymentOptions):
     _timeout_source: str = PrivateAttr("")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("class_path")
+    @classmethod
+    def _loadable(cls, path: str) -> str:
+        try:
+            load_model_class(path)
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot load {path!r}: {exc}") from None
+        return path
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, value: Any, info: ValidationInfo) -> Model.Options:
+        if "class_path" not in info.data:
+            return value  # the class itself is wrong, and said so
+        return load_model_class(info.data["class_path"]).Options.model_validate(value)
 
     @property
     def timeout_source(self) -> str:

@@ -3,17 +3,11 @@ the job runner, which parses a job's stored request again on every attempt."""
 
 import re
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from longserve.server.config import AppConfig
-from longserve.server.http.errors import ApiError
 from longserve.model import InvalidInput, Model
-
-
-def media_type_of(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+from longserve.server.config import AppConfig
+from longserve.server.errors import InputRejected, InvalidRequest, UnsupportedMediaType
 
 
 def is_json(media_type: str) -> bool:
@@ -22,16 +16,15 @@ def is_json(media_type: str) -> bool:
 
 def check_media_type(cls: type[Model], model: str, media_type: str) -> None:
     if not is_json(media_type) and cls.raw_body_field is None:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"model '{model}' takes a JSON body (Content-Type: application/json); got '{media_type or 'none'}'",
+        raise UnsupportedMediaType(
+            f"model '{model}' takes a JSON body (Content-Type: application/json); got '{media_type or 'none'}'"
         )
 
 
 class InputParser:
     """Body -> a model's Input, within the configured limits (JSON depth, the
-    model's own `check_input`). Bad input is a 4xx ApiError."""
+    model's own `check_input`). Bad input raises InvalidRequest,
+    UnsupportedMediaType or InputRejected."""
 
     def __init__(self, config: AppConfig, classes: dict[str, type[Model]]):
         self.classes = classes
@@ -47,19 +40,19 @@ class InputParser:
                 openers = body.count(b"[") + body.count(b"{")
                 depth = json_depth(body) if openers > self.max_json_depth else 0
                 if depth > self.max_json_depth:
-                    raise ApiError(422, "invalid_request", f"JSON nested {depth} levels deep; "
-                                   f"at most {self.max_json_depth} (max_json_depth in serve_config.yaml)")
+                    raise InvalidRequest(f"JSON nested {depth} levels deep; "
+                                         f"at most {self.max_json_depth} (max_json_depth in serve_config.yaml)")
                 inputs = cls.Input.model_validate_json(body)
             elif not body:
-                raise ApiError(422, "invalid_request", f"empty body; model '{model}' expects {cls.raw_body_field} data")
+                raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")
             else:
                 inputs = cls.parse_raw(body, params)
             cls.check_input(inputs, self.options[model])
             return inputs
         except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+            raise InvalidRequest.from_errors(exc.errors(include_url=False, include_input=False)) from None
         except InvalidInput as exc:
-            raise ApiError(422, "invalid_input", str(exc), model=model) from None
+            raise InputRejected(str(exc), model=model) from None
 
 
 # A JSON string, quotes and escapes included (the unrolled-loop form is fast in `re`).

@@ -1,12 +1,12 @@
 """Which timeout is in force for one request, where it was set, and the 504
 that explains it when it expires."""
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 from longserve.server.config import AUTO, AppConfig
-from longserve.server.http.errors import ApiError
+from longserve.server.errors import InvalidHeader, TimedOut
+from longserve.server.seconds import parse_seconds
 
 HEADER = "Request-Timeout"
 NO_TIMEOUT_WORDS = {"none", "false", "-1"}
@@ -19,20 +19,13 @@ class TimeoutInForce:
 
 
 def parse_header(value: str) -> Optional[float]:
-    if value.strip().lower() in NO_TIMEOUT_WORDS:
-        return None
     try:
-        seconds = float(value)
+        return parse_seconds(value, no_limit=NO_TIMEOUT_WORDS)
     except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ApiError(
-            400,
-            "invalid_header",
+        raise InvalidHeader(
             f"{HEADER}: {value!r} is not a timeout; send a positive number of seconds, or 'none' for no timeout",
             header=HEADER,
-        )
-    return seconds
+        ) from None
 
 
 def configured(config: AppConfig, model: str, auto: dict[str, tuple[float, str]]) -> TimeoutInForce:
@@ -59,7 +52,7 @@ def timeout_in_force(
 
 def timeout_error(
     model: str, timeout: TimeoutInForce, stage: str, max_timeout: Optional[float], note: str = ""
-) -> ApiError:
+) -> TimedOut:
     """`note`: said first in the hint (e.g. that the model was cold-starting from zero replicas)."""
     where = "waiting in the queue for a replica" if stage == "queued" else "running on a replica"
     cap = f"up to max_timeout={max_timeout:g} s" if max_timeout is not None else "no cap"
@@ -76,9 +69,7 @@ def timeout_error(
         f"Model '{model}' did not answer within {timeout.seconds:g} s "
         f"(timeout set by {timeout.source}). The request was {where} and has been cancelled. {hint}"
     )
-    return ApiError(
-        504,
-        "timeout",
+    return TimedOut(
         message,
         model=model,
         timeout_s=timeout.seconds,

@@ -1,17 +1,21 @@
 """One JSON shape for every error the API returns:
 
     {"error": {"type": "...", "message": "...", "request_id": "...", ...}}
+
+Routes raise ApiError (status chosen on the spot); code below the HTTP layer
+raises the domain errors of server/errors.py, whose statuses are in STATUS.
 """
 
 import logging
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from longserve.server import errors
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,10 +52,30 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def first_line(exc: BaseException) -> str:
-    """The line of an exception worth showing a client (a RayTaskError's last)."""
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+# The HTTP status of each domain error; a subclass not listed takes its base's.
+STATUS: dict[type[errors.ServeError], int] = {
+    errors.ServeError: 500,
+    errors.InvalidRequest: 422,
+    errors.UnsupportedMediaType: 415,
+    errors.InvalidHeader: 400,
+    errors.InvalidCallbackUrl: 422,
+    errors.InputRejected: 422,
+    errors.TimedOut: 504,
+    errors.Overloaded: 503,
+    errors.ReplicaDied: 503,
+    errors.ModelFailed: 500,
+}
+
+
+def status_of(exc: Exception) -> int:
+    """The status an exception is answered with."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, RequestValidationError):
+        return 422
+    if isinstance(exc, errors.ServeError):
+        return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
+    return 500
 
 
 def request_id(request: Request) -> str:
@@ -70,11 +94,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc.status, exc.body, exc.headers)
 
+    @app.exception_handler(errors.ServeError)
+    async def _domain_error(request: Request, exc: errors.ServeError) -> JSONResponse:
+        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        return error_response(request, status_of(exc), exc.body, headers)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return error_response(request, 422, {"type": "invalid_request", "message": message, "details": errors})
+        return await _domain_error(request, errors.InvalidRequest.from_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

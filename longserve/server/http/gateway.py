@@ -3,35 +3,42 @@ turns every failure into the one JSON error shape."""
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 from fastapi import FastAPI, Query, Request, Security
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
-from longserve.server.jobs.callbacks import check_url, load_secret
-from longserve.server.config import AUTO, AppConfig
-from longserve.server.jobs.store import get_job_store
-from longserve.server.model_server import INVALID, RESULT, STARTED, load_model_class
-from longserve.server.http.errors import ERROR_RESPONSES, ApiError, first_line, install_error_handlers, request_id
-from longserve.server.inputs import InputParser, check_media_type, media_type_of
-from longserve.server.http.jobs import JOB_PARAMS, JobOptions, accepted, job_error, job_response, parse_metadata, parse_prefer, sync_error
 from longserve.api.jobs import PENDING, JobPage, JobView, Status
-from longserve.server.jobs.record import Callback, JobRequest, new_job_id
+from longserve.api.models import Backlog, ModelList, ModelView
 from longserve.model import Model
 from longserve.server.autoscaling import cold_start_note
-from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
-from longserve.server.monitoring.monitor import Monitor
-from longserve.api.models import Backlog, ModelList, ModelView
+from longserve.server.calls import call_model
+from longserve.server.config import AUTO, AppConfig, load_model_class
+from longserve.server.errors import ModelFailed, Overloaded, TimedOut, first_line
 from longserve.server.http.auth import Auth
+from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
+from longserve.server.http.jobs import (
+    JOB_PARAMS,
+    JobOptions,
+    accepted,
+    job_error,
+    job_response,
+    parse_metadata,
+    parse_prefer,
+    sync_error,
+)
+from longserve.server.inputs import InputParser, check_media_type
+from longserve.server.jobs.callbacks import check_url, load_secret
+from longserve.server.jobs.record import Callback, JobRequest, new_job_id
+from longserve.server.jobs.store import get_job_store
+from longserve.server.monitoring.monitor import Monitor
+from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.server.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
 
 logger = logging.getLogger("ray.serve")
@@ -69,14 +76,17 @@ class Timing:
         return None if self.finished is None else self.finished - self.started
 
 
+def media_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def outcome_of(exc: Exception) -> str:
     """The outcome label of a failed sync request, for metrics."""
-    status = exc.status if isinstance(exc, ApiError) else 422 if isinstance(exc, RequestValidationError) else 500
-    if status == 504:
-        return f"timeout_{exc.body['stage']}"
-    if status == 503 and exc.body["type"] == "overloaded":
+    if isinstance(exc, TimedOut):
+        return f"timeout_{exc.fields['stage']}"
+    if isinstance(exc, Overloaded):
         return "overloaded"
-    return "client_error" if status < 500 else "server_error"
+    return "client_error" if status_of(exc) < 500 else "server_error"
 
 
 @serve.deployment
@@ -166,8 +176,8 @@ class Gateway:
         outcome, job = await self.store.retry.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "not_retryable":
-            raise ApiError(409, "not_retryable", f"job {job_id} is {job.status}; only failed or cancelled jobs run again",
-                           job_id=job_id)
+            raise ApiError(409, "not_retryable",
+                           f"job {job_id} is {job.status}; only failed or cancelled jobs run again", job_id=job_id)
         return accepted(job)
 
     @app.get("/v1/jobs", dependencies=BEARER, response_model=JobPage, response_model_exclude_unset=True)
@@ -201,7 +211,8 @@ class Gateway:
 
     @app.get("/readyz")
     async def readyz(self) -> Any:
-        deployments = serve.status().applications[serve.get_replica_context().app_name].deployments
+        # serve.status() waits on the controller: off the event loop, which serves every other request.
+        deployments = (await asyncio.to_thread(serve.status)).applications[self.app_name].deployments
         states = {name: str(deployments[name].status.value) for name in self.config.models}
         ready = all(state in ("HEALTHY", "UPSCALING", "DOWNSCALING") for state in states.values())
         try:
@@ -341,58 +352,24 @@ class Gateway:
     ) -> Any:
         loop = asyncio.get_running_loop()
         timing.dispatched = loop.time()
-        response = self.handles[model].run.remote(inputs)
-        stage, finished = "queued", False
+
+        def started() -> None:
+            timing.started = loop.time()
+
         try:
             async with asyncio.timeout(None if remaining is None else max(remaining, 0)):
-                async for kind, value in response:
-                    if kind == STARTED:
-                        stage = "running"
-                        timing.started = loop.time()
-                    elif kind == RESULT:
-                        finished = True
-                        timing.finished = loop.time()
-                        return value
-                    elif kind == INVALID:
-                        finished = True
-                        raise ApiError(422, "invalid_input", value, model=model)
-            raise ApiError(500, "internal", f"model '{model}' ended without a result", model=model)
+                result = await call_model(self.handles[model], model, self.config.models[model], inputs, started)
         except TimeoutError:
+            stage = "queued" if timing.started is None else "running"
             note = cold_start_note(model, self.config.models[model]) if stage == "queued" else ""
             error = timeout_error(model, timeout, stage, self.config.max_timeout, note)
             logger.error(
                 "timeout: model=%s timeout_s=%s timeout_source=%r stage=%s request_id=%s; %s",
-                model, timeout.seconds, timeout.source, stage, rid, error.body["hint"],
+                model, timeout.seconds, timeout.source, stage, rid, error.fields["hint"],
             )
             raise error from None
-        except BackPressureError as exc:
-            finished = True
-            raise self._overloaded(model, exc) from None
-        except RayTaskError as exc:
-            finished = True
-            cause = exc.as_instanceof_cause()
-            if isinstance(cause, BackPressureError):
-                raise self._overloaded(model, cause) from None
-            logger.error("model %s failed (request_id=%s): %s", model, rid, exc)
-            raise ApiError(500, "model_error", f"model '{model}' failed: {first_line(exc)}", model=model) from None
-        except RayActorError as exc:
-            raise ApiError(
-                503, "unavailable", f"model '{model}' replica died: {first_line(exc)}", {"Retry-After": "1"}, model=model
-            ) from None
-        finally:
-            if not finished:
-                response.cancel()
-
-    def _overloaded(self, model: str, exc: BackPressureError) -> ApiError:
-        retry_after = math.ceil(exc.retry_after_s) if exc.retry_after_s else RETRY_AFTER_S
-        limits = self.config.models[model]
-        return ApiError(
-            503,
-            "overloaded",
-            f"model '{model}' is at capacity: {limits.max_ongoing_requests} running per replica and "
-            f"{limits.max_queued_requests} queued (max_queued_requests in serve_config.yaml). "
-            f"Retry after {retry_after} s, or submit the work as an async job.",
-            {"Retry-After": str(retry_after)},
-            model=model,
-            retry_after_s=retry_after,
-        )
+        except ModelFailed as exc:
+            logger.error("model %s failed (request_id=%s): %s", model, rid, exc.__cause__)
+            raise
+        timing.finished = loop.time()
+        return result

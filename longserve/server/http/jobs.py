@@ -1,15 +1,15 @@
 """HTTP pieces of the jobs API: the Prefer header and job responses."""
 
 import json
-import math
 from typing import Optional
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from longserve.server.http.errors import ApiError
 from longserve.api.jobs import PENDING, CallbackEvents
+from longserve.server.http.errors import ApiError
 from longserve.server.jobs.record import Job
+from longserve.server.seconds import parse_seconds
 
 POLL_AFTER_S = 1  # Retry-After while a job is pending
 MAX_METADATA_BYTES = 16 * 1024
@@ -37,13 +37,11 @@ def parse_prefer(header: Optional[str], max_wait_s: float) -> tuple[bool, Option
         if name == "respond-async":
             respond_async = True
         elif name == "wait":
-            try:
-                seconds = float(value.strip().strip('"'))
+            try:  # inf and nan are refused: nan would slip past the max_wait_s cap
+                seconds = parse_seconds(value.strip().strip('"'), positive=False)
             except ValueError:
-                seconds = math.nan
-            if not math.isfinite(seconds):  # nan would slip past the max_wait_s cap
                 raise ApiError(400, "invalid_header", f"Prefer: wait={value!r} is not a number of seconds",
-                               header="Prefer")
+                               header="Prefer") from None
             wait = min(max(seconds, 0.0), max_wait_s)
     return respond_async, wait
 

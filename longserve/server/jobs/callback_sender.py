@@ -12,9 +12,9 @@ import asyncio
 import logging
 import time
 
-from longserve.server.jobs.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, new_client, payload
 from longserve.server.config import CallbacksConfig
-from longserve.server.http.errors import ApiError
+from longserve.server.errors import InvalidCallbackUrl
+from longserve.server.jobs.callbacks import backoff_s, check_url, deliver, headers_for, load_secret, new_client, payload
 from longserve.server.jobs.record import Callback, Job, loggable
 from longserve.server.monitoring.monitor import Monitor
 
@@ -77,8 +77,8 @@ class CallbackSender:
         update = dict(attempts=callback.attempts + 1)
         try:
             address = await check_url(callback.url, self.config)  # again: DNS may have changed since submit
-        except ApiError as exc:
-            update.update(status="failed", last_error=exc.body["message"], last_status=None)
+        except InvalidCallbackUrl as exc:
+            update.update(status="failed", last_error=exc.message, last_status=None)
             await self._record(job, callback.model_copy(update=update), "failed")
             return
         body = payload("completed", job.view())

@@ -26,7 +26,7 @@ from typing import Optional
 import httpx
 
 from longserve.server.config import CallbacksConfig
-from longserve.server.http.errors import ApiError
+from longserve.server.errors import InvalidCallbackUrl
 
 SECRET_PREFIX = "whsec_"
 # Besides every 5xx: the 4xx answers that mean "not now" rather than "never".
@@ -46,7 +46,8 @@ def load_secret(config: CallbacksConfig) -> Optional[bytes]:
     try:
         return base64.b64decode(text.removeprefix(SECRET_PREFIX), validate=True)
     except ValueError:
-        raise ValueError(f"${config.secret_env} must be {SECRET_PREFIX}<base64>, as Standard Webhooks secrets are") from None
+        raise ValueError(
+            f"${config.secret_env} must be {SECRET_PREFIX}<base64>, as Standard Webhooks secrets are") from None
 
 
 def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -90,14 +91,14 @@ def _internal(address: ipaddress._BaseAddress) -> bool:
 
 
 async def check_url(url: str, config: CallbacksConfig) -> str:
-    """The address to deliver to: 422 unless `url` is http(s) and every
+    """The address to deliver to. InvalidCallbackUrl unless `url` is http(s) and every
     address its host resolves to is public or allowed. Checked at submit and
     again before each delivery, which then connects to this very address
     (`deliver`), so a name re-pointed inside after the check (DNS rebinding)
     is never reached."""
 
-    def refuse(reason: str) -> ApiError:
-        return ApiError(422, "invalid_callback_url", f"callback_url refused: {reason}", callback_url=url[:200])
+    def refuse(reason: str) -> InvalidCallbackUrl:
+        return InvalidCallbackUrl(f"callback_url refused: {reason}", callback_url=url[:200])
 
     if len(url) > 2048:
         raise refuse("it is longer than 2048 characters")

@@ -14,17 +14,16 @@ import uuid
 from typing import Optional
 
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
-from longserve.server.config import AppConfig
-from longserve.server.jobs.callback_sender import CallbackSender
-from longserve.server.jobs.store import get_job_store
-from longserve.server.model_server import INVALID, PROGRESS, RESULT, STARTED, load_model_class
-from longserve.server.http.errors import first_line
+from longserve.server.calls import call_model
+from longserve.server.config import AppConfig, load_model_class
+from longserve.server.errors import InputRejected, ModelFailed, Overloaded, ReplicaDied, first_line
 from longserve.server.inputs import InputParser
+from longserve.server.jobs.callback_sender import CallbackSender
 from longserve.server.jobs.record import Job, Progress, loggable
+from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
@@ -107,41 +106,36 @@ class JobRunner:
         except Exception as exc:  # validated at submit; only a changed model schema gets here
             await self._finish(job, "failed", error={"type": "invalid_input", "message": str(exc)})
             return
-        response = self.handles[job.model].run.remote(inputs, progress=True)
-        finished = False
+
+        def on_started() -> None:
+            if settings.job_timeout is not None:
+                run_limit.reschedule(asyncio.get_running_loop().time() + settings.job_timeout)
+
+        def on_progress(update: dict) -> None:
+            progress.clear()
+            progress.update(update)
+
         try:
             # job_timeout bounds the run, from the moment a replica starts it: waiting
             # for a replica (a model scaled to zero, cold-starting) does not count.
             async with asyncio.timeout(None) as run_limit:
-                async for kind, value in response:
-                    if kind == STARTED and settings.job_timeout is not None:
-                        run_limit.reschedule(asyncio.get_running_loop().time() + settings.job_timeout)
-                    elif kind == PROGRESS:
-                        progress.clear()
-                        progress.update(value)
-                    elif kind == RESULT:
-                        finished = True
-                        await self._finish(job, "succeeded", result=value)
-                    elif kind == INVALID:
-                        finished = True
-                        await self._finish(job, "failed", error={"type": "invalid_input", "message": value})
+                result = await call_model(self.handles[job.model], job.model, settings, inputs, on_started,
+                                          on_progress)
         except TimeoutError:
             await self._finish(job, "failed", error={
                 "type": "job_timeout",
                 "message": f"the job ran longer than models.{job.model}.job_timeout={settings.job_timeout:g} s",
             })
-        except BackPressureError:
-            finished = True
+        except InputRejected as exc:
+            await self._finish(job, "failed", error={"type": exc.type, "message": exc.message})
+        except ModelFailed as exc:
+            await self._finish(job, "failed", error={"type": exc.type, "message": exc.reason})
+        except Overloaded:
             await self.store.release.remote(job.id, self.id, job.attempts, "the model's queue was full")
-        except RayActorError as exc:
-            finished = True
-            await self.store.release.remote(job.id, self.id, job.attempts, f"its model replica died ({exc.__class__.__name__})")
-        except RayTaskError as exc:
-            finished = True
-            await self._finish(job, "failed", error={"type": "model_error", "message": first_line(exc)})
-        finally:
-            if not finished:
-                response.cancel()
+        except ReplicaDied as exc:
+            await self.store.release.remote(job.id, self.id, job.attempts, f"its model replica died ({exc.kind})")
+        else:
+            await self._finish(job, "succeeded", result=result)
 
     async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None) -> None:
         if not await self._store_outcome(job, status, result, error):
@@ -166,6 +160,7 @@ class JobRunner:
                 return await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error)
             except RayTaskError as exc:
                 if time.monotonic() > deadline:  # the lease decides: the job runs again
-                    raise RuntimeError(f"job {loggable(job.id)}: the job store did not take the outcome: {first_line(exc)}") from None
+                    raise RuntimeError(f"job {loggable(job.id)}: the job store did not take the outcome: "
+                                       f"{first_line(exc)}") from None
                 logger.warning("job %s: storing the outcome failed (%s); retrying", loggable(job.id), first_line(exc))
                 await asyncio.sleep(STORE_RETRY_S)

@@ -1,0 +1,92 @@
+"""One call of a model replica, read in one place for sync predict and for jobs.
+
+`ModelServer.run` yields a stream of (Event, value): STARTED when a replica
+begins the request, PROGRESS updates when asked for, then RESULT or INVALID.
+`call_model` reads it, tells the caller when the request started and how it
+progresses, returns the result, and turns every way it can fail, Ray's
+errors included, into a domain error (server/errors.py). Whatever ends the
+call early (the caller's timeout, a cancelled task) cancels the replica's
+work: it stops at the model's next `ctx.check_cancelled()`.
+
+Timeouts stay with the callers, around the call: the gateway's deadline runs
+from the request's arrival, a job's timeout from STARTED.
+"""
+
+import enum
+import math
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from longserve.server.config import ModelConfig
+from longserve.server.errors import InputRejected, ModelFailed, Overloaded, ReplicaDied, ServeError, first_line
+
+RETRY_AFTER_S = 1  # when Ray gives no better figure
+
+
+class Event(enum.StrEnum):
+    """What a model replica's `run` stream yields, each with a value."""
+
+    STARTED = "started"  # the replica began the request; value: its device
+    PROGRESS = "progress"  # value: {"done", "total", "message"} from ctx.report_progress
+    RESULT = "result"  # value: what predict returned
+    INVALID = "invalid"  # value: the message of the model's InvalidInput
+
+
+async def call_model(
+    handle: DeploymentHandle,
+    name: str,
+    config: ModelConfig,
+    inputs: BaseModel,
+    on_started: Optional[Callable[[], None]] = None,
+    on_progress: Optional[Callable[[dict], None]] = None,
+) -> Any:
+    """The model's result for `inputs`, from `handle` (a streaming handle of
+    the model `name`). Progress is streamed only when `on_progress` is given.
+
+    Raises InputRejected, Overloaded, ReplicaDied, ModelFailed, or ServeError
+    when the stream ends without a result."""
+    response = handle.run.remote(inputs, progress=on_progress is not None)
+    finished = False
+    try:
+        async for kind, value in response:
+            if kind == Event.STARTED and on_started is not None:
+                on_started()
+            elif kind == Event.PROGRESS and on_progress is not None:
+                on_progress(value)
+            elif kind == Event.RESULT:
+                finished = True
+                return value
+            elif kind == Event.INVALID:
+                finished = True
+                raise InputRejected(value, model=name)
+        raise ServeError(f"model '{name}' ended without a result", model=name)
+    except BackPressureError as exc:
+        finished = True
+        raise overloaded(name, config, exc) from None
+    except RayTaskError as exc:
+        finished = True
+        cause = exc.as_instanceof_cause()
+        if isinstance(cause, BackPressureError):
+            raise overloaded(name, config, cause) from None
+        raise ModelFailed(name, first_line(exc)) from exc  # the cause keeps the model's traceback, for logs
+    except RayActorError as exc:
+        raise ReplicaDied(name, type(exc).__name__, first_line(exc)) from None
+    finally:
+        if not finished:  # timed out or cancelled: stop the replica's work too
+            response.cancel()
+
+
+def overloaded(name: str, config: ModelConfig, exc: BackPressureError) -> Overloaded:
+    retry_after = math.ceil(exc.retry_after_s) if exc.retry_after_s else RETRY_AFTER_S
+    return Overloaded(
+        f"model '{name}' is at capacity: {config.max_ongoing_requests} running per replica and "
+        f"{config.max_queued_requests} queued (max_queued_requests in serve_config.yaml). "
+        f"Retry after {retry_after} s, or submit the work as an async job.",
+        retry_after=retry_after,
+        model=name,
+        retry_after_s=retry_after,
+    )
