@@ -21,7 +21,7 @@ class JobOptions(BaseModel):
 
     ttl_s: Optional[float] = Field(None, gt=0, description="Keep the finished job this long (capped by result_ttl_s).")
     metadata: Optional[str] = Field(None, description="A JSON object stored with the job.")
-    callback_url: Optional[str] = Field(None, description="POST the job here when it ends (signed; see README).")
+    callback_url: Optional[str] = Field(None, description="POST the job here when it ends (signed; see docs/callbacks.md).")
     callback_events: CallbackEvents = Field("completed", description="all: also when it starts and progresses.")
 
 
