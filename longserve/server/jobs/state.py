@@ -1,11 +1,12 @@
 """The job lifecycle: a pure, synchronous state machine (no Ray, no asyncio,
 no I/O, no clock: every operation is given `now`).
 
-    submit ──▶ queued ──claim──▶ running ──finish──▶ succeeded | failed
-                 ▲  ▲              │  lease lost / release: queued again, first
-                 │  └──────────────┘  in line (failed once max_attempts are spent)
-                 │ retry         cancel (queued or running) ──▶ cancelled
-        failed | cancelled       finished ──ttl_s──▶ expired ──forget_after_s──▶ forgotten
+    submit ─▶ queued ─claim─▶ running ─finish─▶ succeeded | failed
+                ▲ ▲              │
+                │ └──────────────┘ lease lost or released: first in line again
+                │                  (failed once max_attempts are spent)
+                └─ retry ─ failed | cancelled ◀─ cancel ─ queued | running
+    succeeded | failed | cancelled ─ttl_s─▶ expired ─forget_after_s─▶ forgotten
 
 An operation does not change the state: it plans a `Change` (the records to
 save or delete, who to wake, the transitions for metrics) and answers with it.
