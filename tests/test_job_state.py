@@ -1,19 +1,22 @@
 """The job lifecycle on its own (server/jobs/state.py): random interleavings of
-submits, claims by several runners, heartbeats, finishes by current and stale
-runners, releases, cancels, retries, callback deliveries, time passing (lease
-expiry, expiry, forgetting), new settings and store restarts, against a
-MemoryBackend persisted before each change is applied, as the actor does.
+submits (with and without idempotency keys), claims by several runners,
+heartbeats, finishes and releases by current and stale runners or attempts,
+runner crashes (a runner just stops), cancels, retries, callback deliveries,
+time passing (lease expiry, expiry, forgetting), new settings and store
+restarts, against a MemoryBackend written before each change is applied, as
+the actor does; a restart rebuilds the state from what that backend holds.
 
 After every step: no acknowledged job is lost, memory and backend agree, and
 every index agrees with a recomputation from the records. Each step checks
 that a finished job's outcome never changes (but by a retry or its expiry)
 and that a call by a runner or attempt not holding the lease changes nothing.
+300 examples x 50 steps: 15,000 steps, ~10 s.
 """
 
 from collections import Counter
 
-from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis import event, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from longserve.api.jobs import PENDING
 from longserve.server.jobs.backends import MemoryBackend
@@ -23,7 +26,7 @@ from longserve.server.jobs.state import Change, JobState, Settings, callback_due
 REQUEST = JobRequest(media_type="application/json")
 MODELS = ("a", "b")
 LIMITS = {"a": 2, "b": 1}
-RUNNERS = ("r1", "r2", "r3")
+RUNNERS = 2  # live at a time: one often claims again a job it lost, under a new attempt
 FINISHED = ("succeeded", "failed", "cancelled")
 index = st.integers(min_value=0, max_value=1000)
 
@@ -44,6 +47,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.ids: list[str] = []  # every id ever submitted, forgotten ones too
         self.leases: list[tuple[str, str, int]] = []  # (job, runner, attempt) of every claim, stale ones too
         self.callback_leases: list[tuple[str, str]] = []
+        self.runners = [f"r{n}" for n in range(RUNNERS)]
+        self.crashed: set[str] = set()  # runners that stopped: they never call again
 
     def commit(self, change: Change, retrying: bool = False) -> Change:
         """As the actor does: persist, then apply; checking what may change."""
@@ -67,15 +72,32 @@ class Lifecycle(RuleBasedStateMachine):
 
     def refused(self, change: Change) -> None:
         """A non-owner's call: refused, and nothing to persist, wake or count."""
+        event("a stale runner or attempt refused")
         assert change.outcome == "refused"
         assert change.empty and not change.wake and not change.transitions and not change.wake_runners
         self.commit(change)
+
+    def lease(self, i: int, live: bool) -> "tuple[str, str, int] | None":
+        """A lease a live runner was granted: one it still holds when `live`, else one it lost (if any)."""
+        leases = [lease for lease in self.leases if lease[1] not in self.crashed]
+        held = [lease for lease in leases if self.holds(*lease)]
+        lost = [lease for lease in leases if not self.holds(*lease)]
+        pool = (held if live else lost) or leases
+        return pool[i % len(pool)] if pool else None
 
     def holds(self, job_id: str, runner: str, attempt: int) -> bool:
         job = self.state.get(job_id)
         return job is not None and job.status == "running" and job.lease_owner == runner and job.attempts == attempt
 
     # -- client side ------------------------------------------------------------------
+
+    @initialize(jobs=st.integers(1, 6), claims=st.integers(0, 3))
+    def some_jobs_running(self, jobs, claims):
+        """Work from the first step on, whichever rules this example draws."""
+        for n in range(jobs):
+            self.submit(MODELS[n % 2], None, b"x", 30.0, n % 3 == 0)
+        for n in range(claims):
+            self.claim(n % RUNNERS)
 
     @rule(model=st.sampled_from(MODELS), key=st.sampled_from([None, "k1", "k2", "k3"]),
           body=st.sampled_from([b"x", b"y"]), ttl_s=st.sampled_from([5.0, 30.0]), with_callback=st.booleans())
@@ -133,8 +155,9 @@ class Lifecycle(RuleBasedStateMachine):
 
     # -- runner side ----------------------------------------------------------------------
 
-    @rule(runner=st.sampled_from(RUNNERS))
-    def claim(self, runner):
+    @rule(n=st.integers(0, RUNNERS - 1))
+    def claim(self, n):
+        runner = self.runners[n]
         heads = [self.state.get(q[0]) for m, q in self.state.queues.items()
                  if q and self.state.counts[m]["running"] < LIMITS[m]]
         change = self.commit(self.state.claim(runner, LIMITS, self.now))
@@ -147,11 +170,11 @@ class Lifecycle(RuleBasedStateMachine):
         assert job.lease_expires_at == self.now + self.settings.lease_s
         self.leases.append((job.id, runner, job.attempts))
 
-    @rule(i=index, progress=st.booleans())
-    def heartbeat(self, i, progress):
-        if not self.leases:
+    @rule(i=index, live=st.booleans(), progress=st.booleans())
+    def heartbeat(self, i, live, progress):
+        if (lease := self.lease(i, live)) is None:
             return
-        job_id, runner, attempt = self.leases[i % len(self.leases)]
+        job_id, runner, attempt = lease
         update = {"done": 1.0, "total": 2.0} if progress else None
         if not self.holds(job_id, runner, attempt):
             return self.refused(self.state.heartbeat(job_id, runner, attempt, update, self.now))
@@ -160,23 +183,24 @@ class Lifecycle(RuleBasedStateMachine):
         assert change.job.lease_expires_at == self.now + self.settings.lease_s
         assert change.job.version == version + (1 if progress else 0)  # a bare renewal wakes no long-poll
 
-    @rule(i=index, status=st.sampled_from(["succeeded", "failed"]), result=st.integers(0, 3))
-    def finish(self, i, status, result):
-        if not self.leases:
+    @rule(i=index, live=st.booleans(), status=st.sampled_from(["succeeded", "failed"]), result=st.integers(0, 3))
+    def finish(self, i, live, status, result):
+        if (lease := self.lease(i, live)) is None:
             return
-        job_id, runner, attempt = self.leases[i % len(self.leases)]
+        job_id, runner, attempt = lease
         error = None if status == "succeeded" else {"type": "model_error", "message": "no"}
         operation = self.state.finish(job_id, runner, attempt, status, result, error, self.now)
         if not self.holds(job_id, runner, attempt):
             return self.refused(operation)
         change = self.commit(operation)
         assert outcome(change.job) == (status, result, error, self.now) and change.job.lease_owner is None
+        event("the lease holder finished")
 
-    @rule(i=index)
-    def release(self, i):
-        if not self.leases:
+    @rule(i=index, live=st.booleans())
+    def release(self, i, live):
+        if (lease := self.lease(i, live)) is None:
             return
-        job_id, runner, attempt = self.leases[i % len(self.leases)]
+        job_id, runner, attempt = lease
         operation = self.state.release(job_id, runner, attempt, "its replica died", self.now)
         if not self.holds(job_id, runner, attempt):
             return self.refused(operation)
@@ -184,13 +208,20 @@ class Lifecycle(RuleBasedStateMachine):
         exhausted = attempt >= change.job.max_attempts
         assert change.job.status == ("failed" if exhausted else "queued")
 
-    # Runners crash by simply never calling again: their leases run out as time passes.
+    @rule(n=st.integers(0, RUNNERS - 1))
+    def runner_crashes(self, n):
+        """A runner stops (it never calls again); a new one, under a new name, takes its place."""
+        self.crashed.add(self.runners[n])
+        self.runners[n] = f"r{RUNNERS + len(self.crashed)}"
+
     @rule(seconds=st.sampled_from([1.0, 4.0, 11.0, 30.0, 60.0]))
     def time_passes(self, seconds):
         self.now += seconds
         lapsed = {i for i in self.state.running if self.state.get(i).lease_expires_at < self.now}
         change = self.commit(self.state.reap(self.now))
         assert not lapsed & self.state.running  # every lapsed lease gave its job back
+        if seconds > 10.0:  # longer than any lease: a crashed runner's jobs are queued again (or failed)
+            assert not any(self.state.get(i).lease_owner in self.crashed for i in self.state.running)
         for job in self.state.records.values():  # nothing due is left for the next round
             assert job.status not in FINISHED or job.expires_at > self.now
             assert job.status != "expired" or self.state.forget_at(job) > self.now
@@ -198,8 +229,9 @@ class Lifecycle(RuleBasedStateMachine):
 
     # -- callbacks ----------------------------------------------------------------------------
 
-    @rule(runner=st.sampled_from(RUNNERS), limit=st.integers(1, 3))
-    def claim_callbacks(self, runner, limit):
+    @rule(n=st.integers(0, RUNNERS - 1), limit=st.integers(1, 3))
+    def claim_callbacks(self, n, limit):
+        runner = self.runners[n]
         due = {i for i in self.state.callbacks_due if self.state.get(i).callback.next_attempt_at <= self.now}
         change = self.commit(self.state.claim_callbacks(runner, limit, 5.0, self.now))
         claimed = {job.id for job, _ in change.saves}
@@ -211,6 +243,8 @@ class Lifecycle(RuleBasedStateMachine):
         if not self.callback_leases:
             return
         job_id, runner = self.callback_leases[i % len(self.callback_leases)]
+        if runner in self.crashed:
+            return
         job = self.state.get(job_id)
         callback = Callback(url="https://example.com/hook", status="delivered" if delivered else "pending",
                             attempts=1, next_attempt_at=self.now + 2)
@@ -277,4 +311,4 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 TestLifecycle = Lifecycle.TestCase
-TestLifecycle.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+TestLifecycle.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
