@@ -21,18 +21,18 @@ BODY = b'{"value": 1}'
 def preload_in_actor(store, n: int, model: str) -> int:
     """Runs inside the JobStore actor: add n finished jobs; returns how many it holds."""
     from longserve.server.jobs.record import Job, JobRequest, new_job_id
+    from longserve.server.jobs.state import Change
 
-    now = time.time()
-    seq = store.seqs[-1] if store.seqs else 0
-    for _ in range(n):
-        seq += 1
+    now, state = time.time(), store.state
+    for seq in range(state.last_seq + 1, state.last_seq + 1 + n):
         job = Job(id=new_job_id(), seq=seq, model=model, status="succeeded", ttl_s=86400.0,
                   request=JobRequest(media_type="application/json"), attempts=1, created_at=now,
                   started_at=now, finished_at=now, expires_at=now + 86400, result={"value": 1}, version=3)
         store.backend.save(job, BODY)
-        store._index(job)
-        store._count(None, job)
-    return len(store.jobs)
+        change = Change(state.version)
+        change.save(None, job, visible=False)
+        state.apply(change)
+    return len(state.records)
 
 
 def actor_rss(store) -> int:

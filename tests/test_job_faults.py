@@ -191,7 +191,7 @@ def run_store_forgets(config: JobsConfig) -> None:
     while ray.get(store.get.remote(soon)) is not None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    counts = ray.get(store.__ray_call__.remote(lambda self: dict(self.counts["m"])))
+    counts = ray.get(store.__ray_call__.remote(lambda self: dict(self.state.counts["m"])))
     assert counts["succeeded"] == 1 and counts["expired"] == 0, counts
     assert ray.get(store.get.remote(later)).status == "succeeded"
     ray.kill(store, no_restart=True)

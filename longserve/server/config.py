@@ -5,6 +5,7 @@ built, so a bad value fails `serve run` before anything is deployed.
 """
 
 import importlib
+import time
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
@@ -67,6 +68,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Deployed(Strict):
+    """A section that a detached actor follows (JobStore, Stats). Stamped when
+    validated, which is once per deploy (replicas unpickle it as it was), so
+    the actor keeps the newest stamp it is sent and an older replica still
+    running during a rolling update cannot push its settings back."""
+
+    _deployed_ns: int = PrivateAttr(default_factory=time.time_ns)
+
+    @property
+    def deployed_ns(self) -> int:
+        return self._deployed_ns
+
+
 class AutoTimeoutConfig(Strict):
     """`timeout: auto` = clamp(factor x observed percentile of run time, min, max);
     `fallback` until min_samples run times are known."""
@@ -85,7 +99,7 @@ class AutoTimeoutConfig(Strict):
         return self
 
 
-class MonitoringConfig(Strict):
+class MonitoringConfig(Deployed):
     enabled: bool = True  # metrics, latency stats, auto timeouts, alerts
     # Latency percentiles (and auto timeouts) cover this many recent seconds.
     window_s: float = Field(300.0, gt=0)
@@ -126,7 +140,7 @@ class DeploymentOptions(Strict):
         return options
 
 
-class JobsConfig(Strict):
+class JobsConfig(Deployed):
     backend: Literal["sqlite", "redis", "memory"] = "sqlite"
     sqlite_path: str = "~/.cache/longserve/jobs.sqlite3"
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -4,6 +4,9 @@ durable, so the store can acknowledge it. Calls run in a worker thread.
 - memory: nothing survives the process; for tests that need no durability.
 - sqlite: one file (WAL); the embedded default, on the head node.
 - redis:  for clusters; the same server KubeRay uses for GCS fault tolerance.
+
+Besides jobs, a backend keeps the store's settings as last deployed (a JSON
+text), so a store that restarts follows the newest deploy, not its first one.
 """
 
 import os
@@ -21,12 +24,15 @@ class Backend(Protocol):
     def body(self, job_id: str) -> bytes: ...
     def drop_body(self, job_id: str) -> None: ...
     def delete(self, job_id: str) -> None: ...  # the record and the body; a missing job is no error
+    def load_settings(self) -> Optional[str]: ...
+    def save_settings(self, text: str) -> None: ...
 
 
 class MemoryBackend:
     def __init__(self):
         self.records: dict[str, str] = {}
         self.bodies: dict[str, bytes] = {}
+        self.settings: Optional[str] = None
 
     def load(self) -> Iterator[Job]:
         return (Job.model_validate_json(r) for r in self.records.values())
@@ -46,6 +52,12 @@ class MemoryBackend:
         self.records.pop(job_id, None)
         self.bodies.pop(job_id, None)
 
+    def load_settings(self) -> Optional[str]:
+        return self.settings
+
+    def save_settings(self, text: str) -> None:
+        self.settings = text
+
 
 class SqliteBackend:
     def __init__(self, path: str):
@@ -57,6 +69,7 @@ class SqliteBackend:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, record TEXT NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS settings (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT)")
 
     def load(self) -> Iterator[Job]:
         with self.lock:
@@ -95,6 +108,15 @@ class SqliteBackend:
                 self.db.execute("ROLLBACK")
                 raise
 
+    def load_settings(self) -> Optional[str]:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM settings WHERE id = 1").fetchone()
+        return None if row is None else row[0]
+
+    def save_settings(self, text: str) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO settings VALUES (1, ?)", (text,))
+
 
 class RedisBackend:
     def __init__(self, url: str, prefix: str = "longserve"):
@@ -105,6 +127,7 @@ class RedisBackend:
         self.redis = redis.Redis.from_url(url, password=os.environ.get("LONGSERVE_REDIS_PASSWORD") or None)
         self.redis.ping()  # fail at start, not at the first submit
         self.index, self.jobs, self.bodies = f"{prefix}:jobs", f"{prefix}:job:", f"{prefix}:body:"
+        self.settings = f"{prefix}:settings"
 
     def load(self) -> Iterator[Job]:
         ids = [i.decode() for i in self.redis.smembers(self.index)]
@@ -136,6 +159,13 @@ class RedisBackend:
             tx.delete(self.jobs + job_id, self.bodies + job_id)
             tx.srem(self.index, job_id)
             tx.execute()
+
+    def load_settings(self) -> Optional[str]:
+        text = self.redis.get(self.settings)
+        return None if text is None else text.decode()
+
+    def save_settings(self, text: str) -> None:
+        self.redis.set(self.settings, text)
 
 
 def make_backend(kind: str, sqlite_path: str, redis_url: str) -> Backend:

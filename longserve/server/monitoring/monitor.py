@@ -88,6 +88,8 @@ class Monitor:
                     await self.stats.record.remote(batch)
                 if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + REFRESH_S
+                    # Again each time: Ray restarts a crashed Stats actor with its first settings.
+                    self.stats.configure.remote(self.config.monitoring, self.config.monitoring.deployed_ns)
                     if auto:
                         self.auto = await self.stats.auto_timeouts.remote(auto)
                     self.slow = await self.stats.slow_thresholds.remote(list(self.config.models))

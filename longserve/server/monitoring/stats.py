@@ -4,6 +4,12 @@ alerts see the whole app, not one replica.
 
 Senders batch samples and flush every FLUSH_S; the actor keeps a sliding
 window (monitoring.window_s, at most MAX_SAMPLES) per model and kind.
+
+The actor is detached: it outlives `serve delete` and `serve shutdown`
+(`python -m longserve.server.actors` removes it). It follows the monitoring
+settings of the newest deploy: every replica sends its settings (`configure`)
+when it starts and again every refresh, so an actor that Ray restarted with
+the settings it was first created with catches up within a second.
 """
 
 import asyncio
@@ -37,10 +43,12 @@ class Sample(NamedTuple):
 
 def get_stats(app_name: str, config: MonitoringConfig) -> "ray.actor.ActorHandle":
     # Detached: it must not die with whichever replica happened to create it.
-    return ray.remote(Stats).options(
+    stats = ray.remote(Stats).options(
         name=f"longserve-stats-{app_name}", namespace="longserve", get_if_exists=True, lifetime="detached",
         max_restarts=-1, max_task_retries=-1, max_concurrency=100, num_cpus=0,
     ).remote(config)
+    stats.configure.remote(config, config.deployed_ns)  # ordered before this caller's later calls
+    return stats
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -62,10 +70,17 @@ def distribution(values: list[float]) -> dict:
 
 class Stats:
     def __init__(self, config: MonitoringConfig):
-        self.config = config
+        self.config, self.deployed_ns = config, config.deployed_ns
         self.samples: dict[tuple[str, str], deque[Sample]] = defaultdict(lambda: deque(maxlen=MAX_SAMPLES))
         self.firing: dict[tuple[str, str], float] = {}  # (model, alert) -> when it last fired
         self.metrics = Metrics()
+
+    async def configure(self, config: MonitoringConfig, deployed_ns: int) -> bool:
+        """Follow a deploy's settings from now on, unless older than those in force."""
+        if deployed_ns <= self.deployed_ns:
+            return False
+        self.config, self.deployed_ns = config, deployed_ns
+        return True
 
     async def record(self, samples: list[Sample]) -> None:
         for sample in samples:

@@ -1,0 +1,413 @@
+"""The job lifecycle: a pure, synchronous state machine (no Ray, no asyncio,
+no I/O, no clock: every operation is given `now`).
+
+    submit ─▶ queued ─claim─▶ running ─finish─▶ succeeded | failed
+                ▲ ▲              │
+                │ └──────────────┘ lease lost or released: first in line again
+                │                  (failed once max_attempts are spent)
+                └─ retry ─ failed | cancelled ◀─ cancel ─ queued | running
+    succeeded | failed | cancelled ─ttl_s─▶ expired ─forget_after_s─▶ forgotten
+
+An operation does not change the state: it plans a `Change` (the records to
+save or delete, who to wake, the transitions for metrics) and answers with it.
+The caller persists the Change, then `apply`s it, so nothing is visible that
+the backend does not hold, and a write that fails changes nothing. Every index
+is kept by diffing a record's old version against its new one, in one place
+(`_install`). A runner's calls count only while it holds the job's lease for
+that attempt (`_owned`): a stale runner or attempt never wins.
+"""
+
+import bisect
+import heapq
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from longserve.api.jobs import PENDING
+from longserve.server.jobs.record import Callback, Job, JobRequest, Progress
+
+
+@dataclass(frozen=True)
+class Settings:
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    forget_after_s: float = 86400.0
+
+
+@dataclass
+class Change:
+    """What an operation answers and what it changes; `apply` it once persisted."""
+
+    base: int  # the state's version it was planned on
+    outcome: str = ""  # the operation's answer: "created", "queued", "refused", ...
+    job: Optional[Job] = None  # the job as the caller sees it afterwards
+    saves: list[tuple[Job, Optional[bytes]]] = field(default_factory=list)  # (new record, a new job's input)
+    deletes: list[Job] = field(default_factory=list)  # forgotten: record and input
+    drop_bodies: list[str] = field(default_factory=list)  # expired: inputs no longer needed
+    wake: list[str] = field(default_factory=list)  # jobs whose long-polls see news
+    wake_runners: bool = False  # a job became claimable, or a running slot freed
+    wake_callbacks: bool = False  # a callback became due
+    transitions: list[tuple[str, str]] = field(default_factory=list)  # (model, status entered)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (job id, what happened), for the log
+    reaped_until: Optional[float] = None  # expiry entries due by then are consumed
+
+    def save(self, old: Optional[Job], new: Job, visible: bool = True, body: Optional[bytes] = None) -> Job:
+        # A bare lease renewal or callback lease is no news: long-polls keep waiting.
+        if visible:
+            new.version += 1  # new is a copy of old (or a new job at 0)
+            self.wake.append(new.id)
+        self.saves.append((new, body))
+        if old is None or old.status != new.status:
+            self.transitions.append((new.model, new.status))
+        entered_queue = new.status == "queued" and (old is None or old.status != "queued")
+        self.wake_runners |= entered_queue or (old is not None and old.status == "running" != new.status)
+        self.wake_callbacks |= callback_due(new) and (old is None or not callback_due(old))
+        self.job = new
+        return new
+
+    @property
+    def empty(self) -> bool:
+        return not (self.saves or self.deletes or self.drop_bodies)
+
+
+def callback_due(job: Job) -> bool:
+    """The job ended and its completion callback is not yet delivered (or given up)."""
+    return job.callback is not None and job.callback.status == "pending" and job.status not in PENDING
+
+
+def due_entries(heap: list[tuple[float, str]], now: float) -> list[tuple[float, str]]:
+    """A heap's entries due by `now`, read without popping them: they form a subtree at its root."""
+    out, stack = [], [0] if heap else []
+    while stack:
+        index = stack.pop()
+        if index < len(heap) and heap[index][0] <= now:
+            out.append(heap[index])
+            stack += [2 * index + 1, 2 * index + 2]
+    return out
+
+
+class JobState:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.version = 0  # bumped by every apply: a Change applies only to the state it was planned on
+        self.records: dict[str, Job] = {}
+        self.last_seq = 0
+        self.order: list[str] = []  # ids by seq, for listing; forgotten ids linger (see _remove)
+        self.seqs: list[int] = []
+        self.stale = 0
+        self.queues: dict[str, deque[str]] = defaultdict(deque)  # FIFO; the head is always a queued job
+        self.running: set[str] = set()  # the leases to watch
+        self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
+        self.idempotency: dict[tuple[str, str], str] = {}
+        self.callbacks_due: set[str] = set()
+        # (when, id): a finished job's next step, expiring and then being forgotten.
+        # Entries may be stale (the job was retried); `reap` checks the job itself.
+        self.expiry: list[tuple[float, str]] = []
+
+    # -- loading and settings ---------------------------------------------------------
+
+    def load(self, records: Iterable[Job], now: float) -> Change:
+        """Take in the backend's records (a fresh state). The Change's deletes are
+        jobs whose forget time passed while no store ran: delete them; there is nothing to apply."""
+        change = Change(self.version)
+        for job in sorted(records, key=lambda j: j.seq):
+            forget_at = self.forget_at(job)
+            if forget_at is not None and forget_at <= now:
+                change.deletes.append(job)
+                continue
+            self._install(None, job)
+            change.transitions.append((job.model, job.status))
+        self.version += 1
+        return change
+
+    def configure(self, settings: Settings) -> None:
+        """New settings take effect at once: new leases, attempts and forget times use them."""
+        forget_changed = settings.forget_after_s != self.settings.forget_after_s
+        self.settings = settings
+        if forget_changed:  # every finished job's next step moves
+            self.expiry = [(due, i) for i, job in self.records.items() if (due := self.next_step_at(job)) is not None]
+            heapq.heapify(self.expiry)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Optional[Job]:
+        return self.records.get(job_id)
+
+    def list(self, model: Optional[str], status: Optional[str], limit: int,
+             cursor: Optional[int]) -> tuple[list[Job], Optional[int]]:
+        """Newest first; `cursor` is the seq to continue below."""
+        end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
+        page: list[Job] = []
+        for index in range(end - 1, -1, -1):
+            job = self.records.get(self.order[index])
+            if job is None:
+                continue  # forgotten
+            if (model is None or job.model == model) and (status is None or job.status == status):
+                page.append(job)
+                if len(page) == limit:
+                    return page, (job.seq if index > 0 else None)
+        return page, None
+
+    def backlog(self) -> dict[str, dict[str, int]]:
+        return {model: {"queued": c["queued"], "running": c["running"]} for model, c in self.counts.items()}
+
+    def next_callback_at(self) -> Optional[float]:
+        return min((self.records[i].callback.next_attempt_at for i in self.callbacks_due), default=None)
+
+    # -- client side ----------------------------------------------------------------------
+
+    def submit(self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
+               idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str, now: float) -> Change:
+        """outcome "created" | "existing" (the same id, or key and body) | "conflict" (the key, another body)."""
+        change = Change(self.version)
+        if job_id in self.records:
+            change.outcome, change.job = "existing", self.records[job_id]
+            return change
+        existing = self.idempotency.get((model, idempotency_key)) if idempotency_key is not None else None
+        if existing is not None:
+            change.job = self.records[existing]
+            change.outcome = "existing" if change.job.body_sha256 == body_sha256 else "conflict"
+            return change
+        job = Job(id=job_id, seq=self.last_seq + 1, model=model, request=request, metadata=metadata, ttl_s=ttl_s,
+                  created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
+                  body_sha256=body_sha256, callback=callback)
+        change.outcome = "created"
+        change.save(None, job, body=body)
+        return change
+
+    def cancel(self, job_id: str, now: float) -> Change:
+        """outcome "cancelled" | "finished" | "missing". A running job's runner learns it at its next heartbeat."""
+        change, job = Change(self.version), self.records.get(job_id)
+        if job is None:
+            change.outcome = "missing"
+        elif job.status not in PENDING:
+            change.outcome, change.job = "finished", job
+        else:
+            change.outcome = "cancelled"
+            self._finish(change, job, "cancelled", None, {"type": "cancelled", "message": "cancelled by the client"},
+                         now)
+        return change
+
+    def retry(self, job_id: str, now: float) -> Change:
+        """outcome "queued" | "not_retryable" | "missing": a failed or cancelled job runs again."""
+        change, job = Change(self.version), self.records.get(job_id)
+        if job is None:
+            change.outcome = "missing"
+        elif job.status not in ("failed", "cancelled"):
+            change.outcome, change.job = "not_retryable", job
+        else:
+            change.outcome = "queued"
+            change.save(job, job.model_copy(update=dict(
+                status="queued", error=None, result=None, finished_at=None, expires_at=None, started_at=None,
+                progress=Progress(), max_attempts=job.attempts + self.settings.max_attempts)))
+        return change
+
+    # -- runner side ------------------------------------------------------------------------
+
+    def claim(self, runner: str, limits: dict[str, int], now: float) -> Change:
+        """The oldest queued job of a model under its limit of running jobs, now
+        running under `runner`'s lease (change.job); None when there is none."""
+        change, best = Change(self.version), None
+        for model, limit in limits.items():
+            queue = self.queues.get(model)
+            if queue and self.counts[model]["running"] < limit:
+                head = self.records[queue[0]]
+                if best is None or head.seq < best.seq:
+                    best = head
+        if best is not None:
+            change.outcome = "claimed"
+            change.save(best, best.model_copy(update=dict(
+                status="running", attempts=best.attempts + 1, started_at=best.started_at or now,
+                lease_owner=runner, lease_expires_at=now + self.settings.lease_s)))
+        return change
+
+    def heartbeat(self, job_id: str, runner: str, attempt: int, progress: Optional[dict], now: float) -> Change:
+        """Renew the lease (and record progress). outcome "refused": stop, the job is no longer yours."""
+        change, job = Change(self.version), self._owned(job_id, runner, attempt)
+        if job is None:
+            change.outcome = "refused"
+            return change
+        update: dict[str, Any] = {"lease_expires_at": now + self.settings.lease_s}
+        if progress is not None:
+            update["progress"] = Progress(**progress)
+        change.outcome = "renewed"
+        change.save(job, job.model_copy(update=update), visible=progress is not None)
+        return change
+
+    def finish(self, job_id: str, runner: str, attempt: int, status: str, result: Any, error: Optional[dict],
+               now: float) -> Change:
+        """Store the outcome once; a runner whose lease was lost is refused."""
+        change, job = Change(self.version), self._owned(job_id, runner, attempt)
+        if job is None:
+            change.outcome = "refused"
+            return change
+        if status == "succeeded" and job.progress.total:
+            job = job.model_copy(update={"progress": job.progress.model_copy(update={"done": job.progress.total})})
+        change.outcome = "finished"
+        self._finish(change, job, status, result, error, now, old=self.records[job_id])
+        return change
+
+    def release(self, job_id: str, runner: str, attempt: int, reason: str, now: float) -> Change:
+        """Give the job back (its replica died): queued again, or failed after max_attempts."""
+        change, job = Change(self.version), self._owned(job_id, runner, attempt)
+        if job is None:
+            change.outcome = "refused"
+            return change
+        change.outcome = "released"
+        self._requeue_or_fail(change, job, reason, now)
+        return change
+
+    def reap(self, now: float) -> Change:
+        """Time passing: leases that ended give their jobs back; finished jobs
+        whose time came expire, and expired ones are forgotten."""
+        change = Change(self.version, reaped_until=now)
+        for job_id in sorted(self.running):
+            job = self.records[job_id]
+            if job.lease_expires_at is not None and job.lease_expires_at < now:
+                reason = f"its runner stopped renewing the lease ({self.settings.lease_s:g} s)"
+                self._requeue_or_fail(change, job, reason, now)
+        seen = set()
+        for _, job_id in sorted(due_entries(self.expiry, now)):
+            job = self.records.get(job_id)
+            due = None if job is None else self.next_step_at(job)
+            if job_id in seen or due is None or due > now:
+                continue  # stale: the job was retried (its new entry is queued) or is gone
+            seen.add(job_id)
+            if job.status == "expired":
+                change.deletes.append(job)
+            else:  # the input goes too (and again with the record, should dropping it fail now)
+                expired = change.save(job, job.model_copy(update=dict(status="expired", result=None)))
+                change.drop_bodies.append(job_id)
+                if self.forget_at(expired) <= now:  # the reaper came late: both steps were due
+                    change.deletes.append(expired)
+        return change
+
+    # -- callback delivery ---------------------------------------------------------------------
+
+    def claim_callbacks(self, runner: str, limit: int, lease_s: float, now: float) -> Change:
+        """Due callbacks (change.saves), each now leased to `runner` until now + lease_s."""
+        change = Change(self.version)
+        due = sorted((self.records[i] for i in self.callbacks_due if self.records[i].callback.next_attempt_at <= now),
+                     key=lambda j: (j.callback.next_attempt_at, j.seq))
+        for job in due[:limit]:
+            callback = job.callback.model_copy(update=dict(owner=runner, next_attempt_at=now + lease_s))
+            change.save(job, job.model_copy(update={"callback": callback}), visible=False)
+        return change
+
+    def record_callback(self, job_id: str, runner: str, callback: Callback, now: float) -> Change:
+        """Store an attempt's outcome (`callback` as the runner updated it), if the runner still holds it."""
+        change, job = Change(self.version), self.records.get(job_id)
+        if job is None or job.callback is None or job.callback.owner != runner or job_id not in self.callbacks_due:
+            change.outcome = "refused"
+            return change
+        change.outcome = "recorded"
+        change.save(job, job.model_copy(update={"callback": callback.model_copy(update={"owner": None})}))
+        return change
+
+    # -- applying a persisted change -----------------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        if change.base != self.version:
+            raise RuntimeError("a Change applies only to the state it was planned on")
+        self.version += 1
+        if change.reaped_until is not None:
+            while self.expiry and self.expiry[0][0] <= change.reaped_until:
+                heapq.heappop(self.expiry)
+        for job, _ in change.saves:
+            self._install(self.records.get(job.id), job)
+        for job in change.deletes:
+            self._remove(job)
+
+    def _install(self, old: Optional[Job], new: Job) -> None:
+        """Put a record's new version in, and every index in step with it."""
+        self.records[new.id] = new
+        if old is None:
+            self.last_seq = max(self.last_seq, new.seq)
+            self.order.append(new.id)
+            self.seqs.append(new.seq)
+            if new.idempotency_key is not None:
+                self.idempotency[(new.model, new.idempotency_key)] = new.id
+        else:
+            self.counts[old.model][old.status] -= 1
+        self.counts[new.model][new.status] += 1
+        if new.status == "running":
+            self.running.add(new.id)
+        else:
+            self.running.discard(new.id)
+        was_queued = old is not None and old.status == "queued"
+        if new.status == "queued" and not was_queued:
+            queue = self.queues[new.model]
+            queue.appendleft(new.id) if old is not None and old.status == "running" else queue.append(new.id)
+        elif was_queued and new.status != "queued":
+            self._trim(new.model)
+        if callback_due(new):
+            self.callbacks_due.add(new.id)
+        else:
+            self.callbacks_due.discard(new.id)
+        due = self.next_step_at(new)
+        if due is not None and (old is None or due != self.next_step_at(old)):
+            heapq.heappush(self.expiry, (due, new.id))
+
+    def _remove(self, job: Job) -> None:
+        """Forget a job: its id is unknown from now on, its idempotency key free."""
+        del self.records[job.id]
+        self.counts[job.model][job.status] -= 1
+        key = (job.model, job.idempotency_key)
+        if self.idempotency.get(key) == job.id:
+            del self.idempotency[key]
+        self.callbacks_due.discard(job.id)  # a callback still being retried has nothing left to send
+        # Removing the id from order/seqs would be O(n) per job; it stays (list()
+        # skips it) until such ids are half of them, then both are rebuilt: O(1)
+        # per forgotten job on average, and listing scans at most 2x.
+        self.stale += 1
+        if self.stale * 2 > len(self.order):
+            kept = [(i, seq) for i, seq in zip(self.order, self.seqs) if i in self.records]
+            self.order, self.seqs = [i for i, _ in kept], [seq for _, seq in kept]
+            self.stale = 0
+
+    def _trim(self, model: str) -> None:
+        # Entries of jobs no longer queued (claimed, cancelled) leave once they reach the head.
+        queue = self.queues[model]
+        while queue and (queue[0] not in self.records or self.records[queue[0]].status != "queued"):
+            queue.popleft()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def forget_at(self, job: Job) -> Optional[float]:
+        """When a finished job is forgotten: forget_after_s after it expires; None while it is pending."""
+        if job.status in PENDING or job.expires_at is None:
+            return None
+        return job.expires_at + self.settings.forget_after_s
+
+    def next_step_at(self, job: Job) -> Optional[float]:
+        """When a finished job expires, or an expired one is forgotten; None while it is pending."""
+        forget_at = self.forget_at(job)
+        if forget_at is None or job.status == "expired":
+            return forget_at
+        return job.expires_at
+
+    def _owned(self, job_id: str, runner: str, attempt: int) -> Optional[Job]:
+        job = self.records.get(job_id)
+        if job is None or job.status != "running" or job.lease_owner != runner or job.attempts != attempt:
+            return None
+        return job
+
+    def _finish(self, change: Change, job: Job, status: str, result: Any, error: Optional[dict], now: float,
+                old: Optional[Job] = None) -> None:
+        update = dict(status=status, result=result, error=error, finished_at=now, expires_at=now + job.ttl_s,
+                      lease_owner=None, lease_expires_at=None)
+        if job.callback is not None:  # due now, from its first attempt (a retried job's ending is news again)
+            update["callback"] = job.callback.model_copy(update=dict(
+                status="pending", attempts=0, last_status=None, last_error=None, delivered_at=None,
+                next_attempt_at=now, owner=None))
+        change.save(old or job, job.model_copy(update=update))
+
+    def _requeue_or_fail(self, change: Change, job: Job, reason: str, now: float) -> None:
+        if job.attempts >= job.max_attempts:
+            self._finish(change, job, "failed", None, {
+                "type": "attempts_exhausted",
+                "message": f"gave up after {job.attempts} attempts; the last ended because {reason}",
+            }, now)
+            return
+        change.warnings.append((job.id, f"attempt {job.attempts} lost ({reason}); queued again"))
+        change.save(job, job.model_copy(update=dict(status="queued", lease_owner=None, lease_expires_at=None)))

@@ -1,0 +1,314 @@
+"""The job lifecycle on its own (server/jobs/state.py): random interleavings of
+submits (with and without idempotency keys), claims by several runners,
+heartbeats, finishes and releases by current and stale runners or attempts,
+runner crashes (a runner just stops), cancels, retries, callback deliveries,
+time passing (lease expiry, expiry, forgetting), new settings and store
+restarts, against a MemoryBackend written before each change is applied, as
+the actor does; a restart rebuilds the state from what that backend holds.
+
+After every step: no acknowledged job is lost, memory and backend agree, and
+every index agrees with a recomputation from the records. Each step checks
+that a finished job's outcome never changes (but by a retry or its expiry)
+and that a call by a runner or attempt not holding the lease changes nothing.
+300 examples x 50 steps: 15,000 steps, ~10 s.
+"""
+
+from collections import Counter
+
+from hypothesis import event, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from longserve.api.jobs import PENDING
+from longserve.server.jobs.backends import MemoryBackend
+from longserve.server.jobs.record import Callback, JobRequest
+from longserve.server.jobs.state import Change, JobState, Settings, callback_due
+
+REQUEST = JobRequest(media_type="application/json")
+MODELS = ("a", "b")
+LIMITS = {"a": 2, "b": 1}
+RUNNERS = 2  # live at a time: one often claims again a job it lost, under a new attempt
+FINISHED = ("succeeded", "failed", "cancelled")
+index = st.integers(min_value=0, max_value=1000)
+
+
+def outcome(job) -> tuple:
+    return job.status, job.result, job.error, job.finished_at
+
+
+class Lifecycle(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.now = 1000.0
+        self.settings = Settings(lease_s=10.0, max_attempts=2, forget_after_s=50.0)
+        self.backend = MemoryBackend()
+        self.state = JobState(self.settings)
+        self.state.load(self.backend.load(), self.now)
+        self.acknowledged: set[str] = set()  # created and not (yet) forgotten
+        self.ids: list[str] = []  # every id ever submitted, forgotten ones too
+        self.leases: list[tuple[str, str, int]] = []  # (job, runner, attempt) of every claim, stale ones too
+        self.callback_leases: list[tuple[str, str]] = []
+        self.runners = [f"r{n}" for n in range(RUNNERS)]
+        self.crashed: set[str] = set()  # runners that stopped: they never call again
+
+    def commit(self, change: Change, retrying: bool = False) -> Change:
+        """As the actor does: persist, then apply; checking what may change."""
+        for new, _ in change.saves:
+            old = self.state.get(new.id)
+            if old is not None and old.status in FINISHED and new.status != "expired":
+                assert outcome(new) == outcome(old) or (retrying and new.status == "queued"), (old, new)
+            if old is not None and old.status == "expired":
+                assert outcome(new) == outcome(old)
+        for job in change.deletes:
+            assert job.status == "expired" and self.state.forget_at(job) <= self.now
+        for new, body in change.saves:
+            self.backend.save(new, body)
+        for job_id in change.drop_bodies:
+            self.backend.drop_body(job_id)
+        for job in change.deletes:
+            self.backend.delete(job.id)
+            self.acknowledged.discard(job.id)
+        self.state.apply(change)
+        return change
+
+    def refused(self, change: Change) -> None:
+        """A non-owner's call: refused, and nothing to persist, wake or count."""
+        event("a stale runner or attempt refused")
+        assert change.outcome == "refused"
+        assert change.empty and not change.wake and not change.transitions and not change.wake_runners
+        self.commit(change)
+
+    def lease(self, i: int, live: bool) -> "tuple[str, str, int] | None":
+        """A lease a live runner was granted: one it still holds when `live`, else one it lost (if any)."""
+        leases = [lease for lease in self.leases if lease[1] not in self.crashed]
+        held = [lease for lease in leases if self.holds(*lease)]
+        lost = [lease for lease in leases if not self.holds(*lease)]
+        pool = (held if live else lost) or leases
+        return pool[i % len(pool)] if pool else None
+
+    def holds(self, job_id: str, runner: str, attempt: int) -> bool:
+        job = self.state.get(job_id)
+        return job is not None and job.status == "running" and job.lease_owner == runner and job.attempts == attempt
+
+    # -- client side ------------------------------------------------------------------
+
+    @initialize(jobs=st.integers(1, 6), claims=st.integers(0, 3))
+    def some_jobs_running(self, jobs, claims):
+        """Work from the first step on, whichever rules this example draws."""
+        for n in range(jobs):
+            self.submit(MODELS[n % 2], None, b"x", 30.0, n % 3 == 0)
+        for n in range(claims):
+            self.claim(n % RUNNERS)
+
+    @rule(model=st.sampled_from(MODELS), key=st.sampled_from([None, "k1", "k2", "k3"]),
+          body=st.sampled_from([b"x", b"y"]), ttl_s=st.sampled_from([5.0, 30.0]), with_callback=st.booleans())
+    def submit(self, model, key, body, ttl_s, with_callback):
+        job_id = f"j{len(self.ids)}"
+        mapped = self.state.idempotency.get((model, key))
+        callback = Callback(url="https://example.com/hook") if with_callback else None
+        change = self.commit(self.state.submit(job_id, model, REQUEST, body, {}, ttl_s, key, callback,
+                                               body.decode(), self.now))
+        if mapped is None:
+            assert change.outcome == "created" and change.job.status == "queued" and change.job.version == 1
+            self.ids.append(job_id)
+            self.acknowledged.add(job_id)
+            assert self.backend.body(job_id) == body
+        else:  # the key's job, whether its body matches or not; nothing new
+            assert change.job.id == mapped and change.empty
+            assert change.outcome == ("existing" if change.job.body_sha256 == body.decode() else "conflict")
+
+    @rule(i=index)
+    def submit_again(self, i):
+        """A resent submit (same id) is answered with the job as it is."""
+        if self.ids:
+            job_id = self.ids[i % len(self.ids)]
+            if job_id in self.acknowledged:
+                change = self.commit(self.state.submit(job_id, "a", REQUEST, b"z", {}, 5.0, None, None, "z", self.now))
+                assert change.outcome == "existing" and change.job is self.state.get(job_id) and change.empty
+
+    @rule(i=index)
+    def cancel(self, i):
+        if not self.ids:
+            return
+        job_id = self.ids[i % len(self.ids)]
+        before = self.state.get(job_id)
+        change = self.commit(self.state.cancel(job_id, self.now))
+        if before is None:
+            assert change.outcome == "missing"
+        elif before.status in PENDING:
+            assert change.outcome == "cancelled" and change.job.status == "cancelled"
+            assert change.job.lease_owner is None and change.job.expires_at == self.now + before.ttl_s
+        else:
+            assert change.outcome == "finished" and change.empty
+
+    @rule(i=index)
+    def retry(self, i):
+        if not self.ids:
+            return
+        job_id = self.ids[i % len(self.ids)]
+        before = self.state.get(job_id)
+        change = self.commit(self.state.retry(job_id, self.now), retrying=True)
+        if before is not None and before.status in ("failed", "cancelled"):
+            assert change.outcome == "queued" and change.job.status == "queued"
+            assert change.job.max_attempts == before.attempts + self.settings.max_attempts
+        else:
+            assert change.outcome in ("missing", "not_retryable") and change.empty
+
+    # -- runner side ----------------------------------------------------------------------
+
+    @rule(n=st.integers(0, RUNNERS - 1))
+    def claim(self, n):
+        runner = self.runners[n]
+        heads = [self.state.get(q[0]) for m, q in self.state.queues.items()
+                 if q and self.state.counts[m]["running"] < LIMITS[m]]
+        change = self.commit(self.state.claim(runner, LIMITS, self.now))
+        if not heads:
+            assert change.job is None and change.empty
+            return
+        job = change.job
+        assert job.seq == min(h.seq for h in heads)  # the oldest head among models with a free slot
+        assert job.status == "running" and job.lease_owner == runner
+        assert job.lease_expires_at == self.now + self.settings.lease_s
+        self.leases.append((job.id, runner, job.attempts))
+
+    @rule(i=index, live=st.booleans(), progress=st.booleans())
+    def heartbeat(self, i, live, progress):
+        if (lease := self.lease(i, live)) is None:
+            return
+        job_id, runner, attempt = lease
+        update = {"done": 1.0, "total": 2.0} if progress else None
+        if not self.holds(job_id, runner, attempt):
+            return self.refused(self.state.heartbeat(job_id, runner, attempt, update, self.now))
+        version = self.state.get(job_id).version
+        change = self.commit(self.state.heartbeat(job_id, runner, attempt, update, self.now))
+        assert change.job.lease_expires_at == self.now + self.settings.lease_s
+        assert change.job.version == version + (1 if progress else 0)  # a bare renewal wakes no long-poll
+
+    @rule(i=index, live=st.booleans(), status=st.sampled_from(["succeeded", "failed"]), result=st.integers(0, 3))
+    def finish(self, i, live, status, result):
+        if (lease := self.lease(i, live)) is None:
+            return
+        job_id, runner, attempt = lease
+        error = None if status == "succeeded" else {"type": "model_error", "message": "no"}
+        operation = self.state.finish(job_id, runner, attempt, status, result, error, self.now)
+        if not self.holds(job_id, runner, attempt):
+            return self.refused(operation)
+        change = self.commit(operation)
+        assert outcome(change.job) == (status, result, error, self.now) and change.job.lease_owner is None
+        event("the lease holder finished")
+
+    @rule(i=index, live=st.booleans())
+    def release(self, i, live):
+        if (lease := self.lease(i, live)) is None:
+            return
+        job_id, runner, attempt = lease
+        operation = self.state.release(job_id, runner, attempt, "its replica died", self.now)
+        if not self.holds(job_id, runner, attempt):
+            return self.refused(operation)
+        change = self.commit(operation)
+        exhausted = attempt >= change.job.max_attempts
+        assert change.job.status == ("failed" if exhausted else "queued")
+
+    @rule(n=st.integers(0, RUNNERS - 1))
+    def runner_crashes(self, n):
+        """A runner stops (it never calls again); a new one, under a new name, takes its place."""
+        self.crashed.add(self.runners[n])
+        self.runners[n] = f"r{RUNNERS + len(self.crashed)}"
+
+    @rule(seconds=st.sampled_from([1.0, 4.0, 11.0, 30.0, 60.0]))
+    def time_passes(self, seconds):
+        self.now += seconds
+        lapsed = {i for i in self.state.running if self.state.get(i).lease_expires_at < self.now}
+        change = self.commit(self.state.reap(self.now))
+        assert not lapsed & self.state.running  # every lapsed lease gave its job back
+        if seconds > 10.0:  # longer than any lease: a crashed runner's jobs are queued again (or failed)
+            assert not any(self.state.get(i).lease_owner in self.crashed for i in self.state.running)
+        for job in self.state.records.values():  # nothing due is left for the next round
+            assert job.status not in FINISHED or job.expires_at > self.now
+            assert job.status != "expired" or self.state.forget_at(job) > self.now
+        assert all(job.status == "expired" for job in change.deletes)
+
+    # -- callbacks ----------------------------------------------------------------------------
+
+    @rule(n=st.integers(0, RUNNERS - 1), limit=st.integers(1, 3))
+    def claim_callbacks(self, n, limit):
+        runner = self.runners[n]
+        due = {i for i in self.state.callbacks_due if self.state.get(i).callback.next_attempt_at <= self.now}
+        change = self.commit(self.state.claim_callbacks(runner, limit, 5.0, self.now))
+        claimed = {job.id for job, _ in change.saves}
+        assert claimed <= due and len(claimed) == min(limit, len(due))
+        self.callback_leases += [(i, runner) for i in claimed]
+
+    @rule(i=index, delivered=st.booleans())
+    def record_callback(self, i, delivered):
+        if not self.callback_leases:
+            return
+        job_id, runner = self.callback_leases[i % len(self.callback_leases)]
+        if runner in self.crashed:
+            return
+        job = self.state.get(job_id)
+        callback = Callback(url="https://example.com/hook", status="delivered" if delivered else "pending",
+                            attempts=1, next_attempt_at=self.now + 2)
+        operation = self.state.record_callback(job_id, runner, callback, self.now)
+        if job is None or job.callback.owner != runner or job_id not in self.state.callbacks_due:
+            return self.refused(operation)
+        self.commit(operation)
+        assert (job_id in self.state.callbacks_due) == (not delivered)
+
+    # -- the store's lifetime -------------------------------------------------------------------
+
+    @rule()
+    def restart(self):
+        """The actor's process ends; a new one loads what the backend holds."""
+        before = {i: job.model_dump() for i, job in self.state.records.items()}
+        self.state = JobState(self.settings)
+        loaded = self.state.load(self.backend.load(), self.now)
+        for job in loaded.deletes:
+            assert self.state.forget_at(job) <= self.now
+            self.backend.delete(job.id)
+            self.acknowledged.discard(job.id)
+            del before[job.id]
+        assert {i: job.model_dump() for i, job in self.state.records.items()} == before
+
+    @rule(lease_s=st.sampled_from([3.0, 10.0]), forget_after_s=st.sampled_from([20.0, 50.0]))
+    def new_settings(self, lease_s, forget_after_s):
+        self.settings = Settings(lease_s=lease_s, max_attempts=2, forget_after_s=forget_after_s)
+        self.state.configure(self.settings)
+
+    # -- invariants ---------------------------------------------------------------------------------
+
+    @invariant()
+    def no_acknowledged_job_is_lost(self):
+        assert set(self.state.records) == self.acknowledged
+        assert {i: j.model_dump() for i, j in self.state.records.items()} == {
+            j.id: j.model_dump() for j in self.backend.load()}
+
+    @invariant()
+    def indexes_agree_with_the_records(self):
+        state, jobs = self.state, list(self.state.records.values())
+        counts = {m: +c for m, c in state.counts.items() if +c}
+        assert counts == {m: Counter(j.status for j in jobs if j.model == m) for m in {j.model for j in jobs}}
+        assert state.running == {j.id for j in jobs if j.status == "running"}
+        for model in MODELS:
+            queue = state.queues.get(model, ())
+            queued = {j.id for j in jobs if j.model == model and j.status == "queued"}
+            assert {i for i in queue if i in queued} == queued
+            assert not queue or queue[0] in queued  # claims look at the head only
+        assert state.idempotency == {(j.model, j.idempotency_key): j.id for j in jobs if j.idempotency_key}
+        assert state.callbacks_due == {j.id for j in jobs if callback_due(j)}
+        assert all(state.expiry[k] <= state.expiry[c] for k in range(len(state.expiry))
+                   for c in (2 * k + 1, 2 * k + 2) if c < len(state.expiry))
+        scheduled = set(state.expiry)
+        assert all((state.next_step_at(j), j.id) in scheduled for j in jobs if state.next_step_at(j) is not None)
+        assert state.seqs == sorted(set(state.seqs)) and set(state.records) <= set(state.order)
+        assert all(state.records[i].seq == s for i, s in zip(state.order, state.seqs) if i in state.records)
+        assert all(j.seq <= state.last_seq for j in jobs)
+
+    @invariant()
+    def leases_belong_to_running_jobs(self):
+        for job in self.state.records.values():
+            assert (job.lease_owner is not None) == (job.status == "running") == (job.lease_expires_at is not None)
+            assert job.attempts <= job.max_attempts
+
+
+TestLifecycle = Lifecycle.TestCase
+TestLifecycle.settings = settings(max_examples=300, stateful_step_count=50, deadline=None)
