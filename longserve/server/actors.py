@@ -14,6 +14,7 @@ lost, and so are the latency samples.
 """
 
 import argparse
+import logging
 
 import ray
 
@@ -35,7 +36,7 @@ def main(argv: "list[str] | None" = None) -> None:
     remove.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
 
-    ray.init(address=args.address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False,
+    ray.init(address=args.address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False,
              ignore_reinit_error=True)  # already connected when called from a driver
     names = detached()
     if args.command == "list":

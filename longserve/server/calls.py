@@ -14,7 +14,8 @@ from the request's arrival, a job's timeout from STARTED.
 
 import enum
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from pydantic import BaseModel
 from ray.exceptions import RayActorError, RayTaskError
@@ -49,7 +50,7 @@ async def call_model(
 
     Raises InputRejected, Overloaded, ReplicaDied, ModelFailed, or ServeError
     when the stream ends without a result."""
-    response = handle.run.remote(inputs, progress=on_progress is not None)
+    response: Any = handle.run.remote(inputs, progress=on_progress is not None)  # a stream: handle.options(stream=True)
     finished = False
     try:
         async for kind, value in response:

@@ -10,12 +10,13 @@ Ray's bare 408 before longserve's explained 504.
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from longserve.server.config import AUTO, AppConfig
+from longserve.server.config import AUTO, AppConfig, ModelConfig
 
 IMPORT_PATH = "longserve.server.app:build_app"
 
@@ -55,12 +56,16 @@ def check(path: str) -> tuple[list[str], list[AppConfig]]:
     return errors, apps
 
 
-def _longest_timeout(config: AppConfig):
+def _longest_timeout(config: AppConfig) -> Optional[float]:
     """The longest a request may run, or None when one may run forever."""
-    limits = [config.max_timeout] + [
-        model.auto_timeout.max if model.timeout == AUTO else model.timeout for model in config.models.values()
-    ]
-    return None if any(limit is None for limit in limits) else max(limits)
+    limits = [config.max_timeout] + [_longest_run(model) for model in config.models.values()]
+    return None if any(limit is None for limit in limits) else max(limit for limit in limits if limit is not None)
+
+
+def _longest_run(model: ModelConfig) -> Optional[float]:
+    if isinstance(model.timeout, str):  # auto: at most its max
+        return model.auto_timeout.max if model.auto_timeout is not None else None
+    return model.timeout
 
 
 def _readable(exc: ValidationError) -> str:

@@ -11,7 +11,8 @@ replica's slot is not freed while the model still computes.
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import ray
 from pydantic import BaseModel
@@ -42,9 +43,10 @@ class ModelServer:
         self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None
-        if self.batching:
-            self._predict_batched.set_max_batch_size(config.batching.max_batch_size)
-            self._predict_batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
+        if config.batching is not None:
+            batched: Any = self._predict_batched  # @serve.batch adds the setters; mypy sees a plain method
+            batched.set_max_batch_size(config.batching.max_batch_size)
+            batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
         logger.info("model %s loaded on %s", name, self.device)
 
     async def run(self, inputs: BaseModel, progress: bool = False) -> AsyncIterator[tuple]:
@@ -102,7 +104,7 @@ async def _wait_stopped(work: asyncio.Future, name: str) -> None:
         await asyncio.wait_for(asyncio.shield(work), CANCEL_GRACE_S)
     except Cancelled:
         logger.info("model %s stopped a cancelled request", name)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
+    except (TimeoutError, asyncio.CancelledError):
         logger.warning("model %s still busy %ss after cancel", name, CANCEL_GRACE_S)
     except Exception:  # the request is gone; its error has no one to go to
         logger.exception("model %s failed after cancel", name)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import httpx
 import ray
@@ -43,7 +43,7 @@ class Sample(NamedTuple):
 
 def get_stats(app_name: str, config: MonitoringConfig) -> "ray.actor.ActorHandle":
     # Detached: it must not die with whichever replica happened to create it.
-    stats = ray.remote(Stats).options(
+    stats: Any = ray.remote(Stats).options(
         name=f"longserve-stats-{app_name}", namespace="longserve", get_if_exists=True, lifetime="detached",
         max_restarts=-1, max_task_retries=-1, max_concurrency=100, num_cpus=0,
     ).remote(config)
