@@ -39,7 +39,7 @@ from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
-from longserve.server.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
+from longserve.server.timeouts import TimeoutInForce, client_deadline, configured, timeout_error, timeout_in_force
 
 logger = logging.getLogger("ray.serve")
 
@@ -126,7 +126,8 @@ class Gateway:
                            f"or POST /v1/models/{model}/jobs")
         timing, outcome = Timing(), "ok"
         try:
-            timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto)
+            timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto,
+                                       client_deadline(request.headers))
             inputs = await self._read_input(model, request)
             remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
             return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
