@@ -52,6 +52,9 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
                       "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10,
                                        "fallback": 5}},
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
+        # The OpenAI facade's timeout tests: an embedder that sleeps and counts its calls.
+        slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 3, "max_ongoing_requests": 1,
+                       "ray_actor_options": NO_CPU},
     )
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["transcriber"]["options"].update(max_audio_s=600)
