@@ -55,7 +55,11 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
         # The OpenAI facade's timeout tests: an embedder that sleeps and counts its calls.
         slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 3, "max_ongoing_requests": 1,
                        "ray_actor_options": NO_CPU},
+        # Only the OpenAI batch tests use this one, so a cancelled batch's jobs meet no other test's.
+        batch_sleeper={"class": "tests.slow_models:CountingEmbedder", "max_ongoing_requests": 2,
+                       "ray_actor_options": NO_CPU},
     )
+    args["openai"] = {"files": {"path": str(jobs_db.parent / "openai")}}
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["transcriber"]["options"].update(max_audio_s=600)
     args["models"]["embedder"].update(ray_actor_options=NO_CPU)

@@ -92,3 +92,14 @@ def test_explicit_aliases_must_name_served_models(aliases, problem):
         AppConfig.model_validate({"models": MODELS, "openai": {"aliases": aliases}})
     assert AppConfig.model_validate({"models": MODELS, "openai": {"aliases": {"e": "embedder"}}}).openai.aliases == {
         "e": "embedder"}
+
+
+def test_cursor_pages_follow_after_and_say_when_more_are_left():
+    from longserve.server.http.openai_batches import page
+
+    items = [{"id": f"file-{i}"} for i in range(5)]
+    first = page(items, 2, None)
+    assert [i["id"] for i in first["data"]] == ["file-0", "file-1"] and first["has_more"]
+    last = page(items, 2, "file-3")
+    assert [i["id"] for i in last["data"]] == ["file-4"] and not last["has_more"]
+    assert page(items, 2, "file-gone")["data"] == []

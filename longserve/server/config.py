@@ -243,6 +243,15 @@ class OpenAIConfig(Strict):
     enabled: bool = True
     # OpenAI model name -> the served model that answers for it.
     aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPENAI_ALIASES))
+    # Where uploaded files, batch records and batch outputs live: a `blobs:` config (file or s3).
+    files: Any = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("files")
+    @classmethod
+    def _blobs_config(cls, value: Any) -> Any:
+        from longserve.server.blobs import BlobsConfig  # blobs.py imports this module
+
+        return BlobsConfig.model_validate({"path": "~/.cache/longserve/openai", **(value or {})})
 
 
 class AppConfig(Strict):

@@ -36,6 +36,8 @@ from longserve.server.http.jobs import (
 )
 from longserve.server.http.openai import OpenAIRoutes
 from longserve.server.http.openai import router as openai_router
+from longserve.server.http.openai_batches import OpenAIBatchRoutes
+from longserve.server.http.openai_batches import router as openai_batch_router
 from longserve.server.inputs import InputParser, check_media_type
 from longserve.server.jobs.callbacks import check_url, load_secret
 from longserve.server.jobs.record import Callback, JobRequest, new_job_id
@@ -57,7 +59,9 @@ app = FastAPI(
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(app)
-app.include_router(openai_router)  # /openai/v1: OpenAIRoutes' methods, served by the Gateway below
+# /openai/v1: the methods of OpenAIRoutes and OpenAIBatchRoutes, served by the Gateway below.
+app.include_router(openai_router)
+app.include_router(openai_batch_router)
 # Documents the bearer key in OpenAPI; each handler checks its scope itself.
 BEARER = [Security(HTTPBearer(auto_error=False, description="An API key, when the server has keys configured."))]
 JOB = {200: {"model": JobView}, 202: {"model": JobView}}
@@ -95,7 +99,7 @@ def outcome_of(exc: Exception) -> str:
 
 @serve.deployment
 @serve.ingress(app)
-class Gateway(OpenAIRoutes):
+class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
         self.store = get_job_store(config.jobs)

@@ -9,37 +9,30 @@ them like the gateway's own routes.
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from email import policy
 from email.parser import BytesParser
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from longserve.model import Model
 from longserve.models.embedder import EmbedInput
 from longserve.models.transcriber import TranscribeInput
+from longserve.server.config import AppConfig
 from longserve.server.errors import InvalidRequest
+from longserve.server.http.auth import Auth
 from longserve.server.http.errors import ApiError
+from longserve.server.inputs import InputParser
 from longserve.server.openai import formats
+from longserve.server.openai.bodies import EmbeddingsRequest, Strict
 
 PREFIX = "/openai/v1"
 router = APIRouter(prefix=PREFIX, tags=["openai"])
 # Which models serve which OpenAI endpoint: those whose Input is (or extends) the shipped model's.
 KINDS = {"embeddings": EmbedInput, "audio": TranscribeInput}
-
-
-class Strict(BaseModel):
-    # An option longserve cannot honour is refused by name, not silently dropped.
-    model_config = ConfigDict(extra="forbid")
-
-
-class EmbeddingsRequest(Strict):
-    input: Union[str, list[str], list[int], list[list[int]]]
-    model: str
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Optional[int] = Field(None, ge=1)
-    user: Optional[str] = None  # accepted, unused
 
 
 class AudioRequest(Strict):
@@ -52,7 +45,25 @@ class AudioRequest(Strict):
     stream: bool = False
 
 
-class OpenAIRoutes:
+class GatewayParts:
+    """What the OpenAI mixins use of the Gateway, declared for type checkers."""
+
+    if TYPE_CHECKING:
+        config: AppConfig
+        auth: Auth
+        parser: InputParser
+        store: Any  # the JobStore actor
+        classes: dict[str, type[Model]]
+
+        async def _read_body(self, request: Request) -> bytes: ...
+
+        async def _sync(self, model: str, request: Request, arrival: float,
+                        read: Callable[[], Awaitable[BaseModel]]) -> Any: ...
+
+        def _openai_model(self, name: str, kind: Optional[str] = None) -> str: ...  # OpenAIRoutes'
+
+
+class OpenAIRoutes(GatewayParts):
     @router.get("/models")
     async def openai_models(self, request: Request) -> dict:
         self._openai_check(request)
@@ -70,8 +81,8 @@ class OpenAIRoutes:
         self._openai_check(request)
         body = parse_body(EmbeddingsRequest, await self._read_body(request))
         model = self._openai_model(body.model, "embeddings")
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if any(not isinstance(text, str) for text in texts):
+        texts = body.texts()
+        if texts is None:
             raise ApiError(400, "invalid_request", "token arrays are not supported: send the text", param="input")
 
         async def read() -> BaseModel:
@@ -97,7 +108,7 @@ class OpenAIRoutes:
     async def _openai_audio(self, request: Request, task: str) -> Any:
         arrival = asyncio.get_running_loop().time()
         self._openai_check(request)
-        fields, audio = parse_form(request.headers.get("content-type", ""), await self._read_body(request))
+        fields, (_, audio) = parse_form(request.headers.get("content-type", ""), await self._read_body(request))
         if task == "translate" and "language" in fields:
             raise ApiError(400, "unsupported_option", "translations take no language: the output is English",
                            param="language")
@@ -158,30 +169,31 @@ def parse_body(cls: type[BaseModel], body: Union[bytes, dict]) -> Any:
         raise InvalidRequest.from_errors(exc.errors(include_url=False, include_input=False)) from None
 
 
-def parse_form(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes]:
-    """A multipart/form-data body -> (its text fields, the `file` part's bytes).
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, Any], tuple[str, bytes]]:
+    """A multipart/form-data body -> (its text fields, the `file` part's (filename, bytes)).
     A field sent more than once (timestamp_granularities[]) becomes a list."""
     if not content_type.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type",
-                       f"send multipart/form-data with the audio as `file`; got '{content_type or 'none'}'")
+                       f"send multipart/form-data with the data as `file`; got '{content_type or 'none'}'")
     # The standard library's MIME parser reads form-data (RFC 7578 is MIME); the body is within max_body_mb.
     message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     fields: dict[str, Any] = {}
-    audio = None
+    data, filename = b"", ""
     for part in message.iter_parts() if message.is_multipart() else ():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        payload = payload if isinstance(payload, bytes) else b""
         if name == "file":
-            audio = payload
-        elif name is not None:
+            data, filename = payload, part.get_filename() or "file"
+        elif isinstance(name, str):
             value = payload.decode("utf-8", errors="replace")
             if name.endswith("[]"):
                 fields.setdefault(name, []).append(value)
             else:
                 fields[name] = value
-    if not audio:
-        raise ApiError(400, "invalid_request", "no audio: send it as the multipart field `file`", param="file")
-    return fields, audio
+    if not data:
+        raise ApiError(400, "invalid_request", "no data: send it as the multipart field `file`", param="file")
+    return fields, (filename, data)
 
 
 def check_audio_options(options: AudioRequest) -> None:
