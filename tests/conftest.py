@@ -53,7 +53,7 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
                                        "fallback": 5}},
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
         # The OpenAI facade's timeout tests: an embedder that sleeps and counts its calls.
-        slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 3, "max_ongoing_requests": 1,
+        slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 6, "max_ongoing_requests": 1,
                        "ray_actor_options": NO_CPU},
         # Only the OpenAI batch tests use this one, so a cancelled batch's jobs meet no other test's.
         batch_sleeper={"class": "tests.slow_models:CountingEmbedder", "max_ongoing_requests": 2,

@@ -103,3 +103,28 @@ def test_cursor_pages_follow_after_and_say_when_more_are_left():
     last = page(items, 2, "file-3")
     assert [i["id"] for i in last["data"]] == ["file-4"] and not last["has_more"]
     assert page(items, 2, "file-gone")["data"] == []
+
+
+@pytest.mark.parametrize("path", ["/v1/fail", "/openai/v1/fail"])
+def test_a_full_queue_says_retry_and_when_on_every_route(path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from longserve.server.errors import Overloaded
+    from longserve.server.http.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get(path)
+    async def fail():
+        raise Overloaded("model 'm' is at capacity", retry_after=2, model="m")
+
+    response = TestClient(app).get(path)
+    assert response.status_code == 503
+    assert (response.headers["retry-after"], response.headers["x-should-retry"]) == ("2", "true")
+    error = response.json()["error"]
+    if path.startswith("/openai"):
+        assert (error["type"], error["code"], error["model"]) == ("server_error", "overloaded", "m")
+    else:
+        assert error["type"] == "overloaded"
