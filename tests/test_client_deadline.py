@@ -5,7 +5,13 @@ import pytest
 
 from longserve.server.config import AppConfig
 from longserve.server.errors import InvalidHeader
-from longserve.server.timeouts import client_deadline, client_margin, timeout_error, timeout_in_force
+from longserve.server.timeouts import (
+    client_deadline,
+    client_margin,
+    timeout_error,
+    timeout_in_force,
+    within_client_deadline,
+)
 
 CONFIG = AppConfig.model_validate({
     "max_timeout": 60,
@@ -69,3 +75,9 @@ def test_the_504_names_the_header_and_how_to_wait_longer():
     error = timeout_error("slow", timeout, "running", CONFIG.max_timeout)
     assert "x-stainless-read-timeout" in error.message
     assert error.fields["hint"].startswith(timeout.advice)
+
+
+def test_waits_end_before_the_client_deadline():
+    assert within_client_deadline({}, 60) == 60
+    assert within_client_deadline({"x-stainless-read-timeout": "2"}, 60) == 1.5
+    assert within_client_deadline({"x-stainless-read-timeout": "600"}, 60) == 60

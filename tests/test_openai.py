@@ -3,6 +3,7 @@
 
 import base64
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -155,6 +156,21 @@ def test_the_client_deadline_header_holds_on_native_routes_too(client):
     # A malformed one is refused, naming it.
     response = client.post("/v1/models/sleeper/predict", json={"seconds": 0}, headers={"X-Stainless-Timeout": "x"})
     assert response.status_code == 400 and response.json()["error"]["header"] == "x-stainless-timeout"
+
+
+def test_waiting_for_a_job_ends_before_the_clients_deadline(serve_app):
+    # A client that gives up after 3 s: without the header's cap, both waits would outlast it (ReadTimeout).
+    headers = {"x-stainless-read-timeout": "2"}
+    with httpx.Client(base_url=serve_app.url, timeout=3) as short:
+        response = short.post("/v1/models/sleeper_false/predict", json={"seconds": 30},
+                              headers={**headers, "Prefer": "wait=60"})
+        assert response.status_code == 202 and response.headers["preference-applied"] == "wait=1.5"
+        job_id = response.json()["id"]
+        try:
+            polled = short.get(f"/v1/jobs/{job_id}?wait=60", headers=headers)
+            assert polled.status_code == 200 and polled.json()["status"] in ("queued", "running")
+        finally:
+            short.delete(f"/v1/jobs/{job_id}")  # frees the sleeper for other tests
 
 
 # -- audio --------------------------------------------------------------------

@@ -59,6 +59,16 @@ def client_margin(seconds: float) -> float:
     return min(CLIENT_MARGIN_S, CLIENT_MARGIN_FRACTION * seconds)
 
 
+def within_client_deadline(headers: Mapping[str, str], seconds: float) -> float:
+    """`seconds` of waiting (a long-poll, `Prefer: wait`), cut to end before the client's own deadline."""
+    client = client_deadline(headers)
+    if client is None:
+        return seconds
+    waits = parse_header(client[1], client[0])
+    assert waits is not None
+    return min(seconds, round(waits - client_margin(waits), 3))
+
+
 def configured(config: AppConfig, model: str, auto: dict[str, tuple[float, str]]) -> TimeoutInForce:
     """The timeout serve_config.yaml sets for `model`; for `auto`, its current value and why."""
     settings = config.models[model]

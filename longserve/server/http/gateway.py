@@ -44,7 +44,14 @@ from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
-from longserve.server.timeouts import TimeoutInForce, client_deadline, configured, timeout_error, timeout_in_force
+from longserve.server.timeouts import (
+    TimeoutInForce,
+    client_deadline,
+    configured,
+    timeout_error,
+    timeout_in_force,
+    within_client_deadline,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -124,6 +131,8 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         self.auth.check(request, "predict")
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
+        if wait_s is not None:  # the 202 comes before the client gives up
+            wait_s = within_client_deadline(request.headers, wait_s)
         if respond_async or wait_s is not None:
             self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
             return await self._predict_as_job(model, request, job, respond_async, wait_s)
@@ -142,9 +151,10 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         return accepted(stored, {"Idempotent-Replayed": "true"} if replayed else None)
 
     @app.get("/v1/jobs/{job_id}", responses=JOB)
-    async def get_job(self, job_id: str, wait: Optional[float] = Query(None, ge=0)) -> Any:
+    async def get_job(self, job_id: str, request: Request, wait: Optional[float] = Query(None, ge=0)) -> Any:
         if wait:
-            job = await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s))
+            wait = within_client_deadline(request.headers, min(wait, self.config.jobs.max_wait_s))
+            job = await self.store.wait.remote(job_id, wait)
         else:
             job = await self.store.get.remote(job_id)
         return job_response(self._found(job, job_id))
