@@ -52,7 +52,14 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
                       "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10,
                                        "fallback": 5}},
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
+        # The OpenAI facade's timeout tests: an embedder that sleeps and counts its calls.
+        slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 6, "max_ongoing_requests": 1,
+                       "ray_actor_options": NO_CPU},
+        # Only the OpenAI batch tests use this one, so a cancelled batch's jobs meet no other test's.
+        batch_sleeper={"class": "tests.slow_models:CountingEmbedder", "max_ongoing_requests": 2,
+                       "ray_actor_options": NO_CPU},
     )
+    args["openai"] = {"files": {"path": str(jobs_db.parent / "openai")}}
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["transcriber"]["options"].update(max_audio_s=600)
     args["models"]["embedder"].update(ray_actor_options=NO_CPU)

@@ -7,6 +7,7 @@ import time
 from pydantic import BaseModel, Field
 
 from longserve import Context, Model
+from longserve.models.embedder import EmbedInput
 
 
 class SleepInput(BaseModel):
@@ -61,3 +62,16 @@ class Recorder(Sleeper):
             with open(self.options.log, "a") as f:
                 f.write(f"{inputs.tag} {os.getpid()}\n")
         return {**super().predict(inputs, ctx), "tag": inputs.tag}
+
+
+class CountingEmbedder(Sleeper):
+    """Takes an embedder's input; each text is a number of seconds to sleep.
+    Every vector is [the number of calls this replica has started], so tests
+    count the requests that reached the model (e.g. that a client did not retry)."""
+
+    Input = EmbedInput
+
+    def predict(self, inputs: EmbedInput, ctx: Context) -> dict:
+        slept = super().predict(SleepInput(seconds=max(float(text) for text in inputs.texts)), ctx)
+        return {"embeddings": [[float(slept["started"])] for _ in inputs.texts], "dim": 1,
+                "tokens": [1] * len(inputs.texts)}

@@ -16,7 +16,8 @@ class EmbedInput(BaseModel):
 
 
 class Embedder(Model):
-    """Normalized 384-d vectors."""
+    """Normalized 384-d vectors, and each text's length in tokens (`tokens`:
+    the tokenizer's count without special tokens, as OpenAI's `usage` reports)."""
 
     Input = EmbedInput
 
@@ -56,9 +57,11 @@ class Embedder(Model):
         vectors = self.model.encode(
             texts, batch_size=self.options.batch_size, normalize_embeddings=True, convert_to_numpy=True
         ).tolist()
+        # Counted on the replica, where the tokenizer lives; not truncated, like OpenAI's usage.
+        tokens = [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         results, start = [], 0
         for item in inputs:
             end = start + len(item.texts)
-            results.append({"embeddings": vectors[start:end], "dim": len(vectors[0])})
+            results.append({"embeddings": vectors[start:end], "dim": len(vectors[0]), "tokens": tokens[start:end]})
             start = end
         return results

@@ -8,7 +8,7 @@ once the request is cancelled.
 import base64
 import binascii
 import io
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -21,6 +21,13 @@ MAX_AUDIO_S = 4 * 3600.0
 class TranscribeInput(BaseModel):
     audio: bytes = Field(description="Audio file bytes; base64 in a JSON body.")
     language: Optional[str] = Field(None, description="ISO code such as 'en'; detected when omitted.")
+    task: Literal["transcribe", "translate"] = Field("transcribe", description="translate: English text out.")
+    prompt: Optional[str] = Field(None, max_length=2000, description="Text that primes the first window's style.")
+    temperature: Optional[float] = Field(None, ge=0, le=1, description=(
+        "Sampling temperature; default: 0 with fallback to higher ones when decoding fails."))
+    word_timestamps: bool = Field(False, description="Each segment's words with their start and end.")
+    segment_details: bool = Field(False, description=(
+        "Each segment's id, seek, tokens, avg_logprob, compression_ratio, no_speech_prob and temperature."))
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -62,13 +69,19 @@ class Transcriber(Model):
         if inputs.language is not None and inputs.language not in self.model.supported_languages:
             raise InvalidInput(f"language {inputs.language!r} is not one this model knows; "
                                f"one of: {', '.join(self.model.supported_languages)}, or none to detect it")
+        if inputs.task == "translate" and not self.model.model.is_multilingual:
+            raise InvalidInput("this model is English-only and cannot translate; use a multilingual one")
         audio = decode(inputs.audio, self.options.max_audio_s)
         duration = round(len(audio) / SAMPLE_RATE, 3)
         ctx.report_progress(0.0, duration, "started")
-        segments, info = self.model.transcribe(audio, language=inputs.language, beam_size=self.options.beam_size)
+        options = {"temperature": inputs.temperature} if inputs.temperature is not None else {}
+        segments, info = self.model.transcribe(
+            audio, language=inputs.language, beam_size=self.options.beam_size, task=inputs.task,
+            initial_prompt=inputs.prompt, word_timestamps=inputs.word_timestamps, **options,
+        )
         out = []
         for segment in segments:  # each step decodes the next window of audio
-            out.append({"start": round(segment.start, 2), "end": round(segment.end, 2), "text": segment.text.strip()})
+            out.append(segment_dict(segment, inputs))
             ctx.report_progress(min(segment.end, duration), duration)
             ctx.check_cancelled()
         return {
@@ -78,6 +91,18 @@ class Transcriber(Model):
             "duration": duration,
             "segments": out,
         }
+
+
+def segment_dict(segment, inputs: TranscribeInput) -> dict:
+    out = {"start": round(segment.start, 2), "end": round(segment.end, 2), "text": segment.text.strip()}
+    if inputs.segment_details:
+        out.update(id=segment.id, seek=segment.seek, tokens=segment.tokens,
+                   avg_logprob=segment.avg_logprob, compression_ratio=segment.compression_ratio,
+                   no_speech_prob=segment.no_speech_prob, temperature=segment.temperature)
+    if inputs.word_timestamps:
+        out["words"] = [{"word": w.word.strip(), "start": round(w.start, 2), "end": round(w.end, 2),
+                         "probability": round(w.probability, 3)} for w in segment.words or []]
+    return out
 
 
 def decode(data: bytes, max_s: float = MAX_AUDIO_S):

@@ -242,6 +242,32 @@ class CallbacksConfig(Strict):
     allow: list[str] = Field(default_factory=list)
 
 
+# OpenAI model names an OpenAI client sends as is, mapped to the shipped models;
+# an alias whose model is not served is dropped (unless set explicitly).
+DEFAULT_OPENAI_ALIASES = {
+    "whisper-1": "transcriber",
+    "text-embedding-3-small": "embedder",
+    "text-embedding-ada-002": "embedder",
+}
+
+
+class OpenAIConfig(Strict):
+    """The OpenAI-compatible routes under /openai/v1 (docs/openai.md)."""
+
+    enabled: bool = True
+    # OpenAI model name -> the served model that answers for it.
+    aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPENAI_ALIASES))
+    # Where uploaded files, batch records and batch outputs live: a `blobs:` config (file or s3).
+    files: Any = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("files")
+    @classmethod
+    def _blobs_config(cls, value: Any) -> Any:
+        from longserve.server.blobs import BlobsConfig  # blobs.py imports this module
+
+        return BlobsConfig.model_validate({"path": "~/.cache/longserve/openai", **(value or {})})
+
+
 class AppConfig(Strict):
     timeout: Timeout = DEFAULT_TIMEOUT_S
     auto_timeout: AutoTimeoutConfig = Field(default_factory=AutoTimeoutConfig)
@@ -255,7 +281,22 @@ class AppConfig(Strict):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     models: dict[str, ModelConfig]
+
+    @model_validator(mode="after")
+    def _openai_aliases(self) -> "AppConfig":
+        aliases = self.openai.aliases
+        if "aliases" not in self.openai.model_fields_set:  # the defaults: keep those of served models
+            self.openai.aliases = {alias: name for alias, name in aliases.items() if name in self.models}
+            return self
+        for alias, name in aliases.items():
+            if name not in self.models:
+                raise ValueError(f"openai.aliases.{alias}: no model named {name!r}; "
+                                 f"served models: {', '.join(sorted(self.models))}")
+            if alias in self.models:
+                raise ValueError(f"openai.aliases.{alias}: already the name of a served model")
+        return self
 
     @model_validator(mode="after")
     def _resolve_model_timeouts(self) -> "AppConfig":

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from longserve.server import errors
+from longserve.server.openai.errors import is_openai_path, openai_error, openai_status
 
 logger = logging.getLogger("ray.serve")
 
@@ -86,7 +87,22 @@ def request_id(request: Request) -> str:
 
 def error_response(request: Request, status: int, body: dict, headers: Optional[dict] = None) -> JSONResponse:
     body = {**body, "request_id": request_id(request)}
+    headers = {**(headers or {}), **retry_advice(status, headers or {})}
+    if is_openai_path(request.url.path):
+        status = openai_status(status)
+        body = openai_error(status, body)
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def retry_advice(status: int, headers: dict) -> dict[str, str]:
+    """x-should-retry, which the OpenAI SDKs obey over their own rules: a 504
+    means the timeout in force expired, and the same request would again (it
+    is not transient); a full queue (503 with Retry-After) is."""
+    if status == 504:
+        return {"x-should-retry": "false"}
+    if status == 503 and "Retry-After" in headers:
+        return {"x-should-retry": "true"}
+    return {}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,6 +3,7 @@ turns every failure into the one JSON error shape."""
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -33,13 +34,24 @@ from longserve.server.http.jobs import (
     parse_prefer,
     sync_error,
 )
+from longserve.server.http.openai import OpenAIRoutes
+from longserve.server.http.openai import router as openai_router
+from longserve.server.http.openai_batches import OpenAIBatchRoutes
+from longserve.server.http.openai_batches import router as openai_batch_router
 from longserve.server.inputs import InputParser, check_media_type
 from longserve.server.jobs.callbacks import check_url, load_secret
 from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
-from longserve.server.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
+from longserve.server.timeouts import (
+    TimeoutInForce,
+    client_deadline,
+    configured,
+    timeout_error,
+    timeout_in_force,
+    within_client_deadline,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -54,6 +66,9 @@ app = FastAPI(
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(app)
+# /openai/v1: the methods of OpenAIRoutes and OpenAIBatchRoutes, served by the Gateway below.
+app.include_router(openai_router)
+app.include_router(openai_batch_router)
 # Documents the bearer key in OpenAPI; each handler checks its scope itself.
 BEARER = [Security(HTTPBearer(auto_error=False, description="An API key, when the server has keys configured."))]
 JOB = {200: {"model": JobView}, 202: {"model": JobView}}
@@ -91,7 +106,7 @@ def outcome_of(exc: Exception) -> str:
 
 @serve.deployment
 @serve.ingress(app)
-class Gateway:
+class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
         self.store = get_job_store(config.jobs)
@@ -116,6 +131,8 @@ class Gateway:
         self.auth.check(request, "predict")
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
+        if wait_s is not None:  # the 202 comes before the client gives up
+            wait_s = within_client_deadline(request.headers, wait_s)
         if respond_async or wait_s is not None:
             self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
             return await self._predict_as_job(model, request, job, respond_async, wait_s)
@@ -124,18 +141,7 @@ class Gateway:
                            f"{', '.join(sorted(job.model_fields_set))} configure a job, and a plain predict makes "
                            f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
                            f"or POST /v1/models/{model}/jobs")
-        timing, outcome = Timing(), "ok"
-        try:
-            timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto)
-            inputs = await self._read_input(model, request)
-            remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
-            return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
-        except Exception as exc:
-            outcome = outcome_of(exc)
-            raise
-        finally:
-            self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
-                                request_id(request))
+        return await self._sync(model, request, arrival, lambda: self._read_input(model, request))
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
@@ -145,9 +151,10 @@ class Gateway:
         return accepted(stored, {"Idempotent-Replayed": "true"} if replayed else None)
 
     @app.get("/v1/jobs/{job_id}", responses=JOB)
-    async def get_job(self, job_id: str, wait: Optional[float] = Query(None, ge=0)) -> Any:
+    async def get_job(self, job_id: str, request: Request, wait: Optional[float] = Query(None, ge=0)) -> Any:
         if wait:
-            job = await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s))
+            wait = within_client_deadline(request.headers, min(wait, self.config.jobs.max_wait_s))
+            job = await self.store.wait.remote(job_id, wait)
         else:
             job = await self.store.get.remote(job_id)
         return job_response(self._found(job, job_id))
@@ -316,6 +323,27 @@ class Gateway:
         if job.status in PENDING:
             return accepted(job, applied)
         raise sync_error(job)
+
+    async def _sync(
+        self, model: str, request: Request, arrival: float, read: Callable[[], Awaitable[BaseModel]]
+    ) -> Any:
+        """One sync call of `model` (native predict and the OpenAI routes): the
+        timeout in force from the request's headers, the input from `read()`,
+        the deadline counted from `arrival`, and the call's metrics."""
+        loop = asyncio.get_running_loop()
+        timing, outcome = Timing(), "ok"
+        try:
+            timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto,
+                                       client_deadline(request.headers))
+            inputs = await read()
+            remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
+            return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
+        except Exception as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
+                                request_id(request))
 
     async def _read_input(self, model: str, request: Request) -> BaseModel:
         media_type = media_type_of(request)

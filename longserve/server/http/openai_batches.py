@@ -1,0 +1,174 @@
+"""OpenAI's files and batches under /openai/v1, on the gateway (a mixin, as
+OpenAIRoutes): a batch's lines run as durable longserve jobs, through the
+JobStore's submit, get and cancel; files and batch records live in the file
+store (server/openai/files.py). The `jobs` scope, as native jobs."""
+
+import asyncio
+import json
+from functools import cached_property
+from typing import Any, Optional
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from longserve.server.blobs import BlobsUnavailable
+from longserve.server.http.errors import ApiError
+from longserve.server.http.openai import PREFIX, GatewayParts, parse_body, parse_form
+from longserve.server.jobs.record import JobRequest, new_job_id
+from longserve.server.openai import batches
+from longserve.server.openai.bodies import BatchRequest
+from longserve.server.openai.files import FileStore, new_id
+
+router = APIRouter(prefix=PREFIX, tags=["openai"])
+PURPOSES = ("batch",)  # what uploads may be for; outputs are `batch_output`
+RETRY_AFTER_S = 1
+
+
+class OpenAIBatchRoutes(GatewayParts):
+    @router.post("/files")
+    async def openai_upload(self, request: Request) -> Any:
+        self._files_check(request)
+        fields, (filename, data) = parse_form(request.headers.get("content-type", ""), await self._read_body(request))
+        if fields.get("purpose") not in PURPOSES:
+            raise ApiError(400, "unsupported_option", f"purpose must be one of: {', '.join(PURPOSES)}",
+                           param="purpose")
+        batches.parse_lines(data)  # refused now, not when a batch reads it
+        return await self._files_call(self.openai_files.put_file(data, filename, fields["purpose"]))
+
+    @router.get("/files")
+    async def openai_list_files(self, request: Request, purpose: Optional[str] = None,
+                                limit: int = Query(100, ge=1, le=10_000), after: Optional[str] = None) -> dict:
+        self._files_check(request)
+        found = await self._files_call(self.openai_files.files())
+        return page([f for f in found if purpose in (None, f["purpose"])], limit, after)
+
+    @router.get("/files/{file_id}")
+    async def openai_file(self, file_id: str, request: Request) -> dict:
+        self._files_check(request)
+        return await self._file(file_id)
+
+    @router.get("/files/{file_id}/content")
+    async def openai_file_content(self, file_id: str, request: Request) -> Response:
+        self._files_check(request)
+        await self._file(file_id)
+        data = await self._files_call(self.openai_files.content(file_id))
+        return Response(data, media_type="application/jsonl")
+
+    @router.delete("/files/{file_id}")
+    async def openai_delete_file(self, file_id: str, request: Request) -> dict:
+        self._files_check(request)
+        await self._file(file_id)
+        await self._files_call(self.openai_files.delete_file(file_id))
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    @router.post("/batches")
+    async def openai_create_batch(self, request: Request) -> dict:
+        self._files_check(request)
+        body = parse_body(BatchRequest, await self._read_body(request))
+        await self._file(body.input_file_id, param="input_file_id")
+        lines = batches.parse_lines(await self._files_call(self.openai_files.content(body.input_file_id)))
+        items, inputs = [], []
+        for number, line in enumerate(lines, start=1):  # every line checked before any job exists
+            model = self._openai_model(line.body.model, "embeddings")
+            texts = line.body.texts()
+            if texts is None:
+                raise ApiError(400, "invalid_request", f"input file line {number}: token arrays are not supported",
+                               param="input_file_id")
+            data = json.dumps({"texts": texts}).encode()
+            self.parser.parse(model, "application/json", data, {})
+            items.append({"custom_id": line.custom_id, "job_id": new_job_id(), "model": line.body.model,
+                          "encoding_format": line.body.encoding_format, "dimensions": line.body.dimensions})
+            inputs.append((model, data))
+        # The record first, with the job ids: a batch cut short by a crash still
+        # accounts for every line (a job never submitted reads as missing).
+        record = batches.new_record(new_id("batch"), body, items)
+        await self._files_call(self.openai_files.put_batch(record))
+        ttl = self.config.jobs.result_ttl_s
+        await asyncio.gather(*(
+            self.store.submit.remote(item["job_id"], model, JobRequest(media_type="application/json"), data,
+                                     {"openai_batch": record["id"], "custom_id": item["custom_id"]}, ttl)
+            for item, (model, data) in zip(items, inputs, strict=True)
+        ))
+        return await self._batch_view(record)
+
+    @router.get("/batches")
+    async def openai_list_batches(self, request: Request, limit: int = Query(20, ge=1, le=100),
+                                  after: Optional[str] = None) -> dict:
+        self._files_check(request)
+        listed = page(await self._files_call(self.openai_files.batches()), limit, after)
+        return {**listed, "data": [await self._batch_view(record) for record in listed["data"]]}
+
+    @router.get("/batches/{batch_id}")
+    async def openai_batch(self, batch_id: str, request: Request) -> dict:
+        self._files_check(request)
+        return await self._batch_view(await self._batch(batch_id))
+
+    @router.post("/batches/{batch_id}/cancel")
+    async def openai_cancel_batch(self, batch_id: str, request: Request) -> dict:
+        self._files_check(request)
+        record = await self._batch(batch_id)
+        if record.get("finalized_at") is None and record.get("cancelled_at") is None:
+            record = batches.stamp(record, "cancelled_at")
+            await self._files_call(self.openai_files.put_batch(record))
+            await asyncio.gather(*(self.store.cancel.remote(item["job_id"]) for item in record["items"]))
+        return await self._batch_view(record)
+
+    # -- helpers --------------------------------------------------------------
+
+    @cached_property
+    def openai_files(self) -> FileStore:
+        return FileStore(self.config.openai.files)
+
+    def _files_check(self, request: Request) -> None:
+        if not self.config.openai.enabled:
+            raise ApiError(404, "not_found", "the OpenAI-compatible API is off (openai.enabled in serve_config.yaml)")
+        self.auth.check(request, "jobs")
+
+    async def _files_call(self, work: Any) -> Any:
+        try:
+            return await work
+        except BlobsUnavailable as exc:
+            raise ApiError(503, "files_unavailable", f"{exc}; retry after {RETRY_AFTER_S} s",
+                           {"Retry-After": str(RETRY_AFTER_S)}) from None
+
+    async def _file(self, file_id: str, param: Optional[str] = None) -> dict:
+        found = await self._files_call(self.openai_files.file(file_id))
+        if found is None:
+            raise ApiError(404, "not_found", f"no file '{file_id}'", param=param)
+        return found
+
+    async def _batch(self, batch_id: str) -> dict:
+        found = await self._files_call(self.openai_files.batch(batch_id))
+        if found is None:
+            raise ApiError(404, "not_found", f"no batch '{batch_id}'")
+        return found
+
+    async def _batch_view(self, record: dict) -> dict:
+        """The batch now; once every job ended, its output and error files are written (once)."""
+        jobs = await asyncio.gather(*(self.store.get.remote(item["job_id"]) for item in record["items"]))
+        if batches.finished(jobs) and record.get("finalized_at") is None:
+            record = await self._finish_batch(record, jobs)
+        return batches.view(record, jobs)
+
+    async def _finish_batch(self, record: dict, jobs: list) -> dict:
+        ok, failed = batches.outputs(record, jobs)
+        output_id, error_id = batches.output_file_ids(record["id"])
+        files = self.openai_files
+        record = {**record, "output_file_id": output_id, "error_file_id": error_id if failed else None}
+        await self._files_call(files.put_file(ok, f"{record['id']}_output.jsonl", "batch_output", output_id))
+        if failed:
+            await self._files_call(files.put_file(failed, f"{record['id']}_errors.jsonl", "batch_output", error_id))
+        record = batches.stamp(record, "finalized_at")
+        await self._files_call(files.put_batch(record))
+        return record
+
+
+def page(items: list[dict], limit: int, after: Optional[str]) -> dict:
+    """OpenAI's cursor page of `items` (newest first): those after the id `after`.
+    The SDKs' iterators follow `has_more` and the last id."""
+    if after is not None:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    data = items[:limit]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(items) > limit}
