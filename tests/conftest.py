@@ -52,6 +52,10 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
                       "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10,
                                        "fallback": 5}},
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
+        # Never leaves its fallback; its timeout_source counts its run times, so the
+        # monitoring tests can see when the gateway has reloaded what the stats hold.
+        refresh_probe={"class": SLEEPER, "timeout": "auto", "max_ongoing_requests": 4, "ray_actor_options": NO_CPU,
+                       "auto_timeout": {"min_samples": 1_000_000, "fallback": 5}},
     )
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["transcriber"]["options"].update(max_audio_s=600)

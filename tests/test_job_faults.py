@@ -103,10 +103,12 @@ class RedisServer:
              "--appendonly", "yes", "--save", ""],
             stdout=subprocess.DEVNULL,
         )
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while True:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
+            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -13,12 +13,13 @@ def test_full_queue_is_503_with_retry_after(client):
     with ThreadPoolExecutor(6) as pool:
         accepted = [pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"})]
         time.sleep(0.3)
-        accepted += [pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"}) for _ in range(2)]
+        accepted += [pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"})
+                     for _ in range(2)]
         time.sleep(0.2)
-        started = time.monotonic()
         refused = [pool.submit(client.post, SLEEP, json={"seconds": 0.4}) for _ in range(3)]
         refused = [f.result() for f in refused]
-        refused_after = time.monotonic() - started
+        # Refused at once, not queued behind the accepted work (~3 s of it): that is still running.
+        last_accepted_still_running = not accepted[-1].done()
         accepted = [f.result() for f in accepted]
 
     assert [r.status_code for r in accepted] == [200, 200, 200]
@@ -28,5 +29,4 @@ def test_full_queue_is_503_with_retry_after(client):
         error = error_of(response)
         assert error["type"] == "overloaded" and error["model"] == "sleeper"
         assert "max_queued_requests" in error["message"]
-    # Refused at once, not after waiting for a slot (the queue holds ~3 s of work).
-    assert refused_after < 0.8
+    assert last_accepted_still_running
