@@ -24,6 +24,7 @@ DATA = Path(__file__).resolve().parent / "data"
 APP_NAME = "longserve"
 
 SLEEPER = "tests.slow_models:Sleeper"
+RECORDER = "tests.slow_models:Recorder"  # a Sleeper that logs each run it starts
 NO_CPU = {"num_cpus": 0}
 # Secrets the test cluster's replicas read from their environment.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
@@ -42,8 +43,9 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
         "alert_cooldown_s": 600, "alert_webhook_url": alert_url,
     }
     args["models"].update(
-        sleeper={"class": SLEEPER, "timeout": 1.5, "max_ongoing_requests": 1, "max_queued_requests": 2,
-                 "job_timeout": 2, "ray_actor_options": NO_CPU},
+        # Its runs log lets a test wait until the replica has begun a request (tests/test_timeouts.py: began).
+        sleeper={"class": RECORDER, "options": {"log": str(jobs_db.parent / "sleeper-runs.log")}, "timeout": 1.5,
+                 "max_ongoing_requests": 1, "max_queued_requests": 2, "job_timeout": 2, "ray_actor_options": NO_CPU},
         sleeper_false={"class": SLEEPER, "timeout": False, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         sleeper_minus_one={"class": SLEEPER, "timeout": -1, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         # Only the monitoring tests use these, so their latency history is known.

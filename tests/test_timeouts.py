@@ -4,7 +4,9 @@ turn it off, the per-request header, and cancellation of timed-out work."""
 import glob
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,21 @@ def gateway_log_lines(request_id: str, marker: str = "timeout: model=") -> list[
         with open(path) as f:
             lines += [line for line in f if request_id in line and marker in line]
     return lines
+
+
+def began(serve_app, tag: str, timeout_s: float = 30) -> None:
+    """Wait until the sleeper replica has begun the run tagged `tag` (it logs each run it starts)."""
+    log = Path(serve_app.config.models["sleeper"].options["log"])
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and f"{tag} " in log.read_text()):
+        assert time.monotonic() < deadline, f"the sleeper did not begin {tag} in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def tagged(seconds: float) -> tuple[dict, str]:
+    """A sleeper body with a unique tag, and the tag."""
+    tag = f"t-{uuid.uuid4().hex}"
+    return {"seconds": seconds, "tag": tag}, tag
 
 
 def wait_idle(client, path=SLEEP) -> dict:
@@ -62,11 +79,12 @@ def test_running_request_past_its_timeout_gets_the_explained_504(client):
         assert fact in line
 
 
-def test_queued_request_past_its_timeout_is_504_queued_and_never_runs(client):
+def test_queued_request_past_its_timeout_is_504_queued_and_never_runs(client, serve_app):
     wait_idle(client)
     with ThreadPoolExecutor(2) as pool:
-        busy = pool.submit(sleep, client, 1.2)
-        time.sleep(0.3)  # let the first request take the only slot
+        body, tag = tagged(1.2)
+        busy = pool.submit(client.post, SLEEP, json=body)
+        began(serve_app, tag)  # the first request holds the only slot
         queued = sleep(client, 0.1, **{"Request-Timeout": "0.5"})
         assert busy.result().status_code == 200
     assert queued.status_code == 504
