@@ -1,7 +1,9 @@
 """Latency you can see, timeouts that set themselves, alerts on abnormal
 tasks, and the metrics in Ray's Prometheus export. The models here are used by
 this file only; what several tests build on (the `timed` history, the slow
-request, the alert) is a module fixture, made once, so any order passes."""
+request, the alert) is a fixture made once per session (not per module: a shuffled
+run that leaves this file and comes back would make a module fixture twice), so
+any order passes."""
 
 import re
 import time
@@ -31,7 +33,7 @@ def wait_until(check, timeout_s=10.0, every=0.2):
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, "condition not met in time"
+        assert time.monotonic() < deadline, f"condition not met in {timeout_s} s"
         time.sleep(every)
 
 
@@ -44,11 +46,11 @@ def gateway_refreshed(client):
     wait_until(lambda: int(re.search(r"\(have (\d+)\)", model_info(client, PROBE)["timeout_source"])[1]) >= count)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def history(client):
     """20 requests to `timed` (this module's own model), timed by the client, and
     the gateway's summary once it has all 20: the history the slow threshold and
-    the metrics build on. A fixture, so it exists once whichever test runs first."""
+    the metrics build on. Made once, whichever test asks first."""
     measured = []
     for seconds in SLEEPS:
         started = time.perf_counter()
@@ -78,7 +80,7 @@ def test_timeouts_are_counted_by_stage(client, history):
     wait_until(lambda: model_info(client, "timed")["latency"]["sync"]["timeouts"] == counted)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slow(client, history):
     """One request over 3 x the p99 run time of the history (~0.3 s), sent once the
     gateway holds that threshold: its WARNING line, and the p99 the threshold came from."""
@@ -128,7 +130,7 @@ def test_auto_timeout_falls_back_then_follows_observed_run_times(client):
     assert "auto: 2 x p99 run time" in error["timeout_source"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def alert(client, alerts):
     """8 of 8 requests to `alerting` time out: the alert it raises (once: it cools down for 600 s)."""
     _, received = alerts
