@@ -30,6 +30,9 @@ NO_CPU = {"num_cpus": 0}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
 API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", "admin": "ak-admin-key-000000003"}
 SECURE_PREFIX = "/secure"
+# Short, so a killed runner's job runs again soon; not 2 s: on a busy 2-core machine a
+# transcription starved the runner's heartbeats past 2 s, and the job failed after 3 lost leases.
+LEASE_S = 8
 
 
 def app_args(jobs_db: Path, alert_url: str) -> dict:
@@ -37,7 +40,7 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
     args.update(max_timeout=5, max_body_mb=8)
     # A short lease, so a killed runner's job is queued again within seconds; expired
     # jobs (only those submitted with a short ttl_s) are forgotten 5 s after expiry.
-    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=2, forget_after_s=5)
+    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=LEASE_S, forget_after_s=5)
     args["monitoring"] = {
         "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
         "alert_cooldown_s": 600, "alert_webhook_url": alert_url,
@@ -75,7 +78,7 @@ def secure_app_args(jobs_db: Path) -> dict:
         "timeout": 5,
         "auth": {"api_keys_env": "LONGSERVE_TEST_API_KEYS", "required": True},
         "callbacks": {"require_signing": True},
-        "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": 2},
+        "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": LEASE_S},
         "monitoring": {"enabled": False},
         "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
     }

@@ -32,7 +32,7 @@ def test_killed_runner_job_is_queued_again_and_finishes(client):
     job = submit(client, SLOW, 3)
     wait_for(client, job["id"], ["running"])
     kill_actor_named("longserve#JobRunner", restart=False)  # Serve starts a new replica
-    # lease_s is 2 in the test config: the job is queued again, then runs anew.
+    # lease_s is short in the test config (LEASE_S): the job is queued again, then runs anew.
     job = wait_for(client, job["id"], ["succeeded"], timeout_s=90)
     assert job["attempts"] == 2
     assert job["result"]["slept"] == 3
