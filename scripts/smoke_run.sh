@@ -40,5 +40,6 @@ emb=$(post embedder -H 'Content-Type: application/json' -d '{"texts": ["hello"]}
 echo "${emb:0:80}"
 text=$(post transcriber -H 'Content-Type: audio/ogg' --data-binary @tests/data/speech.ogg) || { echo "$text"; exit 1; }
 echo "${text:0:200}"
-echo "$text" | grep -qi "quick brown fox" || { echo "transcript is wrong"; exit 1; }
+# Whisper's words differ a little per CPU: the tests' one transcript rule (tests/transcripts.py).
+echo "$text" | .venv/bin/python -m tests.transcripts speech.ogg --json || exit 1
 echo "smoke: make run serves both models"

@@ -24,11 +24,15 @@ DATA = Path(__file__).resolve().parent / "data"
 APP_NAME = "longserve"
 
 SLEEPER = "tests.slow_models:Sleeper"
+RECORDER = "tests.slow_models:Recorder"  # a Sleeper that logs each run it starts
 NO_CPU = {"num_cpus": 0}
 # Secrets the test cluster's replicas read from their environment.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
 API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", "admin": "ak-admin-key-000000003"}
 SECURE_PREFIX = "/secure"
+# Short, so a killed runner's job runs again soon; not 2 s: on a busy 2-core machine a
+# transcription starved the runner's heartbeats past 2 s, and the job failed after 3 lost leases.
+LEASE_S = 8
 
 
 def app_args(jobs_db: Path, alert_url: str) -> dict:
@@ -36,14 +40,15 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
     args.update(max_timeout=5, max_body_mb=8)
     # A short lease, so a killed runner's job is queued again within seconds; expired
     # jobs (only those submitted with a short ttl_s) are forgotten 5 s after expiry.
-    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=2, forget_after_s=5)
+    args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=LEASE_S, forget_after_s=5)
     args["monitoring"] = {
         "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
         "alert_cooldown_s": 600, "alert_webhook_url": alert_url,
     }
     args["models"].update(
-        sleeper={"class": SLEEPER, "timeout": 1.5, "max_ongoing_requests": 1, "max_queued_requests": 2,
-                 "job_timeout": 2, "ray_actor_options": NO_CPU},
+        # Its runs log lets a test wait until the replica has begun a request (tests/test_timeouts.py: began).
+        sleeper={"class": RECORDER, "options": {"log": str(jobs_db.parent / "sleeper-runs.log")}, "timeout": 1.5,
+                 "max_ongoing_requests": 1, "max_queued_requests": 2, "job_timeout": 2, "ray_actor_options": NO_CPU},
         sleeper_false={"class": SLEEPER, "timeout": False, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         sleeper_minus_one={"class": SLEEPER, "timeout": -1, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         # Only the monitoring tests use these, so their latency history is known.
@@ -58,6 +63,10 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
         # Only the OpenAI batch tests use this one, so a cancelled batch's jobs meet no other test's.
         batch_sleeper={"class": "tests.slow_models:CountingEmbedder", "max_ongoing_requests": 2,
                        "ray_actor_options": NO_CPU},
+        # Never leaves its fallback; its timeout_source counts its run times, so the
+        # monitoring tests can see when the gateway has reloaded what the stats hold.
+        refresh_probe={"class": SLEEPER, "timeout": "auto", "max_ongoing_requests": 4, "ray_actor_options": NO_CPU,
+                       "auto_timeout": {"min_samples": 1_000_000, "fallback": 5}},
     )
     args["openai"] = {"files": {"path": str(jobs_db.parent / "openai")}}
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
@@ -76,7 +85,7 @@ def secure_app_args(jobs_db: Path) -> dict:
         "timeout": 5,
         "auth": {"api_keys_env": "LONGSERVE_TEST_API_KEYS", "required": True},
         "callbacks": {"require_signing": True},
-        "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": 2},
+        "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": LEASE_S},
         "monitoring": {"enabled": False},
         "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
     }

@@ -32,7 +32,7 @@ def test_killed_runner_job_is_queued_again_and_finishes(client):
     job = submit(client, SLOW, 3)
     wait_for(client, job["id"], ["running"])
     kill_actor_named("longserve#JobRunner", restart=False)  # Serve starts a new replica
-    # lease_s is 2 in the test config: the job is queued again, then runs anew.
+    # lease_s is short in the test config (LEASE_S): the job is queued again, then runs anew.
     job = wait_for(client, job["id"], ["succeeded"], timeout_s=90)
     assert job["attempts"] == 2
     assert job["result"]["slept"] == 3
@@ -103,10 +103,12 @@ class RedisServer:
              "--appendonly", "yes", "--save", ""],
             stdout=subprocess.DEVNULL,
         )
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while True:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
+            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -1,9 +1,14 @@
 """Expired jobs are forgotten: the JobStore class run in-process (no Ray) on
-the memory and sqlite backends, the reaper driven by hand. The same over HTTP
-is in tests/test_jobs.py, across an actor restart in tests/test_job_faults.py."""
+the memory and sqlite backends, the reaper driven by hand on a clock the test
+moves (so a slow machine cannot make a job expire and be forgotten in one step).
+The same over HTTP is in tests/test_jobs.py, across an actor restart in
+tests/test_job_faults.py."""
 
 import asyncio
 import sqlite3
+import time
+
+import pytest
 
 from longserve.server.config import JobsConfig
 from longserve.server.jobs.store import JobStore
@@ -26,8 +31,26 @@ async def run_jobs(store: JobStore, n: int, ttl_s: float = TTL_S, prefix: str = 
     return ids
 
 
+class Clock:
+    """time.time for the store: stands still until a test moves it."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = Clock()
+
+
+@pytest.fixture(autouse=True)
+def still_clock(monkeypatch):
+    CLOCK.now = time.time()
+    monkeypatch.setattr(time, "time", CLOCK)
+
+
 async def reap_after(store: JobStore, seconds: float) -> None:
-    await asyncio.sleep(seconds)
+    CLOCK.now += seconds
     await store._reap()
 
 
@@ -112,7 +135,7 @@ def test_a_restarted_store_deletes_jobs_whose_forget_time_passed(tmp_path):
         kept = await run_jobs(store, 1, ttl_s=3600, prefix="kept")
         stop(store)
 
-        await asyncio.sleep(0.4)
+        CLOCK.now += 0.4
         store = JobStore(config)  # loads the file afresh
         assert [await store.get(i) for i in gone] == [None, None]
         assert await listed(store, 10) == kept

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import DATA, error_of
 from tests.jobs_helpers import submit, wait_for
+from tests.transcripts import assert_transcript
 
 SLOW = "sleeper_false"  # no sync timeout, one request at a time
 
@@ -36,7 +37,7 @@ def test_transcription_job_reports_progress_and_returns_the_transcript(client):
     assert any(0 < f < 1 for f in fractions), fractions  # seen mid-way, not only at the end
     assert job["progress"]["total"] == pytest.approx(67.0, abs=0.5)
     assert job["attempts"] == 1 and job["run_s"] > 0 and job["queue_wait_s"] >= 0
-    assert "single connection" in job["result"]["text"].lower()
+    assert_transcript(job["result"]["text"], "speech_long.ogg")
 
     result = client.get(f"/v1/jobs/{job['id']}/result")
     assert result.status_code == 200 and result.json() == job["result"]
@@ -59,11 +60,12 @@ def test_prefer_wait_answers_202_with_a_job_that_goes_on(client):
 
 
 def test_prefer_respond_async_answers_at_once(client):
-    started = time.monotonic()
-    response = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 1}, headers={"Prefer": "respond-async"})
-    assert response.status_code == 202 and time.monotonic() - started < 1
+    response = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 60}, headers={"Prefer": "respond-async"})
+    # Answered while the 60 s of work is still to do: it did not wait for it.
+    assert response.status_code == 202 and response.json()["status"] in ("queued", "running")
     assert response.headers["Preference-Applied"] == "respond-async"
-    wait_for(client, response.json()["id"], ["succeeded"])
+    client.delete(f"/v1/jobs/{response.json()['id']}")
+    wait_for(client, response.json()["id"], ["cancelled"])
 
 
 def test_prefer_makes_a_job_with_the_job_options(client, receiver):
@@ -92,14 +94,16 @@ def test_prefer_wait_must_be_a_number_of_seconds(client, prefer):
 
 
 def test_cancelled_queued_job_never_runs(client):
-    first = submit(client, SLOW, 2)
+    submit(client, SLOW, 2)
     queued = submit(client, SLOW, 0.1)  # one job slot: waits behind the first
     assert client.get(f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
 
     response = client.delete(f"/v1/jobs/{queued['id']}")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    wait_for(client, first["id"], ["succeeded"])
-    time.sleep(1)
+    # Jobs of a model start in submission order: once a job submitted after it has
+    # run, the cancelled one had its turn and did not take it.
+    later = submit(client, SLOW, 0)
+    wait_for(client, later["id"], ["succeeded"])
     job = client.get(f"/v1/jobs/{queued['id']}").json()
     assert job["status"] == "cancelled" and job["attempts"] == 0 and job["started_at"] is None
 
@@ -112,13 +116,12 @@ def test_cancelled_queued_job_never_runs(client):
 def test_cancelled_running_job_stops_and_frees_the_replica(client):
     job = submit(client, SLOW, 60)
     wait_for(client, job["id"], ["running"])
-    time.sleep(0.5)
+    time.sleep(0.5)  # most often the replica has begun the work by now; the claim below holds either way
     assert client.delete(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
     # The replica takes one request at a time: this fits in 5 s only if the
-    # 60 s job's work was cancelled on the replica.
+    # 60 s job's work was stopped on the replica (else it is 504 still queued).
     after = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 0}, headers={"Request-Timeout": "5"})
     assert after.status_code == 200, after.text
-    assert after.json()["cancelled"] >= 1
 
 
 def test_job_timeout_fails_the_job(client):
@@ -161,8 +164,7 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(client):
 def test_finished_job_expires_after_its_ttl(client):
     job = wait_for(client, submit(client, SLOW, 0, ttl_s=1)["id"], ["succeeded"])
     assert job["expires_at"] is not None
-    time.sleep(2.5)
-    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "expired"
+    wait_for(client, job["id"], ["expired"], timeout_s=30)
     response = client.get(f"/v1/jobs/{job['id']}/result")
     assert response.status_code == 410 and error_of(response)["type"] == "expired"
 

@@ -1,32 +1,31 @@
 """A full queue answers 503 with Retry-After at once, in the error shape."""
 
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from itertools import islice
 
 from tests.conftest import error_of
-from tests.test_timeouts import SLEEP, wait_idle
+from tests.test_timeouts import SLEEP, began, tagged, wait_idle
 
 
-def test_full_queue_is_503_with_retry_after(client):
+def test_full_queue_is_503_with_retry_after(client, serve_app):
     wait_idle(client)
-    # One running + max_queued_requests=2 waiting; the rest must be refused.
     with ThreadPoolExecutor(6) as pool:
-        accepted = [pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"})]
-        time.sleep(0.3)
-        accepted += [pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"}) for _ in range(2)]
-        time.sleep(0.2)
-        started = time.monotonic()
-        refused = [pool.submit(client.post, SLEEP, json={"seconds": 0.4}) for _ in range(3)]
-        refused = [f.result() for f in refused]
-        refused_after = time.monotonic() - started
-        accepted = [f.result() for f in accepted]
+        body, tag = tagged(3.0)
+        running = pool.submit(client.post, SLEEP, json=body, headers={"Request-Timeout": "5"})
+        began(serve_app, tag)
+        # One running: of these five, max_queued_requests=2 wait and 3 are refused, whichever they are.
+        rest = [pool.submit(client.post, SLEEP, json={"seconds": 0.5}, headers={"Request-Timeout": "5"})
+                for _ in range(5)]
+        first_three = [f.result() for f in islice(as_completed(rest), 3)]
+        # Refused at once: answered while the running request still runs, not after a slot freed.
+        refused_while_running = not running.done()
+        statuses = sorted(f.result().status_code for f in rest)
 
-    assert [r.status_code for r in accepted] == [200, 200, 200]
-    assert [r.status_code for r in refused] == [503, 503, 503]
-    for response in refused:
+    assert running.result().status_code == 200
+    assert statuses == [200, 200, 503, 503, 503]
+    assert [r.status_code for r in first_three] == [503, 503, 503] and refused_while_running
+    for response in first_three:
         assert int(response.headers["Retry-After"]) >= 1
         error = error_of(response)
         assert error["type"] == "overloaded" and error["model"] == "sleeper"
         assert "max_queued_requests" in error["message"]
-    # Refused at once, not after waiting for a slot (the queue holds ~3 s of work).
-    assert refused_after < 0.8
