@@ -7,13 +7,13 @@ Stored jobs are preloaded by a function run inside the JobStore actor
 way submit and finish index them. Through HTTP, 100k jobs would take ~20 min
 (~90 jobs/s, each submitted and run to completion)."""
 
-import asyncio
 import os
 import time
 
 import httpx
 
-from benchmarks.load import closed_loop, percentile, timed
+from benchmarks.load import closed_loop, timed
+from longserve.server.monitoring.stats import percentile
 
 BODY = b'{"value": 1}'
 

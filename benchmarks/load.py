@@ -9,12 +9,11 @@ from typing import Awaitable, Callable
 
 import httpx
 
+from longserve.server.monitoring.stats import percentile
+
 Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def client(base_url: str = "", concurrency: int = 64, timeout: float = 120) -> httpx.AsyncClient:

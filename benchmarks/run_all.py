@@ -27,14 +27,15 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import httpx
 
 from benchmarks import jobs_bench, serve_settings
 from benchmarks.bare_serve import bare_app
-from benchmarks.load import client, closed_loop, percentile
+from benchmarks.load import client, closed_loop
 from benchmarks.serving import ROOT, deploy, free_port, serving
+from longserve.server.monitoring.stats import percentile
 
 ECHO = "benchmarks.echo_model:Echo"
 EMBEDDER = "longserve.models.embedder:Embedder"
@@ -456,7 +457,7 @@ def main() -> int:
         f"Written by `{command}` (under `flock /tmp/longserve-ray.lock`: no other Ray workload ran meanwhile), "
         f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.", "",
         f"- Machine: {machine()}", f"- Versions: {versions()}",
-        f"- Ray Serve settings for longserve and the bare Ray Serve app: as this project ships them ("
+        "- Ray Serve settings for longserve and the bare Ray Serve app: as this project ships them ("
         + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "Ray's defaults")
         + (", access log off" if not access_log else "") + "); the last table compares other settings",
         f"- Load: one asyncio/httpx client process (`benchmarks/load.py`), closed loop, {sizes.rounds} alternating "

@@ -22,6 +22,7 @@ import httpx
 import ray
 
 from longserve.client.core import error_body
+from longserve.server.monitoring.stats import percentile
 
 LONG = os.environ.get("LONGSERVE_RELIABILITY", "short") == "long"
 TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
@@ -48,10 +49,9 @@ def record(figures: dict) -> dict:
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    values = sorted(values)
-    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    return {"n": len(values), "p50_ms": round(pick(0.5) * 1000, 1), "p99_ms": round(pick(0.99) * 1000, 1),
-            "max_ms": round(values[-1] * 1000, 1), "mean_ms": round(statistics.fmean(values) * 1000, 1)}
+    return {"n": len(values), "p50_ms": round(percentile(values, 50) * 1000, 1),
+            "p99_ms": round(percentile(values, 99) * 1000, 1), "max_ms": round(max(values) * 1000, 1),
+            "mean_ms": round(statistics.fmean(values) * 1000, 1)}
 
 
 def named_actor(part: str, timeout_s: float = 60) -> tuple[str, str]:

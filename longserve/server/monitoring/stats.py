@@ -16,9 +16,11 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Optional
 
 import httpx
+import numpy as np
 import ray
 
 from longserve.server.config import AutoTimeoutConfig, MonitoringConfig
@@ -43,18 +45,28 @@ class Sample(NamedTuple):
 
 def get_stats(app_name: str, config: MonitoringConfig) -> "ray.actor.ActorHandle":
     # Detached: it must not die with whichever replica happened to create it.
-    stats: Any = ray.remote(Stats).options(
-        name=f"longserve-stats-{app_name}", namespace="longserve", get_if_exists=True, lifetime="detached",
-        max_restarts=-1, max_task_retries=-1, max_concurrency=100, num_cpus=0,
-    ).remote(config)
+    stats: Any = (
+        ray.remote(Stats)
+        .options(
+            name=f"longserve-stats-{app_name}",
+            namespace="longserve",
+            get_if_exists=True,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=-1,
+            max_concurrency=100,
+            num_cpus=0,
+        )
+        .remote(config)
+    )
     stats.configure.remote(config, config.deployed_ns)  # ordered before this caller's later calls
     return stats
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of a sorted list."""
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least 1
-    return ordered[int(min(rank, len(ordered))) - 1]
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank q-th percentile (a value that was observed): the one
+    definition longserve, its benchmarks and its tests use."""
+    return float(np.percentile(values, q, method="inverted_cdf"))
 
 
 def distribution(values: list[float]) -> dict:
@@ -109,8 +121,11 @@ class Stats:
 
     async def run_time(self, model: str, kind: str, q: float) -> tuple[Optional[float], int]:
         """The q-th percentile of recent successful run times, and how many there were."""
-        runs = sorted(s.run_s for s in self._window(model, kind, self.config.window_s)
-                      if s.outcome == "ok" and s.run_s is not None)
+        runs = sorted(
+            s.run_s
+            for s in self._window(model, kind, self.config.window_s)
+            if s.outcome == "ok" and s.run_s is not None
+        )
         return (percentile(runs, q) if runs else None), len(runs)
 
     async def auto_timeouts(self, settings: dict[str, AutoTimeoutConfig]) -> dict[str, tuple[float, str]]:
@@ -119,13 +134,20 @@ class Stats:
         for model, auto in settings.items():
             observed, count = await self.run_time(model, "sync", auto.percentile)
             if observed is None or count < auto.min_samples:
-                out[model] = (auto.fallback, f"auto: fallback {auto.fallback:g} s until {auto.min_samples} "
-                                             f"run times are observed (have {count})")
+                out[model] = (
+                    auto.fallback,
+                    f"auto: fallback {auto.fallback:g} s until {auto.min_samples} "
+                    f"run times are observed (have {count})",
+                )
                 continue
             seconds = min(max(auto.factor * observed, auto.min), auto.max)
-            out[model] = (round(seconds, 3), (
-                f"auto: {auto.factor:g} x p{auto.percentile:g} run time ({observed:.3f} s over {count} requests "
-                f"in {self.config.window_s:g} s), clamped to [{auto.min:g}, {auto.max:g}] s"))
+            out[model] = (
+                round(seconds, 3),
+                (
+                    f"auto: {auto.factor:g} x p{auto.percentile:g} run time ({observed:.3f} s over {count} requests "
+                    f"in {self.config.window_s:g} s), clamped to [{auto.min:g}, {auto.max:g}] s"
+                ),
+            )
         return out
 
     async def slow_thresholds(self, models: list[str]) -> dict[tuple[str, str], float]:
@@ -161,11 +183,23 @@ class Stats:
                 continue
             self.firing[(model, alert)] = now
             event = {
-                "alert": alert, "model": model, "rate": round(rate, 3), "threshold": threshold,
-                "requests": len(window), "window_s": config.alert_window_s, "at": now,
+                "alert": alert,
+                "model": model,
+                "rate": round(rate, 3),
+                "threshold": threshold,
+                "requests": len(window),
+                "window_s": config.alert_window_s,
+                "at": now,
             }
-            logger.error("ALERT %s for model %s: %.0f%% of %d requests in %g s (threshold %.0f%%)",
-                         alert, model, rate * 100, len(window), config.alert_window_s, threshold * 100)
+            logger.error(
+                "ALERT %s for model %s: %.0f%% of %d requests in %g s (threshold %.0f%%)",
+                alert,
+                model,
+                rate * 100,
+                len(window),
+                config.alert_window_s,
+                threshold * 100,
+            )
             self.metrics.inc("longserve_alerts_total", model=model, alert=alert)
             if config.alert_webhook_url:
                 asyncio.get_running_loop().create_task(self._post(config.alert_webhook_url, event))
