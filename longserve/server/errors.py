@@ -56,6 +56,17 @@ class InputRejected(ServeError):
     type = "invalid_input"
 
 
+class InputUnavailable(ServeError):
+    """A job's input could not be read: its blob is gone, its URL failed, or the
+    blob store is down (`retryable`: the job is queued again, not failed)."""
+
+    type = "input_unavailable"
+
+    def __init__(self, message: str, *, retryable: bool = False, **fields: Any):
+        super().__init__(message, **fields)
+        self.retryable = retryable
+
+
 class TimedOut(ServeError):
     """The timeout in force expired; `stage` says whether queued or running."""
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 from fastapi import FastAPI, Query, Request, Security
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
@@ -18,9 +17,10 @@ from longserve.api.jobs import PENDING, JobPage, JobView, Status
 from longserve.api.models import Backlog, ModelList, ModelView
 from longserve.model import Model
 from longserve.server.autoscaling import cold_start_note
+from longserve.server.blobs import Blobs
 from longserve.server.calls import call_model
 from longserve.server.config import AUTO, AppConfig, load_model_class
-from longserve.server.errors import ModelFailed, Overloaded, TimedOut, first_line
+from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
 from longserve.server.http.auth import Auth
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.jobs import (
@@ -33,9 +33,12 @@ from longserve.server.http.jobs import (
     parse_prefer,
     sync_error,
 )
-from longserve.server.inputs import InputParser, check_media_type
+from longserve.server.http.results import result_response
+from longserve.server.http.uploads import forget, receive_upload
+from longserve.server.inputs import InputParser, check_media_type, is_json
+from longserve.server.jobs.blob_keys import input_key
 from longserve.server.jobs.callbacks import check_url, load_secret
-from longserve.server.jobs.record import Callback, JobRequest, new_job_id
+from longserve.server.jobs.record import BlobRef, Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
@@ -94,13 +97,15 @@ def outcome_of(exc: Exception) -> str:
 class Gateway:
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
-        self.store = get_job_store(config.jobs)
+        self.store = get_job_store(config.jobs, config.blobs)
+        self.blobs = Blobs(config.blobs)
         self.runner = runner  # held so Serve deploys it; it needs no requests
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
         self.classes: dict[str, type[Model]] = {
             name: load_model_class(model.class_path) for name, model in config.models.items()
         }
         self.max_body_bytes = int(config.max_body_mb * 1024 * 1024)
+        self.max_input_bytes = int(config.jobs.max_input_mb * 1024 * 1024)
         self.auth = Auth(config.auth)
         load_secret(config.callbacks)  # a malformed secret stops the deploy here, not at the first callback
         self.parser = InputParser(config, self.classes)
@@ -153,13 +158,13 @@ class Gateway:
         return job_response(self._found(job, job_id))
 
     @app.get("/v1/jobs/{job_id}/result")
-    async def get_job_result(self, job_id: str) -> Any:
+    async def get_job_result(self, job_id: str, request: Request) -> Any:
         job = self._found(await self.store.get.remote(job_id), job_id)
         if job.status in PENDING:
             return accepted(job)
         if job.status != "succeeded":
             raise job_error(job)
-        return job.result
+        return await result_response(job, self.blobs, request)
 
     @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
     async def cancel_job(self, job_id: str, request: Request) -> Any:
@@ -279,15 +284,41 @@ class Gateway:
             callback = Callback(url=options.callback_url, events=options.callback_events)
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
-        body = await self._read_body(request)
         params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
-        self.parser.parse(model, media_type, body, params)
+        job_id = new_job_id()
+        key = input_key(job_id)
+        # Streamed into the blob store as it arrives; a JSON body small enough for predict is kept to validate now.
+        keep = self.max_body_bytes if is_json(media_type) else 0
+        written, body = await receive_upload(request, self.blobs, key, self.max_input_bytes, keep,
+                                             self._too_large_input)
+        try:
+            outcome, job = await self._store_job(model, job_id, media_type, params, written, body, metadata,
+                                                 options, request, callback)
+        except BaseException:  # refused or not stored: the blob has no job
+            await forget(self.blobs, key)
+            raise
+        if outcome != "created":  # a replay or a conflict: the stored job keeps its own input
+            await forget(self.blobs, key)
+        if outcome == "conflict":
+            raise ApiError(409, "idempotency_conflict",
+                           "this Idempotency-Key was used with another request body", job_id=job.id)
+        return job, outcome == "existing"
+
+    async def _store_job(self, model: str, job_id: str, media_type: str, params: dict, written, body, metadata: dict,
+                         options: JobOptions, request: Request, callback):
+        """Validate the uploaded input like predict would (a JSON body in memory; a raw
+        body is parsed where it is read, on the replica), then store the job."""
+        if body is not None:
+            self.parser.parse(model, media_type, body, params)
+        elif written.size == 0 and not is_json(media_type):
+            raise InvalidRequest(f"empty body; model '{model}' expects {self.classes[model].raw_body_field} data")
+        ref = BlobRef(key=input_key(job_id), size=written.size, sha256=written.sha256)
         jobs = self.config.jobs
         try:
-            outcome, job = await self.store.submit.remote(
-                new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
+            return await self.store.submit.remote(
+                job_id, model, JobRequest(media_type=media_type, params=params), None, metadata,
                 min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
-                callback,
+                callback, input=ref,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
@@ -297,10 +328,6 @@ class Gateway:
                 f"Retry after {RETRY_AFTER_S} s.",
                 {"Retry-After": str(RETRY_AFTER_S)}, model=model,
             ) from None
-        if outcome == "conflict":
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was used with another request body", job_id=job.id)
-        return job, outcome == "existing"
 
     async def _predict_as_job(self, model: str, request: Request, options: JobOptions, respond_async: bool,
                               wait_s: Optional[float]):
@@ -312,7 +339,7 @@ class Gateway:
         job = await self.store.wait.remote(job.id, wait_s, until_finished=True)
         applied = {"Preference-Applied": f"wait={wait_s:g}"}
         if job.status == "succeeded":
-            return JSONResponse(job.result, headers={**applied, "Location": f"/v1/jobs/{job.id}"})
+            return await result_response(job, self.blobs, request, {**applied, "Location": f"/v1/jobs/{job.id}"})
         if job.status in PENDING:
             return accepted(job, applied)
         raise sync_error(job)
@@ -336,6 +363,13 @@ class Gateway:
                 raise self._too_large(size)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large_input(self, size: int) -> ApiError:
+        limit = self.max_input_bytes
+        return ApiError(413, "payload_too_large",
+                        f"job input of {size} bytes (or more) is over the limit of {limit} bytes "
+                        f"(jobs.max_input_mb={self.config.jobs.max_input_mb:g} in serve_config.yaml)",
+                        limit_bytes=limit)
 
     def _too_large(self, size: int) -> ApiError:
         return ApiError(
