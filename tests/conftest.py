@@ -42,6 +42,8 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
     # Job inputs may be larger than sync bodies (max_body_mb 8), up to 16 MiB here.
     args["jobs"]["max_input_mb"] = 16
     args["blobs"] = {"backend": "file", "path": str(jobs_db.parent / "blobs")}
+    # Input URLs from the tests' loopback origin (tests/test_job_inputs_by_url.py).
+    args["inputs"] = {"allow": ["127.0.0.1"], "timeout_s": 10}
     args["monitoring"] = {
         "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
         "alert_cooldown_s": 600, "alert_webhook_url": alert_url,

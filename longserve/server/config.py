@@ -270,6 +270,17 @@ class BlobsConfig(Strict):
         return self
 
 
+class InputsConfig(Strict):
+    """Job inputs fetched by URL (`?input_url=`): where they may come from, and how long it may take."""
+
+    # Hosts and networks input URLs may reach although they are loopback, private
+    # or link-local (the callbacks' SSRF rules): "127.0.0.1", "10.0.0.0/8", "files.internal".
+    allow: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(60.0, gt=0)  # connecting, and between two reads of the body
+    # Tries of one fetch: connection errors and 408/425/429/5xx answers are tried again.
+    fetch_attempts: int = Field(3, ge=1, le=10)
+
+
 class AppConfig(Strict):
     timeout: Timeout = DEFAULT_TIMEOUT_S
     auto_timeout: AutoTimeoutConfig = Field(default_factory=AutoTimeoutConfig)
@@ -283,6 +294,7 @@ class AppConfig(Strict):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     blobs: BlobsConfig = Field(default_factory=BlobsConfig)
+    inputs: InputsConfig = Field(default_factory=InputsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     models: dict[str, ModelConfig]
 

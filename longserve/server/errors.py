@@ -49,6 +49,10 @@ class InvalidCallbackUrl(ServeError):
     type = "invalid_callback_url"
 
 
+class InvalidInputUrl(ServeError):
+    type = "invalid_input_url"
+
+
 class InputRejected(ServeError):
     """The model refused the input (its `check_input` or `predict` raised
     longserve.InvalidInput)."""

@@ -22,10 +22,10 @@ from ray import serve
 
 from longserve.model import Cancelled, Context, InvalidInput
 from longserve.server.calls import Event
-from longserve.server.config import BlobsConfig, ModelConfig, load_model_class
+from longserve.server.config import BlobsConfig, InputsConfig, ModelConfig, load_model_class
 from longserve.server.devices import choose_device
-from longserve.server.errors import InputRejected, InputUnavailable, InvalidRequest
-from longserve.server.jobs.job_io import JobInput, JobIO
+from longserve.server.errors import InputRejected, InputUnavailable, InvalidRequest, UnsupportedMediaType
+from longserve.server.jobs.job_io import JobInput, JobIO, JobIOSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -41,12 +41,11 @@ def replica_device(name: str = "replica", runtime: str = "torch") -> str:
 
 @serve.deployment
 class ModelServer:
-    def __init__(self, name: str, config: ModelConfig, blobs: Optional[BlobsConfig] = None, max_json_depth: int = 32,
-                 inline_result_kb: float = 256.0):
+    def __init__(self, name: str, config: ModelConfig, io: Optional[JobIOSettings] = None):
         self.name = name
         cls = load_model_class(config.class_path)
         self.model = cls(**config.options.model_dump())
-        self.io = JobIO(name, cls, config.options, blobs or BlobsConfig(), max_json_depth, inline_result_kb)
+        self.io = JobIO(name, cls, config.options, io or JobIOSettings(BlobsConfig(), InputsConfig()))
         self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None
@@ -67,7 +66,7 @@ class ModelServer:
                     yield (kind, await self.io.store_result(inputs.job_id, value) if kind == Event.RESULT else value)
         except InvalidInput as exc:
             yield (Event.INVALID, str(exc))
-        except (InvalidRequest, InputRejected) as exc:  # a job's input, parsed here
+        except (InvalidRequest, InputRejected, UnsupportedMediaType) as exc:  # a job's input, parsed here
             yield (Event.INVALID, exc.message)
         except InputUnavailable as exc:
             yield (Event.UNAVAILABLE, {**exc.body, "retryable": exc.retryable})

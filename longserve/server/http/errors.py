@@ -59,6 +59,7 @@ STATUS: dict[type[errors.ServeError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidHeader: 400,
     errors.InvalidCallbackUrl: 422,
+    errors.InvalidInputUrl: 422,
     errors.InputRejected: 422,
     errors.TimedOut: 504,
     errors.Overloaded: 503,

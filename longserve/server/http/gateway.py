@@ -38,6 +38,7 @@ from longserve.server.http.uploads import forget, receive_upload
 from longserve.server.inputs import InputParser, check_media_type, is_json
 from longserve.server.jobs.blob_keys import input_key
 from longserve.server.jobs.callbacks import check_url, load_secret
+from longserve.server.jobs.fetch import check_input_url
 from longserve.server.jobs.record import BlobRef, Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
@@ -276,47 +277,70 @@ class Gateway:
         return job
 
     async def _submit(self, model: str, request: Request, options: JobOptions):
-        """Validate like predict (4xx now, never a job doomed by its input), then store."""
+        """Validate like predict (4xx now, never a job doomed by its input), then store.
+        The input is the body, streamed into the blob store, or `input_url`, fetched when the job runs."""
         metadata = parse_metadata(options.metadata)
         callback = None
         if options.callback_url is not None:
             await check_url(options.callback_url, self.config.callbacks)
             callback = Callback(url=options.callback_url, events=options.callback_events)
-        media_type = media_type_of(request)
-        check_media_type(self.classes[model], model, media_type)
         params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
         job_id = new_job_id()
+        if options.input_url is not None:
+            job_request = await self._input_url_request(model, request, options, params)
+            outcome, job = await self._store_job(model, job_id, job_request, None, metadata, options, request,
+                                                 callback)
+        else:
+            if options.input_type is not None:
+                raise ApiError(400, "invalid_request", "input_type describes an input_url; send Content-Type "
+                                                       "with a body")
+            outcome, job = await self._submit_upload(model, job_id, request, params, metadata, options, callback)
+        if outcome == "conflict":
+            raise ApiError(409, "idempotency_conflict",
+                           "this Idempotency-Key was used with another request body", job_id=job.id)
+        return job, outcome == "existing"
+
+    async def _submit_upload(self, model: str, job_id: str, request: Request, params: dict, metadata: dict,
+                             options: JobOptions, callback: Optional[Callback]):
+        media_type = media_type_of(request)
+        check_media_type(self.classes[model], model, media_type)
         key = input_key(job_id)
         # Streamed into the blob store as it arrives; a JSON body small enough for predict is kept to validate now.
         keep = self.max_body_bytes if is_json(media_type) else 0
         written, body = await receive_upload(request, self.blobs, key, self.max_input_bytes, keep,
                                              self._too_large_input)
         try:
-            outcome, job = await self._store_job(model, job_id, media_type, params, written, body, metadata,
-                                                 options, request, callback)
+            # Validated like predict (a JSON body in memory); a raw body is parsed where it is read, on the replica.
+            if body is not None:
+                self.parser.parse(model, media_type, body, params)
+            elif written.size == 0 and not is_json(media_type):
+                raise InvalidRequest(f"empty body; model '{model}' expects {self.classes[model].raw_body_field} data")
+            ref = BlobRef(key=key, size=written.size, sha256=written.sha256)
+            outcome, job = await self._store_job(model, job_id, JobRequest(media_type=media_type, params=params),
+                                                 ref, metadata, options, request, callback)
         except BaseException:  # refused or not stored: the blob has no job
             await forget(self.blobs, key)
             raise
         if outcome != "created":  # a replay or a conflict: the stored job keeps its own input
             await forget(self.blobs, key)
-        if outcome == "conflict":
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was used with another request body", job_id=job.id)
-        return job, outcome == "existing"
+        return outcome, job
 
-    async def _store_job(self, model: str, job_id: str, media_type: str, params: dict, written, body, metadata: dict,
-                         options: JobOptions, request: Request, callback):
-        """Validate the uploaded input like predict would (a JSON body in memory; a raw
-        body is parsed where it is read, on the replica), then store the job."""
-        if body is not None:
-            self.parser.parse(model, media_type, body, params)
-        elif written.size == 0 and not is_json(media_type):
-            raise InvalidRequest(f"empty body; model '{model}' expects {self.classes[model].raw_body_field} data")
-        ref = BlobRef(key=input_key(job_id), size=written.size, sha256=written.sha256)
+    async def _input_url_request(self, model: str, request: Request, options: JobOptions, params: dict) -> JobRequest:
+        assert options.input_url is not None
+        if request.headers.get("transfer-encoding") or request.headers.get("content-length", "0") != "0":
+            raise ApiError(400, "invalid_request", "send the input as the body or as input_url, not both")
+        await check_input_url(options.input_url, self.config.inputs, self.config.blobs)
+        media_type = (options.input_type or "").split(";")[0].strip().lower()
+        if media_type:  # else the origin's Content-Type decides, when the job runs
+            check_media_type(self.classes[model], model, media_type)
+        return JobRequest(media_type=media_type, params=params, input_url=options.input_url)
+
+    async def _store_job(self, model: str, job_id: str, job_request: JobRequest, ref: Optional[BlobRef],
+                         metadata: dict, options: JobOptions, request: Request, callback: Optional[Callback]):
         jobs = self.config.jobs
         try:
             return await self.store.submit.remote(
-                job_id, model, JobRequest(media_type=media_type, params=params), None, metadata,
+                job_id, model, job_request, None, metadata,
                 min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
                 callback, input=ref,
             )

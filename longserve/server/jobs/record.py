@@ -63,8 +63,9 @@ class BlobRef(BaseModel):
 class JobRequest(BaseModel):
     """The request as received, so a runner can parse it again on any attempt."""
 
-    media_type: str
+    media_type: str  # empty for an input_url without input_type: the origin's Content-Type decides
     params: dict[str, str] = Field(default_factory=dict)
+    input_url: Optional[str] = None  # fetched at run time instead of an uploaded body
 
 
 class Job(BaseModel):

@@ -28,6 +28,7 @@ from longserve.server.errors import (
     first_line,
 )
 from longserve.server.inputs import InputParser
+from longserve.server.jobs.blob_keys import input_key
 from longserve.server.jobs.callback_sender import CallbackSender
 from longserve.server.jobs.job_io import JobInput, StoredResult
 from longserve.server.jobs.record import BlobRef, Job, Progress, loggable
@@ -110,8 +111,9 @@ class JobRunner:
     async def _call_model(self, job: Job, body: Optional[bytes], progress: dict) -> None:
         settings = self.config.models[job.model]  # claims only ask for configured models
         inputs: Any
-        if job.input is not None:  # the replica reads it from the blob store: no bytes pass here
-            inputs = JobInput(job.id, job.request.media_type, job.input.key, job.request.params)
+        if job.input is not None or job.request.input_url is not None:  # the replica reads it: no bytes pass here
+            inputs = JobInput(job.id, job.request.media_type, input_key(job.id), job.request.params,
+                              job.request.input_url)
         else:  # a job stored before inputs went to the blob store: its body is in the backend
             try:
                 inputs = self.parser.parse(job.model, job.request.media_type, body or b"", job.request.params)

@@ -207,7 +207,7 @@ class JobStore:
                 change = self.state.claim(runner, limits, time.time())
                 if change.job is not None:
                     await self._commit(change)
-                    if change.job.input is not None:
+                    if change.job.input is not None or change.job.request.input_url is not None:
                         return change.job, None
                     return change.job, await asyncio.to_thread(self.backend.body, change.job.id)
             remaining = deadline - time.monotonic()
