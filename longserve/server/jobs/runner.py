@@ -38,7 +38,7 @@ from longserve.server.monitoring.monitor import Monitor
 logger = logging.getLogger("ray.serve")
 
 CLAIM_WAIT_S = 1.0
-JOB_OUTCOMES = {"invalid_input": "client_error", "job_timeout": "timeout_running"}
+JOB_OUTCOMES = {"invalid_input": "client_error", "input_unavailable": "client_error", "job_timeout": "timeout_running"}
 BUSY_BACKOFF_S = 1.0
 STORE_RETRY_S = 0.5  # between attempts to store an outcome while the store's backend fails
 
