@@ -4,6 +4,7 @@ default SSRF guard; the S3 app reads s3:// inputs of its bucket in place."""
 
 import hashlib
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +14,7 @@ import pytest
 from tests.conftest import API_KEYS, error_of
 from tests.jobs_helpers import wait_for
 from tests.test_job_blobs import MIB, generated, s3_app, sha256_of  # noqa: F401 (s3_app: the fixture)
+from tests.test_job_faults import kill_actor_named
 
 DIGEST_JOBS = "/v1/models/digest/jobs"
 
@@ -22,6 +24,7 @@ class Origin(BaseHTTPRequestHandler):
     that many times first; `redirects[path]` answers 302 to another path."""
 
     routes: dict = {}
+    stalls: dict = {}  # path -> Event: the first GET sends half the body, then waits for it
     failures: dict = defaultdict(int)
     redirects: dict = {}
     hits: dict = defaultdict(int)
@@ -51,6 +54,12 @@ class Origin(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        stall = Origin.stalls.get(path)
+        if stall is not None and Origin.hits[path] == 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            stall.wait(120)
+            body = body[len(body) // 2:]
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -143,3 +152,23 @@ def test_s3_inputs_of_the_buckets_are_read_in_place(s3_app):  # noqa: F811
     assert job["result"]["sha256"] == hashlib.sha256(b"in place").hexdigest() and job["result"]["via_file"]
     other = client.post(DIGEST_JOBS, params={"input_url": "s3://another-bucket/uploads/clip.bin"})
     assert other.status_code == 422
+
+
+def test_a_runner_killed_while_its_job_fetches_leaves_the_fetch_to_the_next_attempt(client, origin):
+    Origin.routes["/stalls.bin"] = (b"s" * MIB, "application/octet-stream")
+    Origin.stalls["/stalls.bin"] = stall = threading.Event()
+    try:
+        job = client.post(DIGEST_JOBS, params={"input_url": f"{origin}/stalls.bin"}).json()
+        deadline = time.monotonic() + 60
+        while Origin.hits["/stalls.bin"] == 0:  # the first attempt is fetching (and stalled)
+            assert time.monotonic() < deadline, "the input was never fetched"
+            time.sleep(0.05)
+        kill_actor_named("longserve#JobRunner", restart=False)  # Serve starts a new runner
+        while Origin.hits["/stalls.bin"] < 2:  # the lease (2 s) ends: the next attempt fetches again
+            assert time.monotonic() < deadline + 60, "the input was not fetched again"
+            time.sleep(0.05)
+        job = wait_for(client, job["id"], ["succeeded", "failed"], timeout_s=90)
+    finally:
+        stall.set()
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    assert job["result"]["sha256"] == hashlib.sha256(b"s" * MIB).hexdigest()
