@@ -14,7 +14,8 @@ blob store itself and stores a large result there (jobs/job_io.py).
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Optional, Union
+from collections.abc import AsyncIterator
+from typing import Any, Optional, Union
 
 import ray
 from pydantic import BaseModel
@@ -45,7 +46,7 @@ class ModelServer:
         self.name = name
         cls = load_model_class(config.class_path)
         self.model = cls(**config.options.model_dump())
-        self.io = JobIO(name, cls, config.options, io or JobIOSettings(BlobsConfig(), InputsConfig()))
+        self.io = JobIO(name, cls, config.options, io or JobIOSettings(BlobsConfig.model_validate({}), InputsConfig.model_validate({})))
         self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None

@@ -21,7 +21,7 @@ import socket
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Optional
+from typing import Any, Optional
 
 import httpx
 
@@ -105,7 +105,8 @@ async def check_public_url(url: str, allow: list[str], field: str, allow_key: st
     it in the error, `allow_key` the setting that permits internal addresses)."""
 
     def refuse(reason: str) -> ServeError:
-        return error(f"{field} refused: {reason}", **{field: url[:200]})
+        fields: dict[str, Any] = {field: url[:200]}
+        return error(f"{field} refused: {reason}", **fields)
 
     if len(url) > 2048:
         raise refuse("it is longer than 2048 characters")
