@@ -46,7 +46,8 @@ class ModelServer:
         self.name = name
         cls = load_model_class(config.class_path)
         self.model = cls(**config.options.model_dump())
-        self.io = JobIO(name, cls, config.options, io or JobIOSettings(BlobsConfig.model_validate({}), InputsConfig.model_validate({})))
+        io = io or JobIOSettings(BlobsConfig.model_validate({}), InputsConfig.model_validate({}))
+        self.io = JobIO(name, cls, config.options, io)
         self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None
