@@ -23,6 +23,7 @@ a request that timed out or was cancelled then stops at the next step.
 """
 
 import threading
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict
@@ -104,3 +105,10 @@ class Model:
     def parse_raw(cls, body: bytes, params: dict[str, str]) -> BaseModel:
         """Input from a raw body plus query parameters (e.g. ?language=en)."""
         return cls.Input.model_validate({**params, cls.raw_body_field: body})
+
+    @classmethod
+    def parse_file(cls, path: Path, params: dict[str, str]) -> BaseModel:
+        """Input from a raw body kept in a file (an async job's upload). The file
+        lives while predict runs; override to pass the path on instead of the
+        bytes (a 2 GB recording need not be read into memory). Default: parse_raw."""
+        return cls.parse_raw(path.read_bytes(), params)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from longserve.server.config import AppConfig
+from tests.s3_server import CREDENTIALS as S3_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -25,6 +26,7 @@ APP_NAME = "longserve"
 
 SLEEPER = "tests.slow_models:Sleeper"
 RECORDER = "tests.slow_models:Recorder"  # a Sleeper that logs each run it starts
+DIGEST = "tests.blob_models:Digest"
 NO_CPU = {"num_cpus": 0}
 # Secrets the test cluster's replicas read from their environment.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
@@ -41,6 +43,11 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
     # A short lease, so a killed runner's job is queued again within seconds; expired
     # jobs (only those submitted with a short ttl_s) are forgotten 5 s after expiry.
     args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=LEASE_S, forget_after_s=5)
+    # Job inputs may be larger than sync bodies (max_body_mb 8), up to 16 MiB here.
+    args["jobs"]["max_input_mb"] = 16
+    args["blobs"] = {"backend": "file", "path": str(jobs_db.parent / "blobs")}
+    # Input URLs from the tests' loopback origin (tests/test_job_inputs_by_url.py).
+    args["inputs"] = {"allow": ["127.0.0.1"], "timeout_s": 10}
     args["monitoring"] = {
         "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
         "alert_cooldown_s": 600, "alert_webhook_url": alert_url,
@@ -56,6 +63,8 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
         auto_sleeper={"class": SLEEPER, "timeout": "auto", "max_ongoing_requests": 4, "ray_actor_options": NO_CPU,
                       "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10,
                                        "fallback": 5}},
+        # Job inputs and results at size (tests/test_job_blobs.py); one job at a time.
+        digest={"class": DIGEST, "max_ongoing_requests": 2, "max_concurrent_jobs": 1, "ray_actor_options": NO_CPU},
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
         # The OpenAI facade's timeout tests: an embedder that sleeps and counts its calls.
         slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 6, "max_ongoing_requests": 1,
@@ -86,6 +95,7 @@ def secure_app_args(jobs_db: Path) -> dict:
         "auth": {"api_keys_env": "LONGSERVE_TEST_API_KEYS", "required": True},
         "callbacks": {"require_signing": True},
         "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": LEASE_S},
+        "blobs": {"path": str(jobs_db.parent / "blobs-secure")},
         "monitoring": {"enabled": False},
         "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
     }
@@ -140,6 +150,7 @@ def serve_app(tmp_path_factory, alerts):
     # Replicas import tests.slow_models; workers inherit this environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["LONGSERVE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    os.environ.update(S3_CREDENTIALS)  # for apps on the blob store of tests/s3_server.py
     os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(f"{key}:{scope}" for scope, key in API_KEYS.items())
     port, metrics_port = free_port(), free_port()
     ray_context = ray.init(address="local", include_dashboard=False, log_to_driver=False,

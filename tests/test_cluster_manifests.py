@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"
 RAYSERVICE = CLUSTER / "rayservice.yaml"
 SECRET = "longserve-secrets"
-SECRET_ENV = {"LONGSERVE_REDIS_PASSWORD", "LONGSERVE_API_KEYS", "LONGSERVE_WEBHOOK_SECRET"}
+SECRET_ENV = {"LONGSERVE_REDIS_PASSWORD", "LONGSERVE_API_KEYS", "LONGSERVE_WEBHOOK_SECRET", "AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY"}
 
 # What a cluster may set differently from the local serve_config.yaml: where
 # things run and how many of them. Everything else (timeouts, limits,
@@ -41,6 +42,7 @@ PLACEMENT_MODEL_KEYS = {"ray_actor_options", "num_replicas", "autoscaling_config
 PLACEMENT_GATEWAY_KEYS = {"num_replicas", "ray_actor_options"}
 PLACEMENT_JOBS_KEYS = {"backend", "sqlite_path", "redis_url", "runners"}
 PLACEMENT_SERVE_KEYS = {"proxy_location"}
+PLACEMENT_SECTIONS = {"blobs"}  # where the bytes are: a local directory, on a cluster a bucket
 PLACEMENT_HTTP_KEYS = {"host"}
 # Locally off, on the cluster on: fail the deploy without keys or a webhook secret.
 POSTURE_KEYS = {"auth": "required", "callbacks": "require_signing"}
@@ -149,6 +151,10 @@ def test_cluster_autoscaling_gcs_ft_and_secrets():
     # The job store uses the same Redis, with no password written in the repo.
     jobs = AppConfig.model_validate(longserve_apps(serve_config_v2())[0]["args"]).jobs
     assert jobs.redis_url.startswith("redis://redis:6379/") and "@" not in jobs.redis_url
+    # Job inputs and results in a bucket every pod reaches, never on the head node's disk;
+    # the credentials come from the Secret (SECRET_ENV below), none is in the config.
+    blobs = AppConfig.model_validate(longserve_apps(serve_config_v2())[0]["args"]).blobs
+    assert blobs.backend == "s3" and blobs.bucket
     images = set()
     for name, template in pod_templates(spec):
         for container in template["containers"]:
@@ -185,7 +191,7 @@ def test_dockerfile_builds_as_ray_with_the_tested_torch():
     # The torch the tests run (Makefile's TORCH), held while longserve's dependencies install.
     tested = re.search(r"^TORCH \?= torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert re.search(rf"^ARG TORCH={re.escape(tested)}$", dockerfile, re.M)
-    assert '"torch==${TORCH}"' in dockerfile and "pip install --no-cache-dir -c /tmp/torch-constraint.txt ." in dockerfile
+    assert '"torch==${TORCH}"' in dockerfile and "pip install --no-cache-dir -c /tmp/torch-constraint.txt '.[server]'" in dockerfile
 
 
 def _literal_secrets(node, where=""):
@@ -224,6 +230,8 @@ def _without_placement(config: dict) -> dict:
             args["gateway"].pop(key)
         for key in PLACEMENT_JOBS_KEYS:
             args["jobs"].pop(key)
+        for key in PLACEMENT_SECTIONS:
+            args.pop(key)
         for section, key in POSTURE_KEYS.items():
             args[section].pop(key)
         for model in args["models"].values():

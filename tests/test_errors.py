@@ -19,6 +19,8 @@ EXPECTED = [
     (errors.InvalidHeader("bad header", header="Request-Timeout"), 400, None),
     (errors.InvalidCallbackUrl("refused", callback_url="http://10.0.0.1/"), 422, None),
     (errors.InputRejected("too long", model="m"), 422, None),
+    (errors.InputUnavailable("gone", status=404, url="http://example.com/a.wav"), 502, None),
+    (errors.InvalidInputUrl("refused", input_url="http://10.0.0.1/"), 422, None),
     (errors.TimedOut("late", model="m", stage="queued"), 504, None),
     (errors.Overloaded("full", retry_after=3, model="m", retry_after_s=3), 503, "3"),
     (errors.ReplicaDied("m", "ActorDiedError", "gone"), 503, "1"),

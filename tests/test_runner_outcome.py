@@ -27,7 +27,7 @@ class FlakyStore:
     def __init__(self, failures: int):
         self.failures, self.calls = failures, []
 
-        async def finish(job_id, runner, attempt, status, result=None, error=None):
+        async def finish(job_id, runner, attempt, status, result=None, error=None, result_blob=None):
             self.calls.append((status, result, error))
             if len(self.calls) <= self.failures:
                 raise RayTaskError("finish", "Traceback: redis.exceptions.ConnectionError", ConnectionError("redis down"))

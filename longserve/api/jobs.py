@@ -53,6 +53,9 @@ class JobView(BaseModel):
     error: Optional[dict[str, Any]] = None
     callback: Optional[CallbackView] = None
     result: Any = None
+    # Instead of `result` when the result is large (over jobs.inline_result_kb):
+    # its size in bytes; GET links.result streams it (Range requests too).
+    result_size: Optional[int] = None
 
 
 class JobPage(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import click
 
 from longserve.client import Client, ConnectionFailed, JobNotFinished, JobView, LongserveError, WaitTimeout
-from longserve.client.core import API_KEY_ENV, DEFAULT_URL, URL_ENV
+from longserve.client.core import API_KEY_ENV, DEFAULT_URL, URL_ENV, is_url
 from longserve.client.formats import FORMATS, render
 
 OK, ERROR, USAGE, UNREACHABLE, CLIENT_ERROR, SERVER_ERROR, TIMEOUT, OVERLOADED = 0, 1, 2, 3, 4, 5, 6, 7
@@ -103,6 +103,17 @@ def cli(ctx: click.Context, url: str, api_key: Optional[str]) -> None:
 # -- shared pieces ---------------------------------------------------------------
 
 
+class FileOrUrl(click.ParamType):
+    """A file that exists (streamed as the body), or an http(s):// or s3:// URL the server fetches."""
+
+    name = "FILE|URL"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if isinstance(value, Path) or is_url(str(value)):
+            return value
+        return click.Path(exists=True, dir_okay=False, path_type=Path).convert(value, param, ctx)
+
+
 def body_options(func: Callable) -> Callable:
     """TEXT... (sent as {"texts": [...]}), --json, or --file: the request body."""
     options = [
@@ -113,8 +124,9 @@ def body_options(func: Callable) -> Callable:
         click.option(
             "--file",
             "file",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Send this file as the raw body (e.g. audio); Content-Type guessed from its name.",
+            type=FileOrUrl(),
+            help="Send this file as the raw body (e.g. audio; Content-Type guessed from its name), "
+            "or a URL the server fetches (jobs).",
         ),
         click.option("--content-type", help="Content-Type for --file."),
         click.option(
@@ -288,10 +300,11 @@ def waiting(
         bar.close()
 
 
-def finished(job: JobView) -> Any:
+def finished(job: JobView, client: Optional[Client] = None) -> Any:
     """The result of a job `wait` returned, or exit with the job's outcome."""
     if job.status == "succeeded":
-        return job.result
+        # A large result is not in the job (result_size instead): it is downloaded.
+        return client.result(job) if job.result_size is not None and client is not None else job.result
     message = (job.error or {}).get("message", "")
     click.echo(f"error: job {job.id} {job.status}" + (f": {message}" if message else ""), err=True)
     sys.exit(JOB_CANCELLED if job.status == "cancelled" else JOB_FAILED)
@@ -348,7 +361,7 @@ def predict(
 
 
 @cli.command()
-@click.argument("audio", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("audio", type=FileOrUrl())
 @click.option("--model", default="transcriber", show_default=True)
 @click.option("--language", help="ISO code such as 'en'; detected when omitted.")
 @click.option("--sync", is_flag=True, help="One sync request (bounded by the timeout in force) instead of a job.")
@@ -379,8 +392,11 @@ def transcribe(
     output,
     fmt,
 ):
-    """Transcribe AUDIO (any format the server decodes): submit a job, show its progress, print the transcript."""
+    """Transcribe AUDIO (any format the server decodes; a file, streamed, or a URL the server fetches):
+    submit a job, show its progress, print the transcript."""
     params = {"language": language} if language else {}
+    if isinstance(audio, str) and (sync or request_timeout is not None):
+        raise click.UsageError("a URL is fetched by a job: drop --sync/--request-timeout (or use --prefer-wait)")
     if callback_url and prefer_wait is not None:  # the job it may become calls back
         params.update(callback_url=callback_url, **({"callback_events": callback_events} if callback_events else {}))
     elif callback_url and (sync or request_timeout is not None):
@@ -404,7 +420,8 @@ def transcribe(
         job = client.submit(
             model, content=audio, params=params or None, callback_url=callback_url, callback_events=callback_events
         )
-        result = finished(waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt))
+        result = finished(waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt),
+                          client)
     emit(result, fmt, output)
 
 
@@ -466,7 +483,7 @@ def jobs_status(client: Client, job_id, wait):
 def jobs_wait(client: Client, job_id, progress, wait_timeout, on_interrupt, output, fmt):
     """Wait for the job (progress bar), then print its result; exit 8 / 9 if it failed / was cancelled."""
     job = waiting(client, lambda bar: client.wait(job_id, wait_timeout, bar), progress, on_interrupt)
-    emit(finished(job), fmt, output)
+    emit(finished(job, client), fmt, output)
 
 
 @jobs.command("result")

@@ -9,7 +9,7 @@ import mimetypes
 import random
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,21 +98,47 @@ class Send:
     content: Optional[bytes] = None
     json: Any = None
     read_timeout: Union[float, None, str] = CLIENT_DEFAULT  # None: wait as long as it takes
+    file: Optional[Path] = None  # streamed as the body, never read whole (opened again on every retry)
+    anonymous: bool = False  # no API key: a presigned blob-store URL carries its own signature
 
     def build(self, http: Union[httpx.Client, httpx.AsyncClient]) -> httpx.Request:
         timeout = http.timeout
         if self.read_timeout != CLIENT_DEFAULT:
             read = None if self.read_timeout is None else float(self.read_timeout)
             timeout = httpx.Timeout(timeout.read, connect=timeout.connect, read=read, write=None)
-        return http.build_request(
+        content: Any = self.content
+        headers = self.headers
+        if self.file is not None:
+            content = _file_chunks(self.file) if isinstance(http, httpx.Client) else _async_file_chunks(self.file)
+            # Declared, so a server refuses an upload over its limit before it is sent.
+            headers = {**headers, "Content-Length": str(self.file.stat().st_size)}
+        request = http.build_request(
             self.method,
             self.url,
             params=self.params,
-            headers=self.headers,
-            content=self.content,
+            headers=headers,
+            content=content,
             json=self.json,
             timeout=timeout,
         )
+        if self.anonymous:
+            request.headers.pop("authorization", None)
+        return request
+
+
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(UPLOAD_CHUNK_BYTES):
+            yield chunk
+
+
+async def _async_file_chunks(path: Path) -> AsyncIterator[bytes]:
+    # A 1 MiB read from a local file is quick; the event loop is not held for long.
+    for chunk in _file_chunks(path):
+        yield chunk
 
 
 @dataclass
@@ -148,25 +174,43 @@ def transport_errors(url: str):
 
 @dataclass
 class Body:
-    """A request body: JSON, or raw bytes with their content type."""
+    """A request body: JSON, raw bytes or a file (streamed) with their content type,
+    or a URL the server fetches (`input_url`, jobs only)."""
 
     json: Any = None
     content: Optional[bytes] = None
     content_type: Optional[str] = None
+    file: Optional[Path] = None
+    input_url: Optional[str] = None
 
 
 def make_body(
     inputs: Any = None, content: Union[bytes, str, Path, None] = None, content_type: Optional[str] = None
 ) -> Body:
-    """`inputs` is sent as JSON; `content` (bytes or a file path) as a raw body.
-    A file's content type is guessed from its name (`audio/mpeg` for .mp3)."""
+    """`inputs` is sent as JSON; `content` (bytes or a file path) as a raw body,
+    a file streamed from disk; an http(s):// or s3:// URL is fetched by the server
+    (`input_url`). A file's content type is guessed from its name (`audio/mpeg` for .mp3)."""
     if content is None:
         return Body(json=inputs, content_type=content_type)
+    if isinstance(content, str) and is_url(content):
+        return Body(input_url=content, content_type=content_type)
     if isinstance(content, (str, Path)):
         path = Path(content)
         content_type = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        content = path.read_bytes()
+        return Body(file=path, content_type=content_type)
     return Body(content=content, content_type=content_type or "application/octet-stream")
+
+
+def is_url(text: str) -> bool:
+    """An input the server fetches rather than a file path."""
+    return text.lower().startswith(("http://", "https://", "s3://"))
+
+
+def input_query(body: Body) -> dict:
+    """The query parameters of a URL input: where, and its media type when given."""
+    if body.input_url is None:
+        return {}
+    return {"input_url": body.input_url, **({"input_type": body.content_type} if body.content_type else {})}
 
 
 def job_id(job: JobRef) -> str:
@@ -272,14 +316,18 @@ class Protocol:
         wait_timeout: Optional[float],
     ) -> Call:
         headers = {}
-        if body.content_type:
+        if body.input_url is not None:
+            if prefer_wait is None:
+                raise ValueError("a URL input is fetched by a job: use submit(), or predict(..., prefer_wait=N)")
+            params = {**(params or {}), **input_query(body)}
+        elif body.content_type:
             headers["Content-Type"] = body.content_type
         if request_timeout is not None:
             headers["Request-Timeout"] = f"{request_timeout:g}"
         if prefer_wait is not None:
             headers["Prefer"] = f"wait={prefer_wait:g}"
         # As long as the server's timeout in force allows (it answers 504 when that expires).
-        send = Send("POST", f"/v1/models/{model}/predict", params, headers, body.content, body.json, None)
+        send = Send("POST", f"/v1/models/{model}/predict", params, headers, body.content, body.json, None, body.file)
         response = yield from self.request(send, ok=(200, 202))
         if response.status_code == 200:
             return response.json()
@@ -302,17 +350,17 @@ class Protocol:
     ) -> Call:
         import json
 
-        query = dict(params or {})
+        query = {**(params or {}), **input_query(body)}
         for name, value in (("ttl_s", ttl_s), ("callback_url", callback_url), ("callback_events", callback_events)):
             if value is not None:
                 query[name] = value
         if metadata is not None:
             query["metadata"] = json.dumps(metadata)
-        headers = {"Content-Type": body.content_type} if body.content_type else {}
+        headers = {"Content-Type": body.content_type} if body.content_type and body.input_url is None else {}
         # Always keyed, so a submission whose answer was lost can be sent again
         # without making a second job: the server replays the first.
         headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
-        send = Send("POST", f"/v1/models/{model}/jobs", query, headers, body.content, body.json)
+        send = Send("POST", f"/v1/models/{model}/jobs", query, headers, body.content, body.json, file=body.file)
         response = yield from self.request(send, ok=(202,), idempotent=True)
         return JobView.model_validate(response.json())
 
@@ -345,9 +393,11 @@ class Protocol:
             view = yield from self.job(job, wait=poll, url=url)
 
     def result(self, job: JobRef) -> Call:
-        response = yield from self.request(Send("GET", f"{job_url(job)}/result"), ok=(200, 202))
+        response = yield from self.request(Send("GET", f"{job_url(job)}/result"), ok=(200, 202, 302))
         if response.status_code == 202:
             raise JobNotFinished(JobView.model_validate(response.json()))
+        if response.status_code == 302:  # a large result, downloaded from the blob store (blobs.presign_results)
+            response = yield from self.request(Send("GET", response.headers["location"], anonymous=True))
         return response.json()
 
     def cancel(self, job: JobRef) -> Call:

@@ -8,7 +8,8 @@ once the request is cancelled.
 import base64
 import binascii
 import io
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -19,7 +20,8 @@ MAX_AUDIO_S = 4 * 3600.0
 
 
 class TranscribeInput(BaseModel):
-    audio: bytes = Field(description="Audio file bytes; base64 in a JSON body.")
+    # A Path only from parse_file (a job's upload, decoded from its file); a JSON body's string is base64.
+    audio: Union[bytes, Path] = Field(description="Audio file bytes; base64 in a JSON body.")
     language: Optional[str] = Field(None, description="ISO code such as 'en'; detected when omitted.")
     task: Literal["transcribe", "translate"] = Field("transcribe", description="translate: English text out.")
     prompt: Optional[str] = Field(None, max_length=2000, description="Text that primes the first window's style.")
@@ -55,6 +57,11 @@ class Transcriber(Model):
         max_audio_s: float = Field(MAX_AUDIO_S, gt=0, description="Longer audio is refused.")
 
     options: Options
+
+    @classmethod
+    def parse_file(cls, path: Path, params: dict[str, str]) -> TranscribeInput:
+        # PyAV reads the file itself: the audio is never whole in memory before decoding.
+        return cls.Input.model_validate({**params, "audio": path})
 
     def load(self, device: str) -> None:
         from faster_whisper import WhisperModel
@@ -105,7 +112,7 @@ def segment_dict(segment, inputs: TranscribeInput) -> dict:
     return out
 
 
-def decode(data: bytes, max_s: float = MAX_AUDIO_S):
+def decode(data: Union[bytes, Path], max_s: float = MAX_AUDIO_S):
     """16 kHz mono float32 samples. Refuses audio over max_s seconds from its
     header when it has one, else as soon as decoding passes max_s, so a
     small upload cannot expand into hours of samples in memory."""
@@ -114,7 +121,8 @@ def decode(data: bytes, max_s: float = MAX_AUDIO_S):
 
     chunks, samples, limit = [], 0, int(max_s * SAMPLE_RATE)
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        source = str(data) if isinstance(data, Path) else io.BytesIO(data)
+        with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise InvalidInput("could not decode the audio: the body holds no audio stream")
             if container.duration is not None and container.duration / av.time_base > max_s:

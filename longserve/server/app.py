@@ -13,6 +13,7 @@ from ray.serve import Application, Deployment
 from longserve.server.autoscaling import model_serve_options
 from longserve.server.config import AppConfig
 from longserve.server.http.gateway import Gateway
+from longserve.server.jobs.job_io import JobIOSettings
 from longserve.server.jobs.runner import JobRunner
 from longserve.server.model_server import ModelServer
 
@@ -22,7 +23,8 @@ MODEL, RUNNER, GATEWAY = (cast(Deployment, d) for d in (ModelServer, JobRunner, 
 
 def build_app(args: AppConfig) -> Application:
     models = {
-        name: MODEL.options(name=name, **model_serve_options(name, model, args.jobs)).bind(name, model)
+        name: MODEL.options(name=name, **model_serve_options(name, model, args.jobs)).bind(
+            name, model, JobIOSettings.of(args))
         for name, model in args.models.items()
     }
     runner = RUNNER.options(num_replicas=args.jobs.runners, ray_actor_options={"num_cpus": 0}).bind(args, models)

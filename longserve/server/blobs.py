@@ -17,35 +17,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import LocalStore, S3Store
-from pydantic import Field
 
-from longserve.server.config import Strict
+from longserve.server.config import BlobsConfig
+
+__all__ = ["BlobsConfig", "Blobs", "BlobMissing", "BlobTooLarge", "BlobsUnavailable", "Written", "Stat"]
 
 # Uploads reach the store in parts of this size: the most an upload holds in memory.
 PART_BYTES = 8 * 1024 * 1024
 READ_CHUNK_BYTES = 1024 * 1024
-
-
-class BlobsConfig(Strict):
-    """`blobs:` in serve_config.yaml: where job inputs and large results are stored."""
-
-    backend: Literal["file", "s3"] = "file"
-    # file: a directory on this machine (on a cluster, a volume every node mounts).
-    path: str = "~/.cache/longserve/blobs"
-    # s3: any S3-compatible store; credentials come from the environment
-    # (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's role).
-    bucket: Optional[str] = None
-    prefix: str = "longserve"
-    endpoint_url: Optional[str] = None
-    region: Optional[str] = None
-    # Results stored as blobs are answered with a 302 to a presigned URL (s3 only).
-    presign_results: bool = False
-    presign_expires_s: float = Field(300.0, gt=0)
 
 
 class BlobMissing(Exception):

@@ -23,7 +23,15 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from longserve.server.config import ModelConfig
-from longserve.server.errors import InputRejected, ModelFailed, Overloaded, ReplicaDied, ServeError, first_line
+from longserve.server.errors import (
+    InputRejected,
+    InputUnavailable,
+    ModelFailed,
+    Overloaded,
+    ReplicaDied,
+    ServeError,
+    first_line,
+)
 
 RETRY_AFTER_S = 1  # when Ray gives no better figure
 
@@ -35,6 +43,7 @@ class Event(enum.StrEnum):
     PROGRESS = "progress"  # value: {"done", "total", "message"} from ctx.report_progress
     RESULT = "result"  # value: what predict returned
     INVALID = "invalid"  # value: the message of the model's InvalidInput
+    UNAVAILABLE = "unavailable"  # value: InputUnavailable's body and `retryable` (jobs only)
 
 
 async def call_model(
@@ -48,7 +57,7 @@ async def call_model(
     """The model's result for `inputs`, from `handle` (a streaming handle of
     the model `name`). Progress is streamed only when `on_progress` is given.
 
-    Raises InputRejected, Overloaded, ReplicaDied, ModelFailed, or ServeError
+    Raises InputRejected, InputUnavailable, Overloaded, ReplicaDied, ModelFailed, or ServeError
     when the stream ends without a result."""
     response: Any = handle.run.remote(inputs, progress=on_progress is not None)  # a stream: handle.options(stream=True)
     finished = False
@@ -64,6 +73,10 @@ async def call_model(
             elif kind == Event.INVALID:
                 finished = True
                 raise InputRejected(value, model=name)
+            elif kind == Event.UNAVAILABLE:
+                finished = True
+                fields = {k: v for k, v in value.items() if k not in ("type", "message", "retryable")}
+                raise InputUnavailable(value["message"], retryable=value["retryable"], **fields)
         raise ServeError(f"model '{name}' ended without a result", model=name)
     except BackPressureError as exc:
         finished = True

@@ -158,6 +158,11 @@ class JobsConfig(Deployed):
     max_wait_s: float = Field(60.0, gt=0)
     # JobRunner replicas; each claims jobs for every model with free slots.
     runners: int = Field(1, ge=1)
+    # A job's input (an upload, or what its input_url serves) is streamed into
+    # the blob store up to this size; sync predict keeps max_body_mb.
+    max_input_mb: float = Field(4096.0, gt=0)
+    # A result larger than this is stored as a blob; the job then shows its size and link.
+    inline_result_kb: float = Field(256.0, ge=0)
 
 
 class ModelConfig(DeploymentOptions):
@@ -242,6 +247,40 @@ class CallbacksConfig(Strict):
     allow: list[str] = Field(default_factory=list)
 
 
+class BlobsConfig(Strict):
+    """`blobs:` in serve_config.yaml: where job inputs and large results are stored."""
+
+    backend: Literal["file", "s3"] = "file"
+    # file: a directory on this machine (on a cluster, a volume every node mounts).
+    path: str = "~/.cache/longserve/blobs"
+    # s3: any S3-compatible store; credentials come from the environment
+    # (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's role).
+    bucket: Optional[str] = None
+    prefix: str = "longserve"
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    # Results stored as blobs are answered with a 302 to a presigned URL (s3 only).
+    presign_results: bool = False
+    presign_expires_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> "BlobsConfig":
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("blobs.bucket is required with blobs.backend: s3")
+        return self
+
+
+class InputsConfig(Strict):
+    """Job inputs fetched by URL (`?input_url=`): where they may come from, and how long it may take."""
+
+    # Hosts and networks input URLs may reach although they are loopback, private
+    # or link-local (the callbacks' SSRF rules): "127.0.0.1", "10.0.0.0/8", "files.internal".
+    allow: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(60.0, gt=0)  # connecting, and between two reads of the body
+    # Tries of one fetch: connection errors and 408/425/429/5xx answers are tried again.
+    fetch_attempts: int = Field(3, ge=1, le=10)
+
+
 # OpenAI model names an OpenAI client sends as is, mapped to the shipped models;
 # an alias whose model is not served is dropped (unless set explicitly).
 DEFAULT_OPENAI_ALIASES = {
@@ -263,8 +302,6 @@ class OpenAIConfig(Strict):
     @field_validator("files")
     @classmethod
     def _blobs_config(cls, value: Any) -> Any:
-        from longserve.server.blobs import BlobsConfig  # blobs.py imports this module
-
         return BlobsConfig.model_validate({"path": "~/.cache/longserve/openai", **(value or {})})
 
 
@@ -280,6 +317,8 @@ class AppConfig(Strict):
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    blobs: BlobsConfig = Field(default_factory=BlobsConfig)
+    inputs: InputsConfig = Field(default_factory=InputsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     models: dict[str, ModelConfig]

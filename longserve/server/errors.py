@@ -49,11 +49,26 @@ class InvalidCallbackUrl(ServeError):
     type = "invalid_callback_url"
 
 
+class InvalidInputUrl(ServeError):
+    type = "invalid_input_url"
+
+
 class InputRejected(ServeError):
     """The model refused the input (its `check_input` or `predict` raised
     longserve.InvalidInput)."""
 
     type = "invalid_input"
+
+
+class InputUnavailable(ServeError):
+    """A job's input could not be read: its blob is gone, its URL failed, or the
+    blob store is down (`retryable`: the job is queued again, not failed)."""
+
+    type = "input_unavailable"
+
+    def __init__(self, message: str, *, retryable: bool = False, **fields: Any):
+        super().__init__(message, **fields)
+        self.retryable = retryable
 
 
 class TimedOut(ServeError):

@@ -2,6 +2,7 @@
 the job runner, which parses a job's stored request again on every attempt."""
 
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,6 +31,28 @@ class InputParser:
         self.classes = classes
         self.options = {name: model.options for name, model in config.models.items()}
         self.max_json_depth = config.max_json_depth
+
+    @classmethod
+    def for_model(cls, name: str, model: type[Model], options: Model.Options, max_json_depth: int) -> "InputParser":
+        """A parser of one model's input (on its replica, which has no AppConfig)."""
+        parser = cls.__new__(cls)
+        parser.classes, parser.options, parser.max_json_depth = {name: model}, {name: options}, max_json_depth
+        return parser
+
+    def parse_file(self, model: str, media_type: str, path: Path, params: dict[str, str]) -> BaseModel:
+        """A raw body kept in a file (a job's input) -> the model's Input, via `Model.parse_file`."""
+        cls = self.classes[model]
+        check_media_type(cls, model, media_type)
+        try:
+            if path.stat().st_size == 0:
+                raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")
+            inputs = cls.parse_file(path, params)
+            cls.check_input(inputs, self.options[model])
+            return inputs
+        except ValidationError as exc:
+            raise InvalidRequest.from_errors(exc.errors(include_url=False, include_input=False)) from None
+        except InvalidInput as exc:
+            raise InputRejected(str(exc), model=model) from None
 
     def parse(self, model: str, media_type: str, body: bytes, params: dict[str, str]) -> BaseModel:
         cls = self.classes[model]

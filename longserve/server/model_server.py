@@ -7,12 +7,15 @@ running; then progress events (when asked for) and the result. Cancelling
 the call (on a timeout or a cancelled job) cancels the coroutine here; we
 then tell the model through its Context and wait for it to stop, so the
 replica's slot is not freed while the model still computes.
+
+A job's input comes by reference (a JobInput): the replica reads it from the
+blob store itself and stores a large result there (jobs/job_io.py).
 """
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Optional, Union
 
 import ray
 from pydantic import BaseModel
@@ -20,8 +23,10 @@ from ray import serve
 
 from longserve.model import Cancelled, Context, InvalidInput
 from longserve.server.calls import Event
-from longserve.server.config import ModelConfig, load_model_class
+from longserve.server.config import BlobsConfig, InputsConfig, ModelConfig, load_model_class
 from longserve.server.devices import choose_device
+from longserve.server.errors import InputRejected, InputUnavailable, InvalidRequest, UnsupportedMediaType
+from longserve.server.jobs.job_io import JobInput, JobIO, JobIOSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -37,9 +42,12 @@ def replica_device(name: str = "replica", runtime: str = "torch") -> str:
 
 @serve.deployment
 class ModelServer:
-    def __init__(self, name: str, config: ModelConfig):
+    def __init__(self, name: str, config: ModelConfig, io: Optional[JobIOSettings] = None):
         self.name = name
-        self.model = load_model_class(config.class_path)(**config.options.model_dump())
+        cls = load_model_class(config.class_path)
+        self.model = cls(**config.options.model_dump())
+        io = io or JobIOSettings(BlobsConfig.model_validate({}), InputsConfig.model_validate({}))
+        self.io = JobIO(name, cls, config.options, io)
         self.device = replica_device(name, self.model.runtime)
         self.model.load(self.device)
         self.batching = config.batching is not None
@@ -49,16 +57,29 @@ class ModelServer:
             batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
         logger.info("model %s loaded on %s", name, self.device)
 
-    async def run(self, inputs: BaseModel, progress: bool = False) -> AsyncIterator[tuple]:
+    async def run(self, inputs: Union[BaseModel, JobInput], progress: bool = False) -> AsyncIterator[tuple]:
         yield (Event.STARTED, self.device)
         try:
-            if self.batching:
-                yield (Event.RESULT, await self._predict_batched(inputs))
-            else:
-                async for event in self._predict_in_thread(inputs, progress):
+            if not isinstance(inputs, JobInput):
+                async for event in self._predict(inputs, progress):
                     yield event
+                return
+            async with self.io.open(inputs) as parsed:  # a local file may back it until the model is done
+                async for kind, value in self._predict(parsed, progress):
+                    yield (kind, await self.io.store_result(inputs.job_id, value) if kind == Event.RESULT else value)
         except InvalidInput as exc:
             yield (Event.INVALID, str(exc))
+        except (InvalidRequest, InputRejected, UnsupportedMediaType) as exc:  # a job's input, parsed here
+            yield (Event.INVALID, exc.message)
+        except InputUnavailable as exc:
+            yield (Event.UNAVAILABLE, {**exc.body, "retryable": exc.retryable})
+
+    async def _predict(self, inputs: BaseModel, progress: bool) -> AsyncIterator[tuple]:
+        if self.batching:
+            yield (Event.RESULT, await self._predict_batched(inputs))
+        else:
+            async for event in self._predict_in_thread(inputs, progress):
+                yield event
 
     async def _predict_in_thread(self, inputs: BaseModel, progress: bool) -> AsyncIterator[tuple]:
         loop = asyncio.get_running_loop()

@@ -60,7 +60,9 @@ STATUS: dict[type[errors.ServeError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidHeader: 400,
     errors.InvalidCallbackUrl: 422,
+    errors.InvalidInputUrl: 422,
     errors.InputRejected: 422,
+    errors.InputUnavailable: 502,  # a job's input could not be fetched or read (it ends the job, not a request)
     errors.TimedOut: 504,
     errors.Overloaded: 503,
     errors.ReplicaDied: 503,

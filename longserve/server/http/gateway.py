@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 from fastapi import FastAPI, Query, Request, Security
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
@@ -19,9 +18,10 @@ from longserve.api.jobs import PENDING, JobPage, JobView, Status
 from longserve.api.models import Backlog, ModelList, ModelView
 from longserve.model import Model
 from longserve.server.autoscaling import cold_start_note
+from longserve.server.blobs import Blobs
 from longserve.server.calls import call_model
 from longserve.server.config import AUTO, AppConfig, load_model_class
-from longserve.server.errors import ModelFailed, Overloaded, TimedOut, first_line
+from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
 from longserve.server.http.auth import Auth
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.jobs import (
@@ -38,9 +38,13 @@ from longserve.server.http.openai import OpenAIRoutes
 from longserve.server.http.openai import router as openai_router
 from longserve.server.http.openai_batches import OpenAIBatchRoutes
 from longserve.server.http.openai_batches import router as openai_batch_router
-from longserve.server.inputs import InputParser, check_media_type
+from longserve.server.http.results import result_response
+from longserve.server.http.uploads import forget, receive_upload
+from longserve.server.inputs import InputParser, check_media_type, is_json
+from longserve.server.jobs.blob_keys import input_key
 from longserve.server.jobs.callbacks import check_url, load_secret
-from longserve.server.jobs.record import Callback, JobRequest, new_job_id
+from longserve.server.jobs.fetch import check_input_url
+from longserve.server.jobs.record import BlobRef, Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
@@ -109,13 +113,15 @@ def outcome_of(exc: Exception) -> str:
 class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
-        self.store = get_job_store(config.jobs)
+        self.store = get_job_store(config.jobs, config.blobs)
+        self.blobs = Blobs(config.blobs)
         self.runner = runner  # held so Serve deploys it; it needs no requests
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
         self.classes: dict[str, type[Model]] = {
             name: load_model_class(model.class_path) for name, model in config.models.items()
         }
         self.max_body_bytes = int(config.max_body_mb * 1024 * 1024)
+        self.max_input_bytes = int(config.jobs.max_input_mb * 1024 * 1024)
         self.auth = Auth(config.auth)
         load_secret(config.callbacks)  # a malformed secret stops the deploy here, not at the first callback
         self.parser = InputParser(config, self.classes)
@@ -160,13 +166,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         return job_response(self._found(job, job_id))
 
     @app.get("/v1/jobs/{job_id}/result")
-    async def get_job_result(self, job_id: str) -> Any:
+    async def get_job_result(self, job_id: str, request: Request) -> Any:
         job = self._found(await self.store.get.remote(job_id), job_id)
         if job.status in PENDING:
             return accepted(job)
         if job.status != "succeeded":
             raise job_error(job)
-        return job.result
+        return await result_response(job, self.blobs, request)
 
     @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
     async def cancel_job(self, job_id: str, request: Request) -> Any:
@@ -278,23 +284,72 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         return job
 
     async def _submit(self, model: str, request: Request, options: JobOptions):
-        """Validate like predict (4xx now, never a job doomed by its input), then store."""
+        """Validate like predict (4xx now, never a job doomed by its input), then store.
+        The input is the body, streamed into the blob store, or `input_url`, fetched when the job runs."""
         metadata = parse_metadata(options.metadata)
         callback = None
         if options.callback_url is not None:
             await check_url(options.callback_url, self.config.callbacks)
             callback = Callback(url=options.callback_url, events=options.callback_events)
+        params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
+        job_id = new_job_id()
+        if options.input_url is not None:
+            job_request = await self._input_url_request(model, request, options, params)
+            outcome, job = await self._store_job(model, job_id, job_request, None, metadata, options, request,
+                                                 callback)
+        else:
+            if options.input_type is not None:
+                raise ApiError(400, "invalid_request", "input_type describes an input_url; send Content-Type "
+                                                       "with a body")
+            outcome, job = await self._submit_upload(model, job_id, request, params, metadata, options, callback)
+        if outcome == "conflict":
+            raise ApiError(409, "idempotency_conflict",
+                           "this Idempotency-Key was used with another request body", job_id=job.id)
+        return job, outcome == "existing"
+
+    async def _submit_upload(self, model: str, job_id: str, request: Request, params: dict, metadata: dict,
+                             options: JobOptions, callback: Optional[Callback]):
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
-        body = await self._read_body(request)
-        params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
-        self.parser.parse(model, media_type, body, params)
+        key = input_key(job_id)
+        # Streamed into the blob store as it arrives; a JSON body small enough for predict is kept to validate now.
+        keep = self.max_body_bytes if is_json(media_type) else 0
+        written, body = await receive_upload(request, self.blobs, key, self.max_input_bytes, keep,
+                                             self._too_large_input)
+        try:
+            # Validated like predict (a JSON body in memory); a raw body is parsed where it is read, on the replica.
+            if body is not None:
+                self.parser.parse(model, media_type, body, params)
+            elif written.size == 0 and not is_json(media_type):
+                raise InvalidRequest(f"empty body; model '{model}' expects {self.classes[model].raw_body_field} data")
+            ref = BlobRef(key=key, size=written.size, sha256=written.sha256)
+            outcome, job = await self._store_job(model, job_id, JobRequest(media_type=media_type, params=params),
+                                                 ref, metadata, options, request, callback)
+        except BaseException:  # refused or not stored: the blob has no job
+            await forget(self.blobs, key)
+            raise
+        if outcome != "created":  # a replay or a conflict: the stored job keeps its own input
+            await forget(self.blobs, key)
+        return outcome, job
+
+    async def _input_url_request(self, model: str, request: Request, options: JobOptions, params: dict) -> JobRequest:
+        assert options.input_url is not None
+        if request.headers.get("transfer-encoding") or request.headers.get("content-length", "0") != "0":
+            raise ApiError(400, "invalid_request", "send the input as the body or as input_url, not both")
+        await check_input_url(options.input_url, self.config.inputs, self.config.blobs)
+        media_type = (options.input_type or "").split(";")[0].strip().lower()
+        if media_type:  # else the origin's Content-Type decides, when the job runs
+            check_media_type(self.classes[model], model, media_type)
+        return JobRequest(media_type=media_type, params=params, input_url=options.input_url)
+
+    async def _store_job(self, model: str, job_id: str, job_request: JobRequest, ref: Optional[BlobRef],
+                         metadata: dict, options: JobOptions, request: Request, callback: Optional[Callback]):
         jobs = self.config.jobs
         try:
-            outcome, job = await self.store.submit.remote(
-                new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
+            return await self.store.submit.remote(
+                job_id, model, job_request, None, metadata,
                 min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
-                callback,
+                callback, input=ref,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
@@ -304,10 +359,6 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                 f"Retry after {RETRY_AFTER_S} s.",
                 {"Retry-After": str(RETRY_AFTER_S)}, model=model,
             ) from None
-        if outcome == "conflict":
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was used with another request body", job_id=job.id)
-        return job, outcome == "existing"
 
     async def _predict_as_job(self, model: str, request: Request, options: JobOptions, respond_async: bool,
                               wait_s: Optional[float]):
@@ -319,7 +370,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         job = await self.store.wait.remote(job.id, wait_s, until_finished=True)
         applied = {"Preference-Applied": f"wait={wait_s:g}"}
         if job.status == "succeeded":
-            return JSONResponse(job.result, headers={**applied, "Location": f"/v1/jobs/{job.id}"})
+            return await result_response(job, self.blobs, request, {**applied, "Location": f"/v1/jobs/{job.id}"})
         if job.status in PENDING:
             return accepted(job, applied)
         raise sync_error(job)
@@ -364,6 +415,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                 raise self._too_large(size)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large_input(self, size: int) -> ApiError:
+        limit = self.max_input_bytes
+        return ApiError(413, "payload_too_large",
+                        f"job input of {size} bytes (or more) is over the limit of {limit} bytes "
+                        f"(jobs.max_input_mb={self.config.jobs.max_input_mb:g} in serve_config.yaml)",
+                        limit_bytes=limit)
 
     def _too_large(self, size: int) -> ApiError:
         return ApiError(

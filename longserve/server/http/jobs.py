@@ -23,6 +23,10 @@ class JobOptions(BaseModel):
     metadata: Optional[str] = Field(None, description="A JSON object stored with the job.")
     callback_url: Optional[str] = Field(None, description="POST the job here when it ends (signed; see docs/callbacks.md).")
     callback_events: CallbackEvents = Field("completed", description="all: also when it starts and progresses.")
+    input_url: Optional[str] = Field(None, description=(
+        "Fetch the input from here (http, https, or s3:// in the blob store's bucket) when the job runs; "
+        "the body must be empty."))
+    input_type: Optional[str] = Field(None, description="input_url's media type; default: the origin's Content-Type.")
 
 
 JOB_PARAMS = set(JobOptions.model_fields)

@@ -21,12 +21,12 @@ import socket
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Optional
+from typing import Any, Optional
 
 import httpx
 
 from longserve.server.config import CallbacksConfig
-from longserve.server.errors import InvalidCallbackUrl
+from longserve.server.errors import InvalidCallbackUrl, ServeError
 
 SECRET_PREFIX = "whsec_"
 # Besides every 5xx: the 4xx answers that mean "not now" rather than "never".
@@ -96,9 +96,17 @@ async def check_url(url: str, config: CallbacksConfig) -> str:
     again before each delivery, which then connects to this very address
     (`deliver`), so a name re-pointed inside after the check (DNS rebinding)
     is never reached."""
+    return await check_public_url(url, config.allow, "callback_url", "callbacks.allow", InvalidCallbackUrl)
 
-    def refuse(reason: str) -> InvalidCallbackUrl:
-        return InvalidCallbackUrl(f"callback_url refused: {reason}", callback_url=url[:200])
+
+async def check_public_url(url: str, allow: list[str], field: str, allow_key: str,
+                           error: type[ServeError]) -> str:
+    """check_url's rules for any URL the server will fetch or post to (`field` names
+    it in the error, `allow_key` the setting that permits internal addresses)."""
+
+    def refuse(reason: str) -> ServeError:
+        fields: dict[str, Any] = {field: url[:200]}
+        return error(f"{field} refused: {reason}", **fields)
 
     if len(url) > 2048:
         raise refuse("it is longer than 2048 characters")
@@ -129,9 +137,9 @@ async def check_url(url: str, config: CallbacksConfig) -> str:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if str(address) in METADATA_HOSTS:
             raise refuse(f"{host} resolves to the cloud metadata address {address}")
-        if _internal(address) and not _allowed(host, address, config.allow):
+        if _internal(address) and not _allowed(host, address, allow):
             raise refuse(f"{host} resolves to {address}, a loopback, private or link-local address; "
-                         f"add it to callbacks.allow in serve_config.yaml to permit it")
+                         f"add it to {allow_key} in serve_config.yaml to permit it")
     return infos[0][4][0]  # getaddrinfo's first choice, as a plain connect would take
 
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 
 from longserve.api.jobs import (
-    PENDING, CallbackEvents, CallbackStatus, CallbackView, JobView, Links, ProgressView, Status,
+    CallbackEvents, CallbackStatus, CallbackView, JobView, Links, ProgressView, Status,
 )
 
 
@@ -52,11 +52,20 @@ class Callback(BaseModel):
     owner: Optional[str] = None  # the runner delivering it, until next_attempt_at
 
 
+class BlobRef(BaseModel):
+    """Bytes kept in the blob store (server/blobs.py); the record holds only this."""
+
+    key: str
+    size: int
+    sha256: str
+
+
 class JobRequest(BaseModel):
     """The request as received, so a runner can parse it again on any attempt."""
 
-    media_type: str
+    media_type: str  # empty for an input_url without input_type: the origin's Content-Type decides
     params: dict[str, str] = Field(default_factory=dict)
+    input_url: Optional[str] = None  # fetched at run time instead of an uploaded body
 
 
 class Job(BaseModel):
@@ -78,6 +87,8 @@ class Job(BaseModel):
     error: Optional[dict[str, Any]] = None
     idempotency_key: Optional[str] = None
     body_sha256: str = ""
+    input: Optional[BlobRef] = None  # the uploaded body, in the blob store (older jobs: in the backend)
+    result_blob: Optional[BlobRef] = None  # a result over jobs.inline_result_kb, instead of `result`
     # The runner holding the job and until when; attempts fences stale runners.
     lease_owner: Optional[str] = None
     lease_expires_at: Optional[float] = None
@@ -111,7 +122,10 @@ class Job(BaseModel):
                                          last_status=cb.last_status, last_error=cb.last_error,
                                          delivered_at=_iso(cb.delivered_at))
         if with_result and self.status == "succeeded":
-            view.result = self.result
+            if self.result_blob is not None:  # too large to show inline: its size, and links.result
+                view.result_size = self.result_blob.size
+            else:
+                view.result = self.result
         # Absent, not null: `result` only on a succeeded job, `error` and `callback` only when there is one.
         return view.model_dump(exclude_unset=True)
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 from ray import serve
 from ray.exceptions import RayTaskError
@@ -19,17 +19,26 @@ from ray.serve.handle import DeploymentHandle
 
 from longserve.server.calls import call_model
 from longserve.server.config import AppConfig, load_model_class
-from longserve.server.errors import InputRejected, ModelFailed, Overloaded, ReplicaDied, first_line
+from longserve.server.errors import (
+    InputRejected,
+    InputUnavailable,
+    ModelFailed,
+    Overloaded,
+    ReplicaDied,
+    first_line,
+)
 from longserve.server.inputs import InputParser
+from longserve.server.jobs.blob_keys import input_key
 from longserve.server.jobs.callback_sender import CallbackSender
-from longserve.server.jobs.record import Job, Progress, loggable
+from longserve.server.jobs.job_io import JobInput, StoredResult
+from longserve.server.jobs.record import BlobRef, Job, Progress, loggable
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
 
 logger = logging.getLogger("ray.serve")
 
 CLAIM_WAIT_S = 1.0
-JOB_OUTCOMES = {"invalid_input": "client_error", "job_timeout": "timeout_running"}
+JOB_OUTCOMES = {"invalid_input": "client_error", "input_unavailable": "client_error", "job_timeout": "timeout_running"}
 BUSY_BACKOFF_S = 1.0
 STORE_RETRY_S = 0.5  # between attempts to store an outcome while the store's backend fails
 
@@ -38,7 +47,7 @@ STORE_RETRY_S = 0.5  # between attempts to store an outcome while the store's ba
 class JobRunner:
     async def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle]):
         self.config = config
-        self.store = get_job_store(config.jobs)
+        self.store = get_job_store(config.jobs, config.blobs)
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
         self.classes = {name: load_model_class(m.class_path) for name, m in config.models.items()}
         self.parser = InputParser(config, self.classes)
@@ -70,7 +79,7 @@ class JobRunner:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, job: Job, body: bytes) -> None:
+    async def _run(self, job: Job, body: Optional[bytes]) -> None:
         self.callbacks.notify(job, "started")
         progress: dict = {}
         heartbeat = asyncio.create_task(self._heartbeat(job, progress))
@@ -99,13 +108,18 @@ class JobRunner:
                 self.callbacks.notify(job.model_copy(update={"progress": Progress(**update)}), "progress")
             sent = update or sent
 
-    async def _call_model(self, job: Job, body: bytes, progress: dict) -> None:
+    async def _call_model(self, job: Job, body: Optional[bytes], progress: dict) -> None:
         settings = self.config.models[job.model]  # claims only ask for configured models
-        try:
-            inputs = self.parser.parse(job.model, job.request.media_type, body, job.request.params)
-        except Exception as exc:  # validated at submit; only a changed model schema gets here
-            await self._finish(job, "failed", error={"type": "invalid_input", "message": str(exc)})
-            return
+        inputs: Any
+        if job.input is not None or job.request.input_url is not None:  # the replica reads it: no bytes pass here
+            inputs = JobInput(job.id, job.request.media_type, input_key(job.id), job.request.params,
+                              job.request.input_url)
+        else:  # a job stored before inputs went to the blob store: its body is in the backend
+            try:
+                inputs = self.parser.parse(job.model, job.request.media_type, body or b"", job.request.params)
+            except Exception as exc:  # validated at submit; only a changed model schema gets here
+                await self._finish(job, "failed", error={"type": "invalid_input", "message": str(exc)})
+                return
 
         def on_started() -> None:
             if settings.job_timeout is not None:
@@ -128,6 +142,11 @@ class JobRunner:
             })
         except InputRejected as exc:
             await self._finish(job, "failed", error={"type": exc.type, "message": exc.message})
+        except InputUnavailable as exc:
+            if exc.retryable:  # the blob store is down: a later attempt may read it
+                await self.store.release.remote(job.id, self.id, job.attempts, exc.message)
+            else:
+                await self._finish(job, "failed", error=exc.body)
         except ModelFailed as exc:
             await self._finish(job, "failed", error={"type": exc.type, "message": exc.reason})
         except Overloaded:
@@ -135,10 +154,14 @@ class JobRunner:
         except ReplicaDied as exc:
             await self.store.release.remote(job.id, self.id, job.attempts, f"its model replica died ({exc.kind})")
         else:
-            await self._finish(job, "succeeded", result=result)
+            if isinstance(result, StoredResult):  # large: the replica put it in the blob store
+                await self._finish(job, "succeeded", result_blob=result.ref)
+            else:
+                await self._finish(job, "succeeded", result=result)
 
-    async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None) -> None:
-        if not await self._store_outcome(job, status, result, error):
+    async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None,
+                      result_blob: Optional[BlobRef] = None) -> None:
+        if not await self._store_outcome(job, status, result, error, result_blob):
             return  # cancelled meanwhile, or the lease was lost: not this runner's outcome
         now = time.time()
         kind = (error or {}).get("type")
@@ -149,7 +172,8 @@ class JobRunner:
             logger.warning("job %s (%s) failed on attempt %d: %s: %s", loggable(job.id), job.model, job.attempts,
                            kind, (error or {}).get("message", ""))
 
-    async def _store_outcome(self, job: Job, status: str, result, error: Optional[dict]) -> bool:
+    async def _store_outcome(self, job: Job, status: str, result, error: Optional[dict],
+                             result_blob: Optional[BlobRef] = None) -> bool:
         """store.finish, retried while the store's backend fails (redis restarting).
         Its failure is the store's, not the model's: it must not reach
         _call_model's model-error handling. finish is fenced by lease and
@@ -157,7 +181,8 @@ class JobRunner:
         deadline = time.monotonic() + 3 * self.config.jobs.lease_s
         while True:
             try:
-                return await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error)
+                return await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error,
+                                                      result_blob)
             except RayTaskError as exc:
                 if time.monotonic() > deadline:  # the lease decides: the job runs again
                     raise RuntimeError(f"job {loggable(job.id)}: the job store did not take the outcome: "

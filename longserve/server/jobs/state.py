@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from longserve.api.jobs import PENDING
-from longserve.server.jobs.record import Callback, Job, JobRequest, Progress
+from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, Progress
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,9 @@ class JobState:
 
     # -- client side ----------------------------------------------------------------------
 
-    def submit(self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
-               idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str, now: float) -> Change:
+    def submit(self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict,
+               ttl_s: float, idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str,
+               now: float, input: Optional[BlobRef] = None) -> Change:
         """outcome "created" | "existing" (the same id, or key and body) | "conflict" (the key, another body)."""
         change = Change(self.version)
         if job_id in self.records:
@@ -170,7 +171,7 @@ class JobState:
             return change
         job = Job(id=job_id, seq=self.last_seq + 1, model=model, request=request, metadata=metadata, ttl_s=ttl_s,
                   created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
-                  body_sha256=body_sha256, callback=callback)
+                  body_sha256=body_sha256, callback=callback, input=input)
         change.outcome = "created"
         change.save(None, job, body=body)
         return change
@@ -198,7 +199,8 @@ class JobState:
         else:
             change.outcome = "queued"
             change.save(job, job.model_copy(update=dict(
-                status="queued", error=None, result=None, finished_at=None, expires_at=None, started_at=None,
+                status="queued", error=None, result=None, result_blob=None, finished_at=None, expires_at=None,
+                started_at=None,
                 progress=Progress(), max_attempts=job.attempts + self.settings.max_attempts)))
         return change
 
@@ -235,7 +237,7 @@ class JobState:
         return change
 
     def finish(self, job_id: str, runner: str, attempt: int, status: str, result: Any, error: Optional[dict],
-               now: float) -> Change:
+               now: float, result_blob: Optional[BlobRef] = None) -> Change:
         """Store the outcome once; a runner whose lease was lost is refused."""
         change, job = Change(self.version), self._owned(job_id, runner, attempt)
         if job is None:
@@ -244,7 +246,7 @@ class JobState:
         if status == "succeeded" and job.progress.total:
             job = job.model_copy(update={"progress": job.progress.model_copy(update={"done": job.progress.total})})
         change.outcome = "finished"
-        self._finish(change, job, status, result, error, now, old=self.records[job_id])
+        self._finish(change, job, status, result, error, now, old=self.records[job_id], result_blob=result_blob)
         return change
 
     def release(self, job_id: str, runner: str, attempt: int, reason: str, now: float) -> Change:
@@ -276,7 +278,7 @@ class JobState:
             if job.status == "expired":
                 change.deletes.append(job)
             else:  # the input goes too (and again with the record, should dropping it fail now)
-                expired = change.save(job, job.model_copy(update=dict(status="expired", result=None)))
+                expired = change.save(job, job.model_copy(update=dict(status="expired", result=None, result_blob=None)))
                 change.drop_bodies.append(job_id)
                 if self.forget_at(expired) <= now:  # the reaper came late: both steps were due
                     change.deletes.append(expired)
@@ -393,9 +395,9 @@ class JobState:
         return job
 
     def _finish(self, change: Change, job: Job, status: str, result: Any, error: Optional[dict], now: float,
-                old: Optional[Job] = None) -> None:
-        update = dict(status=status, result=result, error=error, finished_at=now, expires_at=now + job.ttl_s,
-                      lease_owner=None, lease_expires_at=None)
+                old: Optional[Job] = None, result_blob: Optional[BlobRef] = None) -> None:
+        update = dict(status=status, result=result, result_blob=result_blob, error=error, finished_at=now,
+                      expires_at=now + job.ttl_s, lease_owner=None, lease_expires_at=None)
         if job.callback is not None:  # due now, from its first attempt (a retried job's ending is news again)
             update["callback"] = job.callback.model_copy(update=dict(
                 status="pending", attempts=0, last_status=None, last_error=None, delivered_at=None,

@@ -12,8 +12,8 @@ long-polls are served from memory; changes are serialized by one lock (so a
 job's writes reach the backend in order) and written in a worker thread, so
 reads never wait on the disk.
 
-A finished job expires after its ttl_s (result and input dropped, status
-`expired`), stays that tombstone for `forget_after_s`, then is forgotten:
+A finished job expires after its ttl_s (result and input dropped, from the
+backend and the blob store, status `expired`), stays that tombstone for `forget_after_s`, then is forgotten:
 deleted from the backend and from memory.
 
 Lifetime: the actor is detached. It outlives `serve delete` and `serve
@@ -25,6 +25,7 @@ and removes the detached actors.
 """
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -33,10 +34,11 @@ from typing import Any, Optional
 
 import ray
 
-from longserve.server.config import JobsConfig
-from longserve.server.jobs.backends import make_backend
 from longserve.api.jobs import PENDING
-from longserve.server.jobs.record import Callback, Job, JobRequest, loggable
+from longserve.server.config import BlobsConfig, JobsConfig
+from longserve.server.jobs.backends import make_backend
+from longserve.server.jobs.blob_keys import BlobDeleter
+from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, loggable
 from longserve.server.jobs.state import Change, JobState, Settings
 from longserve.server.monitoring.metrics import Metrics
 
@@ -52,8 +54,9 @@ def store_name(config: JobsConfig) -> str:
     return f"jobstore-{config.backend}-{hashlib.sha256(where.encode()).hexdigest()[:10]}"
 
 
-def get_job_store(config: JobsConfig) -> "ray.actor.ActorHandle":
-    """The store, created on first use, and sent `config` (kept if it is the newest deploy's)."""
+def get_job_store(config: JobsConfig, blobs: Optional[BlobsConfig] = None) -> "ray.actor.ActorHandle":
+    """The store, created on first use, and sent `config` (kept if it is the newest deploy's).
+    `blobs`: where the jobs' inputs and results are, so the store deletes them with the job."""
     options: dict[str, Any] = dict(
         name=store_name(config),
         namespace=NAMESPACE,
@@ -66,8 +69,8 @@ def get_job_store(config: JobsConfig) -> "ray.actor.ActorHandle":
     )
     if config.backend == "sqlite":  # the file lives on the head node's disk
         options["resources"] = {"node:__internal_head__": 0.001}
-    store = ray.remote(JobStore).options(**options).remote(config)
-    store.configure.remote(config, config.deployed_ns)  # ordered before this caller's later calls
+    store = ray.remote(JobStore).options(**options).remote(config, blobs)
+    store.configure.remote(config, config.deployed_ns, blobs)  # ordered before this caller's later calls
     return store
 
 
@@ -76,7 +79,8 @@ def settings_of(config: JobsConfig) -> Settings:
 
 
 class JobStore:
-    def __init__(self, config: JobsConfig):
+    def __init__(self, config: JobsConfig, blobs: Optional[BlobsConfig] = None):
+        self.blobs = BlobDeleter(blobs)
         self.backend = make_backend(config.backend, config.sqlite_path, config.redis_url)
         # Ray restarts a crashed actor with the config it was first created with: a newer deploy's wins.
         self.config, self.deployed_ns = config, config.deployed_ns
@@ -95,15 +99,19 @@ class JobStore:
         loaded = self.state.load(self.backend.load(), time.time())
         for job in loaded.deletes:
             self.backend.delete(job.id)  # its time to be forgotten passed while the store was down
+        self.blobs.delete_jobs(job.id for job in loaded.deletes)
         self._publish(loaded)
         logger.info("job store %s loaded %d jobs, deleted %d past their forget time",
                     config.backend, len(self.state.records), len(loaded.deletes))
 
-    async def configure(self, config: JobsConfig, deployed_ns: int) -> bool:
-        """Follow a deploy's settings (lease_s, max_attempts, forget_after_s) from now on,
-        unless they are older than those in force (a replica of the previous deploy)."""
+    async def configure(self, config: JobsConfig, deployed_ns: int, blobs: Optional[BlobsConfig] = None) -> bool:
+        """Follow a deploy's settings (lease_s, max_attempts, forget_after_s, the blob
+        store) from now on, unless they are older than those in force (a replica of
+        the previous deploy)."""
         self._start()
         async with self.lock:
+            if blobs is not None and deployed_ns >= self.deployed_ns:
+                self.blobs.configure(blobs)
             if deployed_ns <= self.deployed_ns:
                 return False
             settings = settings_of(config)
@@ -118,15 +126,19 @@ class JobStore:
     # -- client side ------------------------------------------------------------
 
     async def submit(
-        self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
-        idempotency_key: Optional[str] = None, callback: Optional[Callback] = None,
+        self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict, ttl_s: float,
+        idempotency_key: Optional[str] = None, callback: Optional[Callback] = None, input: Optional[BlobRef] = None,
     ) -> tuple[str, Job]:
-        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops."""
+        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops.
+        The input is either `body` (kept in the backend) or `input`, a blob the gateway
+        streamed it into (body None); the idempotency digest covers it by its sha256."""
         self._start()
-        digest = hashlib.sha256(request.model_dump_json().encode() + b"\0" + body).hexdigest()
+        content = body if input is None else input.sha256.encode()
+        digest = hashlib.sha256(request.model_dump_json().encode() + b"\0" + (content or b"")).hexdigest()
         async with self.lock:
             change = await self._commit(self.state.submit(
-                job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time()))
+                job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time(),
+                input=input))
             return change.outcome, change.job
 
     async def get(self, job_id: str) -> Optional[Job]:
@@ -183,9 +195,10 @@ class JobStore:
 
     async def claim(
         self, runner: str, limits: dict[str, int], wait_s: float
-    ) -> Optional[tuple[Job, bytes]]:
+    ) -> Optional[tuple[Job, Optional[bytes]]]:
         """The oldest queued job of a model under its limit of running jobs,
-        now running under `runner`'s lease; None if there is none within wait_s."""
+        now running under `runner`'s lease, with its body when the backend holds it
+        (None when the input is a blob: the replica reads it); None if there is none within wait_s."""
         self._start()
         deadline = time.monotonic() + wait_s
         while True:
@@ -194,6 +207,8 @@ class JobStore:
                 change = self.state.claim(runner, limits, time.time())
                 if change.job is not None:
                     await self._commit(change)
+                    if change.job.input is not None or change.job.request.input_url is not None:
+                        return change.job, None
                     return change.job, await asyncio.to_thread(self.backend.body, change.job.id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -208,9 +223,10 @@ class JobStore:
         return await self._runner_call(self.state.heartbeat, job_id, runner, attempt, progress)
 
     async def finish(self, job_id: str, runner: str, attempt: int, status: str, result: Any = None,
-                     error: Optional[dict] = None) -> bool:
+                     error: Optional[dict] = None, result_blob: Optional[BlobRef] = None) -> bool:
         """Store the outcome once; a runner whose lease was lost is ignored."""
-        return await self._runner_call(self.state.finish, job_id, runner, attempt, status, result, error)
+        finish = functools.partial(self.state.finish, result_blob=result_blob)
+        return await self._runner_call(finish, job_id, runner, attempt, status, result, error)
 
     async def release(self, job_id: str, runner: str, attempt: int, reason: str) -> bool:
         """Give the job back (its replica died): queued again, or failed after max_attempts."""
@@ -264,6 +280,8 @@ class JobStore:
             await asyncio.to_thread(self._persist, change)
         self.state.apply(change)
         self._publish(change)
+        # After the backend: a blob is deleted only once no record points at it.
+        self.blobs.delete_jobs([*change.drop_bodies, *(job.id for job in change.deletes)])
         return change
 
     def _persist(self, change: Change) -> None:
@@ -307,3 +325,4 @@ class JobStore:
     async def _reap(self) -> None:
         async with self.lock:
             await self._commit(self.state.reap(time.time()))
+        self.blobs.retry_failed()

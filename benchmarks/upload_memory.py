@@ -1,0 +1,174 @@
+"""Memory of a large job upload: a 1.5 GB body, generated on the fly and sent
+chunked, is submitted as a job; the gateway streams it into the blob store and
+the model replica reads it back as a file. Prints the peak RSS growth of the
+gateway, the JobStore and the model replica while it happens, each as a
+fraction of the body (the baseline: holding the body would be >= 1.0x).
+
+    PYTHONPATH=$PWD python -m benchmarks.upload_memory [--gb 1.5]
+
+Starts its own Ray cluster and Serve app (file blob store in a temporary
+directory); needs free disk for the body.
+"""
+
+import argparse
+import hashlib
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Union
+
+import httpx
+from pydantic import BaseModel
+
+from longserve import Context, Model
+
+MIB = 1024 * 1024
+
+
+class SizeInput(BaseModel):
+    data: Union[bytes, Path]
+
+
+class Sizer(Model):
+    """Hashes its raw input, read from the file in 1 MiB steps."""
+
+    Input = SizeInput
+    raw_body_field = "data"
+
+    @classmethod
+    def parse_file(cls, path: Path, params: dict[str, str]) -> SizeInput:
+        return SizeInput(data=path)
+
+    def predict(self, inputs: SizeInput, ctx: Context) -> dict:
+        digest, size = hashlib.sha256(), 0
+        if isinstance(inputs.data, Path):
+            with inputs.data.open("rb") as f:
+                while chunk := f.read(MIB):
+                    digest.update(chunk)
+                    size += len(chunk)
+        else:
+            digest.update(inputs.data)
+            size = len(inputs.data)
+        return {"size": size, "sha256": digest.hexdigest()}
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Peaks(threading.Thread):
+    """Samples each process's RSS every 50 ms; keeps the first sample and the peak."""
+
+    def __init__(self, pids: dict[str, int]):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.base = {name: rss_bytes(pid) for name, pid in pids.items()}
+        self.peak = dict(self.base)
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_bytes(pid))
+            time.sleep(0.05)
+
+
+def actor_pids(config) -> dict[str, int]:
+    """The processes of this app's gateway and model replica, and of its JobStore
+    (other clusters on the machine have theirs: found through this cluster's GCS)."""
+    import os
+
+    import ray
+
+    from longserve.server.jobs.store import get_job_store
+
+    def pid_of(handle) -> int:
+        return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()))
+
+    pids = {"job store": pid_of(get_job_store(config.jobs, config.blobs))}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        for role, tag in (("gateway", "upload-bench#Gateway"), ("model replica", "upload-bench#sizer")):
+            if tag in actor["name"]:
+                pids[role] = pid_of(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+    return pids
+
+
+def body(size: int, digest: "hashlib._Hash", rate: float = 0):
+    """`size` bytes in 1 MiB chunks; at most `rate` MiB/s when given (a client on a real network)."""
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    sent, start = 0, time.monotonic()
+    while sent < size:
+        piece = chunk[: min(MIB, size - sent)]
+        digest.update(piece)
+        sent += len(piece)
+        yield piece
+        if rate:
+            ahead = sent / (rate * MIB) - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=1.5)
+    parser.add_argument("--rate", type=float, default=0, help="send at most this many MiB/s (0: as fast as it goes)")
+    args = parser.parse_args()
+    size = int(args.gb * 1024 * MIB)
+
+    import ray
+    from ray import serve
+
+    from longserve.server.app import build_app
+    from longserve.server.config import AppConfig
+
+    folder = Path(tempfile.mkdtemp(prefix="longserve-upload-bench-"))
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": 8431}, logging_config={"enable_access_log": False})
+        config = AppConfig.model_validate({
+            "jobs": {"backend": "sqlite", "sqlite_path": str(folder / "jobs.sqlite3"), "max_input_mb": 4096},
+            "blobs": {"backend": "file", "path": str(folder / "blobs")},
+            "monitoring": {"enabled": False},
+            "models": {"sizer": {"class": "benchmarks.upload_memory:Sizer", "ray_actor_options": {"num_cpus": 0}}},
+        })
+        serve.run(build_app(config), name="upload-bench", route_prefix="/")
+        pids = actor_pids(config)
+        peaks = Peaks(pids)
+        peaks.start()
+        digest = hashlib.sha256()
+        with httpx.Client(base_url="http://127.0.0.1:8431", timeout=600) as client:
+            start = time.monotonic()
+            response = client.post("/v1/models/sizer/jobs", content=body(size, digest, args.rate),
+                                   headers={"Content-Type": "application/octet-stream"})
+            upload_s = time.monotonic() - start
+            response.raise_for_status()
+            job = response.json()
+            while job["status"] in ("queued", "running"):
+                job = client.get(f"/v1/jobs/{job['id']}", params={"wait": 5}).json()
+            total_s = time.monotonic() - start
+        peaks.running = False
+        peaks.join()
+        assert job["status"] == "succeeded", job
+        assert job["result"] == {"size": size, "sha256": digest.hexdigest()}, job["result"]
+        pace = f"{args.rate:g} MiB/s" if args.rate else "full speed"
+        print(f"body: {size / MIB:.0f} MiB, streamed chunked at {pace}; upload {upload_s:.1f} s "
+              f"({size / MIB / upload_s:.0f} MiB/s), submit to result {total_s:.1f} s")
+        print(f"{'process':<14} {'RSS before':>11} {'peak':>9} {'growth':>9} {'growth / body':>14}")
+        for name in pids:
+            base, peak = peaks.base[name], peaks.peak[name]
+            print(f"{name:<14} {base / MIB:>9.0f} M {peak / MIB:>7.0f} M {(peak - base) / MIB:>7.1f} M "
+                  f"{(peak - base) / size:>13.4f}x")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        folder.rmdir()
+
+
+if __name__ == "__main__":
+    main()
