@@ -28,6 +28,10 @@ NO_CPU = {"num_cpus": 0}
 # Secrets the test cluster's replicas read from their environment.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
 API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", "admin": "ak-admin-key-000000003"}
+# Keys with tenants (docs/security.md): two keys of acme (rotation), one of globex.
+TENANT_KEYS = {"acme": "tk-acme-key-one-00001", "acme2": "tk-acme-key-two-00002", "globex": "tk-globex-key-000003"}
+TENANT_ENTRIES = [f"{TENANT_KEYS['acme']}:predict,jobs@acme", f"{TENANT_KEYS['acme2']}@acme",
+                  f"{TENANT_KEYS['globex']}:jobs@globex"]
 SECURE_PREFIX = "/secure"
 
 
@@ -124,7 +128,8 @@ def serve_app(tmp_path_factory, alerts):
     # Replicas import tests.slow_models; workers inherit this environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["LONGSERVE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
-    os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(f"{key}:{scope}" for scope, key in API_KEYS.items())
+    os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(
+        [f"{key}:{scope}" for scope, key in API_KEYS.items()] + TENANT_ENTRIES)
     port, metrics_port = free_port(), free_port()
     ray_context = ray.init(address="local", include_dashboard=False, log_to_driver=False,
                            _metrics_export_port=metrics_port)

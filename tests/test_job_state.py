@@ -25,6 +25,7 @@ from longserve.server.jobs.state import Change, JobState, Settings, callback_due
 
 REQUEST = JobRequest(media_type="application/json")
 MODELS = ("a", "b")
+TENANTS = ("t1", "t2", "t3")
 LIMITS = {"a": 2, "b": 1}
 RUNNERS = 2  # live at a time: one often claims again a job it lost, under a new attempt
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -95,25 +96,26 @@ class Lifecycle(RuleBasedStateMachine):
     def some_jobs_running(self, jobs, claims):
         """Work from the first step on, whichever rules this example draws."""
         for n in range(jobs):
-            self.submit(MODELS[n % 2], None, b"x", 30.0, n % 3 == 0)
+            self.submit(MODELS[n % 2], TENANTS[n % 3], None, b"x", 30.0, n % 3 == 0)
         for n in range(claims):
             self.claim(n % RUNNERS)
 
-    @rule(model=st.sampled_from(MODELS), key=st.sampled_from([None, "k1", "k2", "k3"]),
+    @rule(model=st.sampled_from(MODELS), tenant=st.sampled_from(TENANTS), key=st.sampled_from([None, "k1", "k2"]),
           body=st.sampled_from([b"x", b"y"]), ttl_s=st.sampled_from([5.0, 30.0]), with_callback=st.booleans())
-    def submit(self, model, key, body, ttl_s, with_callback):
+    def submit(self, model, tenant, key, body, ttl_s, with_callback):
         job_id = f"j{len(self.ids)}"
-        mapped = self.state.idempotency.get((model, key))
+        mapped = self.state.idempotency.get((tenant, model, key))  # a key is scoped to (tenant, model)
         callback = Callback(url="https://example.com/hook") if with_callback else None
         change = self.commit(self.state.submit(job_id, model, REQUEST, body, {}, ttl_s, key, callback,
-                                               body.decode(), self.now))
+                                               body.decode(), self.now, tenant))
         if mapped is None:
             assert change.outcome == "created" and change.job.status == "queued" and change.job.version == 1
+            assert change.job.tenant == tenant
             self.ids.append(job_id)
             self.acknowledged.add(job_id)
             assert self.backend.body(job_id) == body
         else:  # the key's job, whether its body matches or not; nothing new
-            assert change.job.id == mapped and change.empty
+            assert change.job.id == mapped and change.job.tenant == tenant and change.empty
             assert change.outcome == ("existing" if change.job.body_sha256 == body.decode() else "conflict")
 
     @rule(i=index)
@@ -293,7 +295,7 @@ class Lifecycle(RuleBasedStateMachine):
             queued = {j.id for j in jobs if j.model == model and j.status == "queued"}
             assert {i for i in queue if i in queued} == queued
             assert not queue or queue[0] in queued  # claims look at the head only
-        assert state.idempotency == {(j.model, j.idempotency_key): j.id for j in jobs if j.idempotency_key}
+        assert state.idempotency == {(j.tenant, j.model, j.idempotency_key): j.id for j in jobs if j.idempotency_key}
         assert state.callbacks_due == {j.id for j in jobs if callback_due(j)}
         assert all(state.expiry[k] <= state.expiry[c] for k in range(len(state.expiry))
                    for c in (2 * k + 1, 2 * k + 2) if c < len(state.expiry))

@@ -217,8 +217,8 @@ class AuthConfig(Strict):
     """API keys, read from an environment variable (a Kubernetes Secret on a
     cluster), never from this file. No keys: the API is open (the local default)."""
 
-    # Entries separated by spaces or newlines: `<key>` (scopes predict and jobs)
-    # or `<key>:<scope>,<scope>` with scopes predict, jobs, admin.
+    # Entries separated by spaces or newlines: `<key>[:<scope>,<scope>][@<tenant>]`;
+    # scopes predict, jobs (the default pair), admin; no tenant: the key is its own.
     api_keys_env: str = "LONGSERVE_API_KEYS"
     # true: refuse to start without keys (the cluster config), so a missing
     # Secret cannot silently open the API.

@@ -4,6 +4,7 @@ turns every failure into the one JSON error shape."""
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Optional
 
 from fastapi import FastAPI, Query, Request, Security
@@ -21,7 +22,7 @@ from longserve.server.autoscaling import cold_start_note
 from longserve.server.calls import call_model
 from longserve.server.config import AUTO, AppConfig, load_model_class
 from longserve.server.errors import ModelFailed, Overloaded, TimedOut, first_line
-from longserve.server.http.auth import Auth
+from longserve.server.http.auth import Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.jobs import (
     JOB_PARAMS,
@@ -46,6 +47,7 @@ logger = logging.getLogger("ray.serve")
 RETRY_AFTER_S = 1
 READY_STORE_TIMEOUT_S = 2.0
 STATS_TIMEOUT_S = 2.0
+MAX_IDEMPOTENCY_KEY = 255
 
 app = FastAPI(
     title="longserve",
@@ -78,6 +80,14 @@ class Timing:
 
 def media_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def idempotency_key(request: Request) -> Optional[str]:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalid_header", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
+                       header="Idempotency-Key")
+    return key
 
 
 def outcome_of(exc: Exception) -> str:
@@ -117,8 +127,8 @@ class Gateway:
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
         if respond_async or wait_s is not None:
-            self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
-            return await self._predict_as_job(model, request, job, respond_async, wait_s)
+            caller = self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
+            return await self._predict_as_job(model, request, job, respond_async, wait_s, caller)
         if job.model_fields_set:
             raise ApiError(400, "invalid_request",
                            f"{', '.join(sorted(job.model_fields_set))} configure a job, and a plain predict makes "
@@ -139,22 +149,21 @@ class Gateway:
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
-        self.auth.check(request, "jobs")
+        caller = self.auth.check(request, "jobs")
         self._model_config(model)
-        stored, replayed = await self._submit(model, request, job)
+        stored, replayed = await self._submit(model, request, job, caller)
         return accepted(stored, {"Idempotent-Replayed": "true"} if replayed else None)
 
-    @app.get("/v1/jobs/{job_id}", responses=JOB)
-    async def get_job(self, job_id: str, wait: Optional[float] = Query(None, ge=0)) -> Any:
+    @app.get("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
+    async def get_job(self, job_id: str, request: Request, wait: Optional[float] = Query(None, ge=0)) -> Any:
+        job = await self._job(request, job_id)
         if wait:
-            job = await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s))
-        else:
-            job = await self.store.get.remote(job_id)
-        return job_response(self._found(job, job_id))
+            job = self._found(await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s)), job_id)
+        return job_response(job)
 
-    @app.get("/v1/jobs/{job_id}/result")
-    async def get_job_result(self, job_id: str) -> Any:
-        job = self._found(await self.store.get.remote(job_id), job_id)
+    @app.get("/v1/jobs/{job_id}/result", dependencies=BEARER)
+    async def get_job_result(self, job_id: str, request: Request) -> Any:
+        job = await self._job(request, job_id)
         if job.status in PENDING:
             return accepted(job)
         if job.status != "succeeded":
@@ -163,7 +172,7 @@ class Gateway:
 
     @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
     async def cancel_job(self, job_id: str, request: Request) -> Any:
-        self.auth.check(request, "jobs")
+        await self._job(request, job_id)
         outcome, job = await self.store.cancel.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "finished":
@@ -172,7 +181,7 @@ class Gateway:
 
     @app.post("/v1/jobs/{job_id}/retry", status_code=202, dependencies=BEARER, responses=JOB)
     async def retry_job(self, job_id: str, request: Request) -> Any:
-        self.auth.check(request, "jobs")
+        await self._job(request, job_id)
         outcome, job = await self.store.retry.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "not_retryable":
@@ -186,11 +195,19 @@ class Gateway:
         request: Request,
         model: Optional[str] = None,
         status: Optional[Status] = None,
+        tenant: Optional[str] = Query(None, description="admin keys: only this tenant's jobs"),
+        created_after: Annotated[Optional[datetime], Query(description="ISO 8601 or unix seconds; inclusive")] = None,
+        created_before: Annotated[Optional[datetime], Query(description="ISO 8601 or unix seconds; exclusive")] = None,
         limit: int = Query(50, ge=1, le=500),
         cursor: Optional[int] = Query(None, ge=1, description="next_cursor of the previous page"),
     ) -> dict:
-        self.auth.check(request, "admin")
-        jobs, next_cursor = await self.store.list.remote(model, status, limit, cursor)
+        """The caller's own jobs, newest first; an admin key lists every tenant's."""
+        caller = self.auth.check(request, "jobs")
+        if tenant is not None and not caller.owns(tenant):
+            raise ApiError(403, "forbidden", "only an admin key lists another tenant's jobs", scope="admin")
+        jobs, next_cursor = await self.store.list.remote(
+            model, status, limit, cursor, tenant if caller.admin else caller.tenant,
+            created_after and created_after.timestamp(), created_before and created_before.timestamp())
         return {"jobs": [job.view(with_result=False) for job in jobs], "next_cursor": next_cursor}
 
     @app.get("/v1/models", dependencies=BEARER, response_model=ModelList)
@@ -265,12 +282,18 @@ class Gateway:
             logger.warning("latency stats unavailable: %r", exc)
             return None
 
-    def _found(self, job, job_id: str):
-        if job is None:
+    def _found(self, job, job_id: str, caller: Optional[Caller] = None):
+        # Another tenant's job answers exactly as an unknown id: ids cannot be probed.
+        if job is None or (caller is not None and not caller.owns(job.tenant)):
             raise ApiError(404, "not_found", f"no job '{job_id}'", job_id=job_id)
         return job
 
-    async def _submit(self, model: str, request: Request, options: JobOptions):
+    async def _job(self, request: Request, job_id: str):
+        """The job, if the caller's key (scope jobs) belongs to its tenant or is an admin's; else 404."""
+        caller = self.auth.check(request, "jobs")
+        return self._found(await self.store.get.remote(job_id), job_id, caller)
+
+    async def _submit(self, model: str, request: Request, options: JobOptions, caller: Caller):
         """Validate like predict (4xx now, never a job doomed by its input), then store."""
         metadata = parse_metadata(options.metadata)
         callback = None
@@ -286,8 +309,8 @@ class Gateway:
         try:
             outcome, job = await self.store.submit.remote(
                 new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
-                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
-                callback,
+                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), idempotency_key(request),
+                callback, caller.tenant,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
@@ -297,16 +320,17 @@ class Gateway:
                 f"Retry after {RETRY_AFTER_S} s.",
                 {"Retry-After": str(RETRY_AFTER_S)}, model=model,
             ) from None
-        if outcome == "conflict":
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was used with another request body", job_id=job.id)
+        if outcome == "conflict":  # the other job's id stays unsaid: the key is no way to find jobs
+            raise ApiError(422, "idempotency_conflict",
+                           "this Idempotency-Key was used with a different request (body, content type, query, "
+                           "callback, ttl_s or metadata); send a new key for a new request", model=model)
         return job, outcome == "existing"
 
     async def _predict_as_job(self, model: str, request: Request, options: JobOptions, respond_async: bool,
-                              wait_s: Optional[float]):
+                              wait_s: Optional[float], caller: Caller):
         """RFC 7240: run predict as a job; answer with the result if it ends
         within `wait` seconds, else 202 with the job, which goes on."""
-        job, _ = await self._submit(model, request, options)
+        job, _ = await self._submit(model, request, options, caller)
         if respond_async:
             return accepted(job, {"Preference-Applied": "respond-async"})
         job = await self.store.wait.remote(job.id, wait_s, until_finished=True)

@@ -63,6 +63,7 @@ class Job(BaseModel):
     id: str
     seq: int  # submission order: listing and FIFO queues
     model: str
+    tenant: str = "anonymous"  # who submitted it (http/auth.py); only they and admins see it
     status: Status = "queued"
     request: JobRequest
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -98,7 +98,7 @@ class JobState:
         self.queues: dict[str, deque[str]] = defaultdict(deque)  # FIFO; the head is always a queued job
         self.running: set[str] = set()  # the leases to watch
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
-        self.idempotency: dict[tuple[str, str], str] = {}
+        self.idempotency: dict[tuple[str, str, str], str] = {}  # (tenant, model, key) -> job id
         self.callbacks_due: set[str] = set()
         # (when, id): a finished job's next step, expiring and then being forgotten.
         # Entries may be stale (the job was retried); `reap` checks the job itself.
@@ -133,16 +133,20 @@ class JobState:
     def get(self, job_id: str) -> Optional[Job]:
         return self.records.get(job_id)
 
-    def list(self, model: Optional[str], status: Optional[str], limit: int,
-             cursor: Optional[int]) -> tuple[list[Job], Optional[int]]:
-        """Newest first; `cursor` is the seq to continue below."""
+    def list(self, model: Optional[str], status: Optional[str], limit: int, cursor: Optional[int],
+             tenant: Optional[str] = None, created_after: Optional[float] = None,
+             created_before: Optional[float] = None) -> tuple[list[Job], Optional[int]]:
+        """Newest first; `cursor` is the seq to continue below. None filters nothing."""
         end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
         page: list[Job] = []
         for index in range(end - 1, -1, -1):
             job = self.records.get(self.order[index])
             if job is None:
                 continue  # forgotten
-            if (model is None or job.model == model) and (status is None or job.status == status):
+            if ((model is None or job.model == model) and (status is None or job.status == status)
+                    and (tenant is None or job.tenant == tenant)
+                    and (created_after is None or job.created_at >= created_after)
+                    and (created_before is None or job.created_at < created_before)):
                 page.append(job)
                 if len(page) == limit:
                     return page, (job.seq if index > 0 else None)
@@ -157,19 +161,21 @@ class JobState:
     # -- client side ----------------------------------------------------------------------
 
     def submit(self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
-               idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str, now: float) -> Change:
-        """outcome "created" | "existing" (the same id, or key and body) | "conflict" (the key, another body)."""
+               idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str, now: float,
+               tenant: str = "anonymous") -> Change:
+        """outcome "created" | "existing" (the same id, or key and request) | "conflict" (the key, another
+        request). `body_sha256` fingerprints the whole request; keys are scoped to (tenant, model)."""
         change = Change(self.version)
         if job_id in self.records:
             change.outcome, change.job = "existing", self.records[job_id]
             return change
-        existing = self.idempotency.get((model, idempotency_key)) if idempotency_key is not None else None
+        existing = self.idempotency.get((tenant, model, idempotency_key)) if idempotency_key is not None else None
         if existing is not None:
             change.job = self.records[existing]
             change.outcome = "existing" if change.job.body_sha256 == body_sha256 else "conflict"
             return change
-        job = Job(id=job_id, seq=self.last_seq + 1, model=model, request=request, metadata=metadata, ttl_s=ttl_s,
-                  created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
+        job = Job(id=job_id, seq=self.last_seq + 1, model=model, tenant=tenant, request=request, metadata=metadata,
+                  ttl_s=ttl_s, created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
                   body_sha256=body_sha256, callback=callback)
         change.outcome = "created"
         change.save(None, job, body=body)
@@ -326,7 +332,7 @@ class JobState:
             self.order.append(new.id)
             self.seqs.append(new.seq)
             if new.idempotency_key is not None:
-                self.idempotency[(new.model, new.idempotency_key)] = new.id
+                self.idempotency[(new.tenant, new.model, new.idempotency_key)] = new.id
         else:
             self.counts[old.model][old.status] -= 1
         self.counts[new.model][new.status] += 1
@@ -352,7 +358,7 @@ class JobState:
         """Forget a job: its id is unknown from now on, its idempotency key free."""
         del self.records[job.id]
         self.counts[job.model][job.status] -= 1
-        key = (job.model, job.idempotency_key)
+        key = (job.tenant, job.model, job.idempotency_key)
         if self.idempotency.get(key) == job.id:
             del self.idempotency[key]
         self.callbacks_due.discard(job.id)  # a callback still being retried has nothing left to send

@@ -71,6 +71,13 @@ def get_job_store(config: JobsConfig) -> "ray.actor.ActorHandle":
     return store
 
 
+def fingerprint(request: JobRequest, body: bytes, metadata: dict, ttl_s: float, callback: Optional[Callback]) -> str:
+    """What makes two submits "the same request" for an Idempotency-Key: everything the client sent."""
+    head = json.dumps([request.model_dump(mode="json"), metadata, ttl_s,
+                       callback and [callback.url, callback.events]], sort_keys=True, default=str)
+    return hashlib.sha256(head.encode() + b"\0" + body).hexdigest()
+
+
 def settings_of(config: JobsConfig) -> Settings:
     return Settings(lease_s=config.lease_s, max_attempts=config.max_attempts, forget_after_s=config.forget_after_s)
 
@@ -119,14 +126,17 @@ class JobStore:
 
     async def submit(
         self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
-        idempotency_key: Optional[str] = None, callback: Optional[Callback] = None,
+        idempotency_key: Optional[str] = None, callback: Optional[Callback] = None, tenant: str = "anonymous",
     ) -> tuple[str, Job]:
-        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops."""
+        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops.
+        Submits are serialized by the lock: a second submit under the same Idempotency-Key waits
+        for the first to be stored, then replays it (or conflicts)."""
         self._start()
-        digest = hashlib.sha256(request.model_dump_json().encode() + b"\0" + body).hexdigest()
+        digest = fingerprint(request, body, metadata, ttl_s, callback)
         async with self.lock:
             change = await self._commit(self.state.submit(
-                job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time()))
+                job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time(),
+                tenant))
             return change.outcome, change.job
 
     async def get(self, job_id: str) -> Optional[Job]:
@@ -169,11 +179,12 @@ class JobStore:
             return change.outcome, change.job
 
     async def list(
-        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None
+        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None,
+        tenant: Optional[str] = None, created_after: Optional[float] = None, created_before: Optional[float] = None,
     ) -> tuple[list[Job], Optional[int]]:
         """Newest first; `cursor` is the seq to continue below."""
         self._start()
-        return self.state.list(model, status, limit, cursor)
+        return self.state.list(model, status, limit, cursor, tenant, created_after, created_before)
 
     async def backlog(self) -> dict[str, dict[str, int]]:
         self._start()
