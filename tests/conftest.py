@@ -98,10 +98,12 @@ class AlertReceiver(BaseHTTPRequestHandler):
     """Collects the JSON bodies POSTed to it (the alert webhook)."""
 
     received: list = []
+    raw: list = []  # (headers, body) of each, to check the signature
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         AlertReceiver.received.append(json.loads(body))
+        AlertReceiver.raw.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(204)
         self.end_headers()
 

@@ -2,13 +2,15 @@
 tasks, and the metrics in Ray's Prometheus export. Runs in file order: the
 `timed` model's history builds up from one test to the next."""
 
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import error_of
+from tests.conftest import WEBHOOK_SECRET, AlertReceiver, error_of
+from tests.webhooks import verify
 from tests.test_timeouts import gateway_log_lines
 
 SLEEPS = [0.05, 0.1, 0.2, 0.3] * 5
@@ -103,6 +105,9 @@ def test_sustained_timeouts_raise_an_alert(client, alerts):
     event = wait_until(lambda: next((e for e in received if e["model"] == "alerting"), None))
     assert event["alert"] == "timeout_rate" and event["rate"] == 1.0 and event["requests"] >= 6
     assert event["threshold"] == 0.5
+    # Signed as job callbacks are (Standard Webhooks), and checked by the documented verifier.
+    headers, body = next((h, b) for h, b in AlertReceiver.raw if json.loads(b)["model"] == "alerting")
+    assert verify(WEBHOOK_SECRET, headers, body) == event and headers["webhook-id"].startswith("msg_alert_")
 
 
 def test_metrics_appear_in_rays_prometheus_export(client, serve_app):

@@ -84,7 +84,7 @@ class JobRunner:
             logger.error("job %s: runner error %r", loggable(job.id), work.exception())
 
     async def _heartbeat(self, job: Job, progress: dict) -> None:
-        sent = None
+        sent, events = None, 0
         while True:
             await asyncio.sleep(self.heartbeat_s)
             update = dict(progress) if progress and progress != sent else None
@@ -96,7 +96,8 @@ class JobRunner:
             if not keep_going:
                 return
             if update is not None:
-                self.callbacks.notify(job.model_copy(update={"progress": Progress(**update)}), "progress")
+                events += 1
+                self.callbacks.notify(job.model_copy(update={"progress": Progress(**update)}), "progress", events)
             sent = update or sent
 
     async def _call_model(self, job: Job, body: bytes, progress: dict) -> None:

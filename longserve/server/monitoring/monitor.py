@@ -27,7 +27,7 @@ class Monitor:
         self.pending: list[Sample] = []
         self.task: Optional[asyncio.Task] = None
         if self.enabled:
-            self.stats = get_stats(app_name, config.monitoring)
+            self.stats = get_stats(app_name, config.monitoring, config.callbacks)
             self.metrics = Metrics()
 
     def start(self) -> None:
@@ -89,7 +89,8 @@ class Monitor:
                 if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + REFRESH_S
                     # Again each time: Ray restarts a crashed Stats actor with its first settings.
-                    self.stats.configure.remote(self.config.monitoring, self.config.monitoring.deployed_ns)
+                    self.stats.configure.remote(self.config.monitoring, self.config.monitoring.deployed_ns,
+                                                self.config.callbacks)
                     if auto:
                         self.auto = await self.stats.auto_timeouts.remote(auto)
                     self.slow = await self.stats.slow_thresholds.remote(list(self.config.models))
