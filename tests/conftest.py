@@ -29,9 +29,14 @@ NO_CPU = {"num_cpus": 0}
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
 API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", "admin": "ak-admin-key-000000003"}
 # Keys with tenants (docs/security.md): two keys of acme (rotation), one of globex.
-TENANT_KEYS = {"acme": "tk-acme-key-one-00001", "acme2": "tk-acme-key-two-00002", "globex": "tk-globex-key-000003"}
+# Tenants with quotas (secure_app_args): metered (a request rate), capped (active jobs, input size);
+# fair_a and fair_b share the `turns` model (fair turns).
+TENANT_KEYS = {"acme": "tk-acme-key-one-00001", "acme2": "tk-acme-key-two-00002", "globex": "tk-globex-key-000003",
+               "metered": "tk-metered-key-00004", "capped": "tk-capped-key-000005", "fair_a": "tk-fair-a-key-000006",
+               "fair_b": "tk-fair-b-key-000007"}
 TENANT_ENTRIES = [f"{TENANT_KEYS['acme']}:predict,jobs@acme", f"{TENANT_KEYS['acme2']}@acme",
-                  f"{TENANT_KEYS['globex']}:jobs@globex"]
+                  f"{TENANT_KEYS['globex']}:jobs@globex"] + [
+                  f"{TENANT_KEYS[name]}@{name}" for name in ("metered", "capped", "fair_a", "fair_b")]
 SECURE_PREFIX = "/secure"
 
 
@@ -75,7 +80,11 @@ def secure_app_args(jobs_db: Path) -> dict:
         "callbacks": {"require_signing": True},
         "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": 2},
         "monitoring": {"enabled": False},
-        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
+        "tenants": {"defaults": {"max_input_mb": 8}, "metered": {"requests_per_s": 0.5, "burst": 2},
+                    "capped": {"max_active_jobs": 1, "max_input_mb": 0.0001}},
+        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU},
+                   "turns": {"class": SLEEPER, "max_ongoing_requests": 2, "max_concurrent_jobs": 1,
+                             "ray_actor_options": NO_CPU}},
     }
 
 

@@ -39,6 +39,7 @@ from longserve.server.jobs.callbacks import check_url, load_secret
 from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
+from longserve.server.quotas import burst_of, over_quota
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.server.timeouts import TimeoutInForce, configured, timeout_error, timeout_in_force
 
@@ -123,11 +124,11 @@ class Gateway:
         # The clock starts when the request reaches us; reading the body counts.
         loop = asyncio.get_running_loop()
         arrival = loop.time()
-        self.auth.check(request, "predict")
+        caller = await self._caller(request, "predict")
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
         if respond_async or wait_s is not None:
-            caller = self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
+            self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does (one request: one token)
             return await self._predict_as_job(model, request, job, respond_async, wait_s, caller)
         if job.model_fields_set:
             raise ApiError(400, "invalid_request",
@@ -137,7 +138,7 @@ class Gateway:
         timing, outcome = Timing(), "ok"
         try:
             timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto)
-            inputs = await self._read_input(model, request)
+            inputs = await self._read_input(model, request, caller)
             remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
             return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
         except Exception as exc:
@@ -149,7 +150,7 @@ class Gateway:
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
-        caller = self.auth.check(request, "jobs")
+        caller = await self._caller(request, "jobs")
         self._model_config(model)
         stored, replayed = await self._submit(model, request, job, caller)
         return accepted(stored, {"Idempotent-Replayed": "true"} if replayed else None)
@@ -202,7 +203,7 @@ class Gateway:
         cursor: Optional[int] = Query(None, ge=1, description="next_cursor of the previous page"),
     ) -> dict:
         """The caller's own jobs, newest first; an admin key lists every tenant's."""
-        caller = self.auth.check(request, "jobs")
+        caller = await self._caller(request, "jobs")
         if tenant is not None and not caller.owns(tenant):
             raise ApiError(403, "forbidden", "only an admin key lists another tenant's jobs", scope="admin")
         jobs, next_cursor = await self.store.list.remote(
@@ -212,13 +213,13 @@ class Gateway:
 
     @app.get("/v1/models", dependencies=BEARER, response_model=ModelList)
     async def list_models(self, request: Request) -> dict:
-        self.auth.check(request, "admin")
+        await self._caller(request, "admin")
         backlog = await self.store.backlog.remote()
         return {"models": [await self._describe(name, backlog) for name in self.config.models]}
 
     @app.get("/v1/models/{model}", dependencies=BEARER, response_model=ModelView)
     async def get_model(self, model: str, request: Request) -> dict:
-        self.auth.check(request, "admin")
+        await self._caller(request, "admin")
         self._model_config(model)
         return await self._describe(model, await self.store.backlog.remote())
 
@@ -290,7 +291,7 @@ class Gateway:
 
     async def _job(self, request: Request, job_id: str):
         """The job, if the caller's key (scope jobs) belongs to its tenant or is an admin's; else 404."""
-        caller = self.auth.check(request, "jobs")
+        caller = await self._caller(request, "jobs")
         return self._found(await self.store.get.remote(job_id), job_id, caller)
 
     async def _submit(self, model: str, request: Request, options: JobOptions, caller: Caller):
@@ -302,15 +303,15 @@ class Gateway:
             callback = Callback(url=options.callback_url, events=options.callback_events)
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
-        body = await self._read_body(request)
+        body = await self._read_body(request, caller)
         params = {k: v for k, v in request.query_params.items() if k not in JOB_PARAMS}
         self.parser.parse(model, media_type, body, params)
-        jobs = self.config.jobs
+        jobs, (quota, where) = self.config.jobs, self.config.tenant(caller.tenant)
         try:
             outcome, job = await self.store.submit.remote(
                 new_job_id(), model, JobRequest(media_type=media_type, params=params), body, metadata,
                 min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), idempotency_key(request),
-                callback, caller.tenant,
+                callback, caller.tenant, quota.max_active_jobs,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
@@ -320,6 +321,10 @@ class Gateway:
                 f"Retry after {RETRY_AFTER_S} s.",
                 {"Retry-After": str(RETRY_AFTER_S)}, model=model,
             ) from None
+        if outcome == "over_quota":
+            raise over_quota(caller.tenant, "active_jobs", where["max_active_jobs"], quota.max_active_jobs,
+                             f"tenant {caller.tenant} has {quota.max_active_jobs} jobs queued or running, its most",
+                             RETRY_AFTER_S, RETRY_AFTER_S)
         if outcome == "conflict":  # the other job's id stays unsaid: the key is no way to find jobs
             raise ApiError(422, "idempotency_conflict",
                            "this Idempotency-Key was used with a different request (body, content type, query, "
@@ -341,34 +346,50 @@ class Gateway:
             return accepted(job, applied)
         raise sync_error(job)
 
-    async def _read_input(self, model: str, request: Request) -> BaseModel:
+    async def _read_input(self, model: str, request: Request, caller: Caller) -> BaseModel:
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)  # before reading the body
-        body = await self._read_body(request)
+        body = await self._read_body(request, caller)
         return self.parser.parse(model, media_type, body, dict(request.query_params))
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, caller: Caller) -> bytes:
         # Refuse before holding the body: by its declared length, else as it streams in.
-        limit = self.max_body_bytes
+        limit, setting = self.max_body_bytes, f"max_body_mb={self.config.max_body_mb:g}"
+        tenant, where = self.config.tenant(caller.tenant)
+        if tenant.max_input_mb is not None and tenant.max_input_mb * 1024 * 1024 < limit:
+            limit, setting = int(tenant.max_input_mb * 1024 * 1024), f"{where['max_input_mb']}={tenant.max_input_mb:g}"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise self._too_large(int(declared))
+            raise self._too_large(int(declared), limit, setting)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise self._too_large(size)
+                raise self._too_large(size, limit, setting)
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _too_large(self, size: int) -> ApiError:
+    def _too_large(self, size: int, limit: int, setting: str) -> ApiError:
+        # A tenant's max_input_mb is a quota too, but 413, not 429: waiting would not help.
         return ApiError(
             413,
             "payload_too_large",
-            f"body of {size} bytes (or more) is over the limit of {self.max_body_bytes} bytes "
-            f"(max_body_mb={self.config.max_body_mb:g} in serve_config.yaml)",
-            limit_bytes=self.max_body_bytes,
+            f"body of {size} bytes (or more) is over the limit of {limit} bytes ({setting} in serve_config.yaml)",
+            limit_bytes=limit,
         )
+
+    async def _caller(self, request: Request, scope: str) -> Caller:
+        """The authenticated caller, within their tenant's request rate (tenants.<name>.requests_per_s)."""
+        caller = self.auth.check(request, scope)  # type: ignore[arg-type]
+        tenant, where = self.config.tenant(caller.tenant)
+        if tenant.requests_per_s is not None:
+            rate, burst = tenant.requests_per_s, burst_of(tenant.requests_per_s, tenant.burst)
+            allowed, wait_s, _ = await self.store.take.remote(caller.tenant, rate, burst)
+            if not allowed:
+                raise over_quota(caller.tenant, "requests", where["requests_per_s"], burst,
+                                 f"tenant {caller.tenant} is over its {rate:g} requests/s (burst {burst})",
+                                 wait_s, burst / rate)
+        return caller
 
     async def _call(
         self, model: str, inputs: BaseModel, timeout: TimeoutInForce, remaining: Optional[float], rid: str,

@@ -43,6 +43,9 @@ class JobRunner:
         self.classes = {name: load_model_class(m.class_path) for name, m in config.models.items()}
         self.parser = InputParser(config, self.classes)
         self.limits = {name: m.job_slots() for name, m in config.models.items()}
+        # Fair turns between tenants (tenants.<name>.weight, else tenants.defaults.weight).
+        self.weights = {name: config.tenant(name)[0].weight for name in config.tenants if name != "defaults"}
+        self.default_weight = config.tenant("defaults")[0].weight
         self.heartbeat_s = min(1.0, config.jobs.lease_s / 3)
         self.id = f"runner-{uuid.uuid4().hex[:12]}"
         self.monitor = Monitor(serve.get_replica_context().app_name, config)
@@ -60,7 +63,8 @@ class JobRunner:
     async def _claim_forever(self) -> None:
         while True:
             try:
-                claimed = await self.store.claim.remote(self.id, self.limits, CLAIM_WAIT_S)
+                claimed = await self.store.claim.remote(self.id, self.limits, CLAIM_WAIT_S, self.weights,
+                                                        self.default_weight)
             except Exception:
                 logger.exception("claiming from the job store failed; retrying")
                 await asyncio.sleep(BUSY_BACKOFF_S)

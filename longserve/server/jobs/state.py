@@ -15,6 +15,11 @@ the backend does not hold, and a write that fails changes nothing. Every index
 is kept by diffing a record's old version against its new one, in one place
 (`_install`). A runner's calls count only while it holds the job's lease for
 that attempt (`_owned`): a stale runner or attempt never wins.
+
+Fair turns: each model keeps one FIFO queue per tenant. A claim takes the head
+of the tenant with the lowest pass (claims / weight: stride scheduling); a tenant
+that starts queueing again starts at the lowest pass of those already waiting,
+so idle time banks no credit and a newcomer waits at most one turn per tenant.
 """
 
 import bisect
@@ -95,9 +100,12 @@ class JobState:
         self.order: list[str] = []  # ids by seq, for listing; forgotten ids linger (see _remove)
         self.seqs: list[int] = []
         self.stale = 0
-        self.queues: dict[str, deque[str]] = defaultdict(deque)  # FIFO; the head is always a queued job
+        # model -> tenant -> FIFO of its queued jobs; a non-empty queue's head is always a queued job.
+        self.queues: dict[str, dict[str, deque[str]]] = defaultdict(lambda: defaultdict(deque))
+        self.passes: dict[str, dict[str, float]] = defaultdict(dict)  # model -> tenant -> claims / weight
         self.running: set[str] = set()  # the leases to watch
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
+        self.active: Counter = Counter()  # tenant -> its queued and running jobs (max_active_jobs)
         self.idempotency: dict[tuple[str, str, str], str] = {}  # (tenant, model, key) -> job id
         self.callbacks_due: set[str] = set()
         # (when, id): a finished job's next step, expiring and then being forgotten.
@@ -162,9 +170,10 @@ class JobState:
 
     def submit(self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
                idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str, now: float,
-               tenant: str = "anonymous") -> Change:
+               tenant: str = "anonymous", max_active: Optional[int] = None) -> Change:
         """outcome "created" | "existing" (the same id, or key and request) | "conflict" (the key, another
-        request). `body_sha256` fingerprints the whole request; keys are scoped to (tenant, model)."""
+        request) | "over_quota" (the tenant has max_active queued and running jobs; nothing stored).
+        `body_sha256` fingerprints the whole request; keys are scoped to (tenant, model)."""
         change = Change(self.version)
         if job_id in self.records:
             change.outcome, change.job = "existing", self.records[job_id]
@@ -173,6 +182,9 @@ class JobState:
         if existing is not None:
             change.job = self.records[existing]
             change.outcome = "existing" if change.job.body_sha256 == body_sha256 else "conflict"
+            return change
+        if max_active is not None and self.active[tenant] >= max_active:
+            change.outcome = "over_quota"
             return change
         job = Job(id=job_id, seq=self.last_seq + 1, model=model, tenant=tenant, request=request, metadata=metadata,
                   ttl_s=ttl_s, created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
@@ -210,17 +222,21 @@ class JobState:
 
     # -- runner side ------------------------------------------------------------------------
 
-    def claim(self, runner: str, limits: dict[str, int], now: float) -> Change:
-        """The oldest queued job of a model under its limit of running jobs, now
-        running under `runner`'s lease (change.job); None when there is none."""
+    def claim(self, runner: str, limits: dict[str, int], now: float, weights: Optional[dict[str, float]] = None,
+              default_weight: float = 1.0) -> Change:
+        """A queued job of a model under its limit of running jobs, now running under
+        `runner`'s lease (change.job); None when there is none. Per model, the head of
+        the waiting tenant whose turn it is (`next_turn`); across models, the oldest of those."""
         change, best = Change(self.version), None
         for model, limit in limits.items():
-            queue = self.queues.get(model)
-            if queue and self.counts[model]["running"] < limit:
-                head = self.records[queue[0]]
+            if self.counts[model]["running"] < limit and (tenant := self.next_turn(model)) is not None:
+                head = self.records[self.queues[model][tenant][0]]
                 if best is None or head.seq < best.seq:
                     best = head
         if best is not None:
+            weight = (weights or {}).get(best.tenant, default_weight)
+            passes = self.passes[best.model]
+            passes[best.tenant] = passes.get(best.tenant, 0.0) + 1 / weight  # in memory: a restart starts even
             change.outcome = "claimed"
             change.save(best, best.model_copy(update=dict(
                 status="running", attempts=best.attempts + 1, started_at=best.started_at or now,
@@ -335,17 +351,23 @@ class JobState:
                 self.idempotency[(new.tenant, new.model, new.idempotency_key)] = new.id
         else:
             self.counts[old.model][old.status] -= 1
+            self.active[old.tenant] -= old.status in PENDING
         self.counts[new.model][new.status] += 1
+        self.active[new.tenant] += new.status in PENDING
         if new.status == "running":
             self.running.add(new.id)
         else:
             self.running.discard(new.id)
         was_queued = old is not None and old.status == "queued"
         if new.status == "queued" and not was_queued:
-            queue = self.queues[new.model]
+            queue = self._trim(new.model, new.tenant)
+            if not queue:  # the tenant starts waiting: at the lowest pass of those waiting, no banked credit
+                passes, waiting = self.passes[new.model], self.waiting(new.model)
+                floor = min((passes.get(t, 0.0) for t in waiting), default=passes.get(new.tenant, 0.0))
+                passes[new.tenant] = max(passes.get(new.tenant, 0.0), floor)
             queue.appendleft(new.id) if old is not None and old.status == "running" else queue.append(new.id)
         elif was_queued and new.status != "queued":
-            self._trim(new.model)
+            self._trim(new.model, new.tenant)
         if callback_due(new):
             self.callbacks_due.add(new.id)
         else:
@@ -358,6 +380,7 @@ class JobState:
         """Forget a job: its id is unknown from now on, its idempotency key free."""
         del self.records[job.id]
         self.counts[job.model][job.status] -= 1
+        self.active[job.tenant] -= job.status in PENDING
         key = (job.tenant, job.model, job.idempotency_key)
         if self.idempotency.get(key) == job.id:
             del self.idempotency[key]
@@ -371,11 +394,22 @@ class JobState:
             self.order, self.seqs = [i for i, _ in kept], [seq for _, seq in kept]
             self.stale = 0
 
-    def _trim(self, model: str) -> None:
+    def _trim(self, model: str, tenant: str) -> deque:
         # Entries of jobs no longer queued (claimed, cancelled) leave once they reach the head.
-        queue = self.queues[model]
+        queue = self.queues[model][tenant]
         while queue and (queue[0] not in self.records or self.records[queue[0]].status != "queued"):
             queue.popleft()
+        return queue
+
+    def waiting(self, model: str) -> "list[str]":
+        """The tenants with queued jobs of `model`."""
+        return [tenant for tenant, queue in self.queues[model].items() if queue]
+
+    def next_turn(self, model: str) -> Optional[str]:
+        """Whose job of `model` is claimed next: the lowest pass, then the oldest head."""
+        passes = self.passes[model]
+        return min(self.waiting(model), default=None,
+                   key=lambda t: (passes.get(t, 0.0), self.records[self.queues[model][t][0]].seq))
 
     # -- helpers ---------------------------------------------------------------------------------
 

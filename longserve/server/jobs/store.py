@@ -39,6 +39,7 @@ from longserve.api.jobs import PENDING
 from longserve.server.jobs.record import Callback, Job, JobRequest, loggable
 from longserve.server.jobs.state import Change, JobState, Settings
 from longserve.server.monitoring.metrics import Metrics
+from longserve.server.quotas import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class JobStore:
         self.callback_work = asyncio.Event()  # callback senders waiting for a due callback
         self.lock = asyncio.Lock()
         self.reaper: Optional[asyncio.Task] = None
+        self.buckets: dict[str, TokenBucket] = {}  # tenant -> its requests_per_s bucket (memory only)
         self.metrics = Metrics()
         loaded = self.state.load(self.backend.load(), time.time())
         for job in loaded.deletes:
@@ -127,8 +129,9 @@ class JobStore:
     async def submit(
         self, job_id: str, model: str, request: JobRequest, body: bytes, metadata: dict, ttl_s: float,
         idempotency_key: Optional[str] = None, callback: Optional[Callback] = None, tenant: str = "anonymous",
-    ) -> tuple[str, Job]:
-        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops.
+        max_active: Optional[int] = None,
+    ) -> tuple[str, Optional[Job]]:
+        """("created" | "existing" | "conflict" | "over_quota", job). Retried calls with the same id are no-ops.
         Submits are serialized by the lock: a second submit under the same Idempotency-Key waits
         for the first to be stored, then replays it (or conflicts)."""
         self._start()
@@ -136,8 +139,15 @@ class JobStore:
         async with self.lock:
             change = await self._commit(self.state.submit(
                 job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time(),
-                tenant))
+                tenant, max_active))
             return change.outcome, change.job
+
+    async def take(self, tenant: str, rate: float, burst: int) -> tuple[bool, float, int]:
+        """Spend one of `tenant`'s request tokens: (allowed, seconds until the next, tokens left).
+        Here so the limit holds across gateway replicas; kept in memory only."""
+        now = time.monotonic()
+        bucket = self.buckets.setdefault(tenant, TokenBucket.full(rate, burst, now))
+        return bucket.take(rate, burst, now)
 
     async def get(self, job_id: str) -> Optional[Job]:
         self._start()
@@ -193,16 +203,17 @@ class JobStore:
     # -- runner side ------------------------------------------------------------
 
     async def claim(
-        self, runner: str, limits: dict[str, int], wait_s: float
+        self, runner: str, limits: dict[str, int], wait_s: float, weights: Optional[dict[str, float]] = None,
+        default_weight: float = 1.0,
     ) -> Optional[tuple[Job, bytes]]:
-        """The oldest queued job of a model under its limit of running jobs,
-        now running under `runner`'s lease; None if there is none within wait_s."""
+        """A queued job of a model under its limit of running jobs (tenants take turns,
+        by `weights`), now running under `runner`'s lease; None if there is none within wait_s."""
         self._start()
         deadline = time.monotonic() + wait_s
         while True:
             work = self.work
             async with self.lock:
-                change = self.state.claim(runner, limits, time.time())
+                change = self.state.claim(runner, limits, time.time(), weights, default_weight)
                 if change.job is not None:
                     await self._commit(change)
                     return change.job, await asyncio.to_thread(self.backend.body, change.job.id)
