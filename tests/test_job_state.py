@@ -58,8 +58,10 @@ class Lifecycle(RuleBasedStateMachine):
             old = self.state.get(new.id)
             if old is not None and old.status in FINISHED and new.status != "expired":
                 assert outcome(new) == outcome(old) or (retrying and new.status == "queued"), (old, new)
-            if old is not None and old.status == "expired":
+            if old is not None and old.status == "expired" and not (new.erased and not old.erased):
                 assert outcome(new) == outcome(old)
+            if old is not None and old.erased:  # a tombstone never changes
+                assert new.model_dump(exclude={"version"}) == old.model_dump(exclude={"version"})
         for job in change.deletes:
             assert job.status == "expired" and self.state.forget_at(job) <= self.now
         for new, body in change.saves:
@@ -147,6 +149,24 @@ class Lifecycle(RuleBasedStateMachine):
             assert change.job.lease_owner is None and change.job.expires_at == self.now + before.ttl_s
         else:
             assert change.outcome == "finished" and change.empty
+
+    @rule(i=index)
+    def erase(self, i):
+        if not self.ids:
+            return
+        job_id = self.ids[i % len(self.ids)]
+        before = self.state.get(job_id)
+        change = self.commit(self.state.erase(job_id, self.now))
+        if before is None:
+            assert change.outcome == "missing" and change.empty
+            return
+        event("erased")
+        job = self.state.get(job_id)
+        assert change.outcome == "erased" and job.erased and job.status == "expired"
+        assert (job.result, job.error, job.metadata, job.request.params, job.callback, job.idempotency_key) == (
+            None, None, {}, {}, None, None)
+        assert job_id not in self.backend.bodies and job.tenant == before.tenant
+        assert before.erased or change.erased == [job_id]
 
     @rule(i=index)
     def retry(self, i):
@@ -265,7 +285,7 @@ class Lifecycle(RuleBasedStateMachine):
         callback = Callback(url="https://example.com/hook", status="delivered" if delivered else "pending",
                             attempts=1, next_attempt_at=self.now + 2)
         operation = self.state.record_callback(job_id, runner, callback, self.now)
-        if job is None or job.callback.owner != runner or job_id not in self.state.callbacks_due:
+        if job is None or (job.callback or Callback(url="")).owner != runner or job_id not in self.state.callbacks_due:
             return self.refused(operation)
         self.commit(operation)
         assert (job_id in self.state.callbacks_due) == (not delivered)

@@ -151,3 +151,38 @@ def test_key_syntax(monkeypatch):
         with pytest.raises(ValueError, match=why) as info:
             parse_keys(f"x" * 16 + " " + bad)
         assert "entry 2" in str(info.value) and "aaaaaaaaaaaaaaaa" not in str(info.value)
+
+
+def test_erase_on_request_leaves_a_tombstone(secure, serve_app):
+    """DELETE ?erase=true: input, result and metadata gone from the store's sqlite now;
+    the id answers 410 erased; a running job is cancelled first."""
+    import sqlite3
+    from pathlib import Path
+
+    marker = uuid.uuid4().hex
+    done = secure.post(SLEEPER, json={"seconds": 0, "note": marker}, params={"metadata": f'{{"m": "{marker}"}}'},
+                       headers={**key("acme"), "Idempotency-Key": marker}).json()
+    assert finished(secure, done["id"], "acme")["status"] == "succeeded"
+    running = secure.post(SLEEPER, json={"seconds": 30, "note": marker}, headers=key("acme")).json()
+    db = sqlite3.connect(Path(serve_app.config.jobs.sqlite_path).parent / "secure.sqlite3")  # the secure app's
+    assert db.execute("SELECT count(*) FROM bodies WHERE id = ?", (done["id"],)).fetchone() == (1,)
+    # Another tenant cannot erase it: the unknown-id answer, and nothing changes.
+    assert secure.delete(f"/v1/jobs/{done['id']}", params={"erase": "true"}, headers=key("globex")).status_code == 404
+    assert secure.get(f"/v1/jobs/{done['id']}/result", headers=key("acme")).status_code == 200
+    for job in (done, running):
+        response = secure.delete(f"/v1/jobs/{job['id']}", params={"erase": "true"}, headers=key("acme"))
+        assert response.status_code == 200 and response.json() == {"id": job["id"], "erased": True}
+        for method, path in (("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/result"), ("DELETE", "/v1/jobs/{id}"),
+                             ("POST", "/v1/jobs/{id}/retry")):
+            answer = secure.request(method, path.format(id=job["id"]), headers=key("acme"))
+            assert answer.status_code == 410, (method, path, answer.text)
+            error = error_of(answer)
+            assert error["type"] == "erased" and error["erased"] is True
+        assert not db.execute("SELECT count(*) FROM bodies WHERE id = ?", (job["id"],)).fetchone()[0]
+        (record,) = db.execute("SELECT record FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+        assert marker not in record and '"erased":true' in record
+    # The idempotency key is free again.
+    again = secure.post(SLEEPER, json={"seconds": 0}, headers={**key("acme"), "Idempotency-Key": marker})
+    assert again.status_code == 202 and again.json()["id"] != done["id"]
+    # The running job was cancelled: the model's one job slot runs the next job.
+    assert finished(secure, again.json()["id"], "acme")["status"] == "succeeded"

@@ -91,6 +91,13 @@ def idempotency_key(request: Request) -> Optional[str]:
     return key
 
 
+def check_not_erased(job):
+    if job.erased:
+        raise ApiError(410, "erased", f"job {job.id} was erased on request: its input, result and metadata are gone",
+                       job_id=job.id, erased=True)
+    return job
+
+
 def outcome_of(exc: Exception) -> str:
     """The outcome label of a failed sync request, for metrics."""
     if isinstance(exc, TimedOut):
@@ -160,6 +167,7 @@ class Gateway:
         job = await self._job(request, job_id)
         if wait:
             job = self._found(await self.store.wait.remote(job_id, min(wait, self.config.jobs.max_wait_s)), job_id)
+            check_not_erased(job)  # erased while we waited
         return job_response(job)
 
     @app.get("/v1/jobs/{job_id}/result", dependencies=BEARER)
@@ -172,8 +180,14 @@ class Gateway:
         return job.result
 
     @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
-    async def cancel_job(self, job_id: str, request: Request) -> Any:
+    async def cancel_job(self, job_id: str, request: Request, erase: Annotated[bool, Query(
+            description="delete its input, result and metadata now (cancelling it first), leaving a tombstone "
+                        "that answers 410")] = False) -> Any:
         await self._job(request, job_id)
+        if erase:
+            _, job = await self.store.erase.remote(job_id)
+            self._found(job, job_id)
+            return {"id": job_id, "erased": True}
         outcome, job = await self.store.cancel.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "finished":
@@ -292,7 +306,7 @@ class Gateway:
     async def _job(self, request: Request, job_id: str):
         """The job, if the caller's key (scope jobs) belongs to its tenant or is an admin's; else 404."""
         caller = await self._caller(request, "jobs")
-        return self._found(await self.store.get.remote(job_id), job_id, caller)
+        return check_not_erased(self._found(await self.store.get.remote(job_id), job_id, caller))
 
     async def _submit(self, model: str, request: Request, options: JobOptions, caller: Caller):
         """Validate like predict (4xx now, never a job doomed by its input), then store."""

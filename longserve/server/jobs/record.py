@@ -83,6 +83,8 @@ class Job(BaseModel):
     lease_owner: Optional[str] = None
     lease_expires_at: Optional[float] = None
     callback: Optional[Callback] = None
+    # Erased on request: a tombstone (id, tenant, model, times) without input, result or metadata.
+    erased: bool = False
     version: int = 0  # bumped on every change; long-polls wait for it to move
 
     def view(self, with_result: bool = True) -> dict:

@@ -7,6 +7,7 @@ no I/O, no clock: every operation is given `now`).
                 │                  (failed once max_attempts are spent)
                 └─ retry ─ failed | cancelled ◀─ cancel ─ queued | running
     succeeded | failed | cancelled ─ttl_s─▶ expired ─forget_after_s─▶ forgotten
+    any ─erase─▶ expired + erased (a tombstone: no input, result or metadata) ─forget_after_s─▶ forgotten
 
 An operation does not change the state: it plans a `Change` (the records to
 save or delete, who to wake, the transitions for metrics) and answers with it.
@@ -49,6 +50,7 @@ class Change:
     saves: list[tuple[Job, Optional[bytes]]] = field(default_factory=list)  # (new record, a new job's input)
     deletes: list[Job] = field(default_factory=list)  # forgotten: record and input
     drop_bodies: list[str] = field(default_factory=list)  # expired: inputs no longer needed
+    erased: list[str] = field(default_factory=list)  # erased on request: everything of theirs goes now
     wake: list[str] = field(default_factory=list)  # jobs whose long-polls see news
     wake_runners: bool = False  # a job became claimable, or a running slot freed
     wake_callbacks: bool = False  # a callback became due
@@ -206,6 +208,26 @@ class JobState:
                          now)
         return change
 
+    def erase(self, job_id: str, now: float) -> Change:
+        """outcome "erased" | "missing": delete the job's input, result and metadata now, leaving a
+        tombstone (status expired, erased) until forget_after_s. A queued or running job is cancelled
+        by it (a running job's runner learns it at its next heartbeat). Erasing twice changes nothing."""
+        change, job = Change(self.version), self.records.get(job_id)
+        if job is None:
+            change.outcome = "missing"
+            return change
+        change.outcome, change.job = "erased", job
+        if job.erased:
+            return change
+        change.save(job, Job(
+            id=job.id, seq=job.seq, model=job.model, tenant=job.tenant, status="expired", erased=True,
+            request=JobRequest(media_type=""), ttl_s=job.ttl_s, attempts=job.attempts, max_attempts=job.max_attempts,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at or now,
+            expires_at=now, version=job.version))
+        change.drop_bodies.append(job_id)  # the input; the store's hook also deletes the job's blobs
+        change.erased.append(job_id)
+        return change
+
     def retry(self, job_id: str, now: float) -> Change:
         """outcome "queued" | "not_retryable" | "missing": a failed or cancelled job runs again."""
         change, job = Change(self.version), self.records.get(job_id)
@@ -352,6 +374,9 @@ class JobState:
         else:
             self.counts[old.model][old.status] -= 1
             self.active[old.tenant] -= old.status in PENDING
+            key = (old.tenant, old.model, old.idempotency_key)
+            if new.idempotency_key is None and self.idempotency.get(key) == old.id:
+                del self.idempotency[key]  # erased: the key is free
         self.counts[new.model][new.status] += 1
         self.active[new.tenant] += new.status in PENDING
         if new.status == "running":

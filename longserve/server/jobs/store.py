@@ -181,6 +181,17 @@ class JobStore:
             change = await self._commit(self.state.cancel(job_id, time.time()))
             return change.outcome, change.job
 
+    async def erase(self, job_id: str) -> tuple[str, Optional[Job]]:
+        """("erased" | "missing", the tombstone): the job's input, result and metadata deleted now
+        (cancelled first if it was queued or running)."""
+        self._start()
+        async with self.lock:
+            before = self.state.get(job_id)
+            change = await self._commit(self.state.erase(job_id, time.time()))
+            if change.erased:  # what happened, never what it held
+                logger.info("job %s erased on request (it was %s)", loggable(job_id), before.status)
+            return change.outcome, change.job
+
     async def retry(self, job_id: str) -> tuple[str, Optional[Job]]:
         """("queued" | "not_retryable" | "missing", job): a failed or cancelled job runs again."""
         self._start()
@@ -293,8 +304,15 @@ class JobStore:
             self.backend.save(job, body)
         for job_id in change.drop_bodies:
             self.backend.drop_body(job_id)
+        for job_id in change.erased:
+            self._erase_inputs(job_id)
         for job in change.deletes:
             self.backend.delete(job.id)
+
+    def _erase_inputs(self, job_id: str) -> None:
+        """Hook for stored inputs outside the backend: once the blob store lands (issue 15),
+        delete the job's input and result blobs here. The backend's record and body are
+        already gone (the tombstone replaced the record; drop_body took the body)."""
 
     def _publish(self, change: Change) -> None:
         for job_id in change.wake:
