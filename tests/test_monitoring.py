@@ -121,6 +121,9 @@ def test_metrics_appear_in_rays_prometheus_export(client, serve_app):
         r'ray_longserve_timeout_seconds\{[^}]*model="auto_sleeper"',
         r'ray_longserve_slow_total\{[^}]*model="timed"',
         r'ray_longserve_alerts_total\{[^}]*alert="timeout_rate"[^}]*model="alerting"',
+        # Per tenant: the open app's one tenant (a tenant not named in `tenants:` would be "other").
+        r'ray_longserve_requests_total\{[^}]*model="timed"[^}]*tenant="anonymous"',
+        r'ray_longserve_model_seconds_total\{[^}]*kind="job"[^}]*tenant="anonymous"',
     ]
     # A job, so the job metrics have something to show.
     job = client.post("/v1/models/timed/jobs", json={"seconds": 0}).json()

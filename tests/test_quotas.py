@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import TENANT_KEYS, error_of
+from tests.conftest import API_KEYS, TENANT_KEYS, error_of
 
 
 def key(name: str) -> dict:
@@ -96,3 +96,31 @@ def test_tenants_take_turns(secure):
     finally:
         for job in jobs:
             secure.delete(f"/v1/jobs/{job['id']}", headers=key("fair_a"))
+
+
+def test_usage_shows_the_callers_own_jobs_requests_and_model_seconds(secure):
+    def usage(who: str, **params) -> dict:
+        response = secure.get("/v1/usage", params=params, headers=key(who) if who != "admin" else {
+            "Authorization": f"Bearer {API_KEYS['admin']}"})
+        assert response.status_code == 200, response.text
+        return response.json()["tenants"]
+
+    zero = {"jobs": 0, "requests": 0, "model_seconds": 0}
+    before = usage("fair_b").get("fair_b", {}).get("sleeper", zero)
+    for _ in range(2):
+        answer = secure.post("/v1/models/sleeper/predict", json={"seconds": 0.2}, headers=key("fair_b"))
+        assert answer.status_code == 200
+    job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0.2}, headers=key("fair_b")).json()
+    deadline = time.monotonic() + 30
+    while (secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}, headers=key("fair_b")).json()["status"]
+           != "succeeded"):
+        assert time.monotonic() < deadline
+    mine = usage("fair_b")
+    assert set(mine) == {"fair_b"}  # only the caller's own tenant
+    after = mine["fair_b"]["sleeper"]
+    assert after["requests"] == before["requests"] + 2 and after["jobs"] == before["jobs"] + 1
+    assert after["model_seconds"] >= before["model_seconds"] + 0.6  # three runs of at least 0.2 s
+    assert usage("admin", tenant="fair_b") == mine
+    assert "fair_b" in usage("admin")
+    forbidden = secure.get("/v1/usage", params={"tenant": "acme"}, headers=key("fair_b"))
+    assert forbidden.status_code == 403 and error_of(forbidden)["type"] == "forbidden"

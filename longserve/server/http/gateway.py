@@ -3,6 +3,7 @@ turns every failure into the one JSON error shape."""
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Optional
@@ -38,6 +39,7 @@ from longserve.server.inputs import InputParser, check_media_type
 from longserve.server.jobs.callbacks import check_url, load_secret
 from longserve.server.jobs.record import Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
+from longserve.server.jobs.usage import RETAIN_S as USAGE_RETAIN_S
 from longserve.server.monitoring.monitor import Monitor
 from longserve.server.quotas import burst_of, over_quota
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
@@ -49,6 +51,7 @@ RETRY_AFTER_S = 1
 READY_STORE_TIMEOUT_S = 2.0
 STATS_TIMEOUT_S = 2.0
 MAX_IDEMPOTENCY_KEY = 255
+USAGE_FLUSH_S = 1.0
 
 app = FastAPI(
     title="longserve",
@@ -125,6 +128,8 @@ class Gateway:
         self.app_name = serve.get_replica_context().app_name
         self.monitor = Monitor(self.app_name, config)
         self.stats = self.monitor.stats if self.monitor.enabled else None
+        self.usage: Counter = Counter()  # (tenant, model, "requests" | "seconds") -> since the last flush
+        self.usage_task: Optional[asyncio.Task] = None
 
     @app.post("/v1/models/{model}/predict", dependencies=BEARER)
     async def predict(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
@@ -153,7 +158,8 @@ class Gateway:
             raise
         finally:
             self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
-                                request_id(request))
+                                request_id(request), caller.tenant)
+            self._count(caller.tenant, model, timing.run_s)
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
@@ -236,6 +242,22 @@ class Gateway:
         await self._caller(request, "admin")
         self._model_config(model)
         return await self._describe(model, await self.store.backlog.remote())
+
+    @app.get("/v1/usage", dependencies=BEARER)
+    async def usage(
+        self,
+        request: Request,
+        window_s: float = Query(3600, gt=0, le=USAGE_RETAIN_S, description="the last this many seconds"),
+        tenant: Optional[str] = Query(None, description="admin keys: this tenant (default: every tenant)"),
+    ) -> dict:
+        """The caller's jobs, sync requests and model-seconds per model over the window (in whole minutes);
+        an admin key sees every tenant's."""
+        caller = await self._caller(request, "jobs")
+        if tenant is not None and not caller.owns(tenant):
+            raise ApiError(403, "forbidden", "only an admin key reads another tenant's usage", scope="admin")
+        await self._flush_usage()  # this replica's own requests, so the caller sees the one just made
+        who = tenant if caller.admin else caller.tenant
+        return {"window_s": window_s, "tenants": await self.store.usage_of.remote(who, window_s)}
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
@@ -391,6 +413,27 @@ class Gateway:
             f"body of {size} bytes (or more) is over the limit of {limit} bytes ({setting} in serve_config.yaml)",
             limit_bytes=limit,
         )
+
+    def _count(self, tenant: str, model: str, run_s: Optional[float]) -> None:
+        self.usage[(tenant, model, "requests")] += 1
+        self.usage[(tenant, model, "seconds")] += run_s or 0.0
+        if self.usage_task is None:
+            self.usage_task = asyncio.get_running_loop().create_task(self._flush_usage_forever())
+
+    async def _flush_usage_forever(self) -> None:
+        while True:
+            await asyncio.sleep(USAGE_FLUSH_S)
+            try:
+                await self._flush_usage()
+            except Exception:  # usage must never take serving down; these counts are lost
+                logger.exception("sending usage to the job store failed")
+
+    async def _flush_usage(self) -> None:
+        counts, self.usage = self.usage, Counter()
+        pairs = {(tenant, model) for tenant, model, _ in counts}
+        if pairs:
+            await self.store.record_usage.remote(
+                [(t, m, int(counts[(t, m, "requests")]), counts[(t, m, "seconds")]) for t, m in pairs])
 
     async def _caller(self, request: Request, scope: str) -> Caller:
         """The authenticated caller, within their tenant's request rate (tenants.<name>.requests_per_s)."""

@@ -149,7 +149,7 @@ class JobRunner:
         kind = (error or {}).get("type")
         outcome = "ok" if status == "succeeded" else JOB_OUTCOMES.get(kind, "server_error")
         self.monitor.record(job.model, "job", outcome, job.started_at - job.created_at, now - job.started_at,
-                            now - job.created_at, job.id)
+                            now - job.created_at, job.id, job.tenant)
         if status == "failed":
             logger.warning("job %s (%s) failed on attempt %d: %s: %s", loggable(job.id), job.model, job.attempts,
                            kind, (error or {}).get("message", ""))

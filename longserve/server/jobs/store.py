@@ -38,6 +38,7 @@ from longserve.server.jobs.backends import make_backend
 from longserve.api.jobs import PENDING
 from longserve.server.jobs.record import Callback, Job, JobRequest, loggable
 from longserve.server.jobs.state import Change, JobState, Settings
+from longserve.server.jobs.usage import RETAIN_S, Usage
 from longserve.server.monitoring.metrics import Metrics
 from longserve.server.quotas import TokenBucket
 
@@ -100,6 +101,7 @@ class JobStore:
         self.lock = asyncio.Lock()
         self.reaper: Optional[asyncio.Task] = None
         self.buckets: dict[str, TokenBucket] = {}  # tenant -> its requests_per_s bucket (memory only)
+        self.usage = Usage()  # GET /v1/usage (memory only)
         self.metrics = Metrics()
         loaded = self.state.load(self.backend.load(), time.time())
         for job in loaded.deletes:
@@ -148,6 +150,16 @@ class JobStore:
         now = time.monotonic()
         bucket = self.buckets.setdefault(tenant, TokenBucket.full(rate, burst, now))
         return bucket.take(rate, burst, now)
+
+    async def record_usage(self, rows: "list[tuple[str, str, int, float]]") -> None:
+        """A gateway's sync requests since its last call: (tenant, model, requests, model-seconds)."""
+        now = time.time()
+        for tenant, model, requests, seconds in rows:
+            self.usage.add(tenant, model, now, requests=requests, seconds=seconds)
+
+    async def usage_of(self, tenant: Optional[str], window_s: float) -> dict:
+        """tenant -> model -> {jobs, requests, model_seconds} over the last window_s (whole minutes)."""
+        return self.usage.report(tenant, time.time() - min(window_s, RETAIN_S))
 
     async def get(self, job_id: str) -> Optional[Job]:
         self._start()
@@ -295,7 +307,9 @@ class JobStore:
         """Persist, then apply and publish: nobody sees a change the backend does not hold."""
         if not change.empty:
             await asyncio.to_thread(self._persist, change)
+        before = {job.id: self.state.get(job.id) for job, _ in change.saves}
         self.state.apply(change)
+        self._count_usage(before, change)
         self._publish(change)
         return change
 
@@ -308,6 +322,16 @@ class JobStore:
             self._erase_inputs(job_id)
         for job in change.deletes:
             self.backend.delete(job.id)
+
+    def _count_usage(self, before: dict, change: Change) -> None:
+        now = time.time()
+        for job, _ in change.saves:
+            old = before[job.id]
+            if old is None:
+                self.usage.add(job.tenant, job.model, now, jobs=1)
+            elif old.status == "running" and job.status not in PENDING and job.started_at is not None:
+                # It ended: first start to end (a lost attempt's time counts; it held a replica too).
+                self.usage.add(job.tenant, job.model, now, seconds=max(now - job.started_at, 0.0))
 
     def _erase_inputs(self, job_id: str) -> None:
         """Hook for stored inputs outside the backend: once the blob store lands (issue 15),

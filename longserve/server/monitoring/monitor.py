@@ -26,6 +26,8 @@ class Monitor:
         self.slow: dict[tuple[str, str], float] = {}  # (model, kind) -> seconds
         self.pending: list[Sample] = []
         self.task: Optional[asyncio.Task] = None
+        # The tenant label stays bounded: the tenants named in `tenants:` (and anonymous), else "other".
+        self.tenants = (set(config.tenants) - {"defaults"}) | {"anonymous"}
         if self.enabled:
             self.stats = get_stats(app_name, config.monitoring, config.callbacks)
             self.metrics = Metrics()
@@ -49,11 +51,15 @@ class Monitor:
         run_s: Optional[float],
         total_s: float,
         ident: str,
+        tenant: str = "anonymous",
     ) -> None:
         if not self.enabled:
             return
         self.start()
         tags = {"model": model, "kind": kind}
+        label = tenant if tenant in self.tenants else "other"
+        if run_s is not None:
+            self.metrics.inc("longserve_model_seconds_total", run_s, **tags, tenant=label)
         if outcome == "ok":
             for name, value in (
                 ("longserve_queue_seconds", queue_s),
@@ -63,7 +69,7 @@ class Monitor:
                 if value is not None:
                     self.metrics.observe(name, value, **tags)
         if kind == "sync":
-            self.metrics.inc("longserve_requests_total", model=model, outcome=outcome)
+            self.metrics.inc("longserve_requests_total", model=model, outcome=outcome, tenant=label)
         self.pending.append(Sample(time.time(), model, kind, outcome, queue_s, run_s, total_s))
         threshold = self.slow.get((model, kind))
         if run_s is not None and threshold is not None and run_s > threshold:
