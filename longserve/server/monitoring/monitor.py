@@ -58,7 +58,7 @@ class Monitor:
         self.start()
         tags = {"model": model, "kind": kind}
         label = tenant if tenant in self.tenants else "other"
-        if run_s is not None:
+        if run_s:  # Ray's counters refuse 0
             self.metrics.inc("longserve_model_seconds_total", run_s, **tags, tenant=label)
         if outcome == "ok":
             for name, value in (
