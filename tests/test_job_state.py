@@ -168,14 +168,18 @@ class Lifecycle(RuleBasedStateMachine):
         assert job_id not in self.backend.bodies and job.tenant == before.tenant
         assert before.erased or change.erased == [job_id]
 
-    @rule(i=index)
-    def retry(self, i):
+    @rule(i=index, max_active=st.sampled_from([None, None, 1, 3]))
+    def retry(self, i, max_active):
         if not self.ids:
             return
         job_id = self.ids[i % len(self.ids)]
         before = self.state.get(job_id)
-        change = self.commit(self.state.retry(job_id, self.now), retrying=True)
-        if before is not None and before.status in ("failed", "cancelled"):
+        active = before and sum(j.tenant == before.tenant and j.status in PENDING for j in self.state.records.values())
+        change = self.commit(self.state.retry(job_id, self.now, max_active), retrying=True)
+        if before is not None and before.status in ("failed", "cancelled") and max_active is not None and (
+                active >= max_active):
+            assert change.outcome == "over_quota" and change.empty
+        elif before is not None and before.status in ("failed", "cancelled"):
             assert change.outcome == "queued" and change.job.status == "queued"
             assert change.job.max_attempts == before.attempts + self.settings.max_attempts
         else:

@@ -62,11 +62,18 @@ def test_active_jobs_quota(secure):
     finally:
         assert secure.delete(f"/v1/jobs/{first.json()['id']}", headers=key("capped")).status_code == 200
     # Its job ended: the tenant may submit again; a replay of that job is not a new job, so not refused.
-    same = {"Idempotency-Key": f"capped-{time.time()}"}
-    again = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0}, headers={**key("capped"), **same})
+    same = {**key("capped"), "Idempotency-Key": f"capped-{time.time()}"}
+    again = secure.post("/v1/models/sleeper/jobs", json={"seconds": 30}, headers=same)
     assert again.status_code == 202
-    replay = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0}, headers={**key("capped"), **same})
-    assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+    try:
+        replay = secure.post("/v1/models/sleeper/jobs", json={"seconds": 30}, headers=same)
+        assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+        # Running the cancelled job again would make two: refused the same way, and it stays cancelled.
+        retry = secure.post(f"/v1/jobs/{first.json()['id']}/retry", headers=key("capped"))
+        check_429(retry, "active_jobs", "tenants.capped.max_active_jobs", 1)
+        assert secure.get(f"/v1/jobs/{first.json()['id']}", headers=key("capped")).json()["status"] == "cancelled"
+    finally:
+        assert secure.delete(f"/v1/jobs/{again.json()['id']}", headers=key("capped")).status_code == 200
 
 
 def test_input_size_quota(secure):

@@ -202,9 +202,12 @@ class Gateway:
 
     @app.post("/v1/jobs/{job_id}/retry", status_code=202, dependencies=BEARER, responses=JOB)
     async def retry_job(self, job_id: str, request: Request) -> Any:
-        await self._job(request, job_id)
-        outcome, job = await self.store.retry.remote(job_id)
+        job = await self._job(request, job_id)
+        quota, where = self.config.tenant(job.tenant)
+        outcome, job = await self.store.retry.remote(job_id, quota.max_active_jobs)
         job = self._found(job, job_id)
+        if outcome == "over_quota":
+            raise self._over_active(job.tenant, quota.max_active_jobs, where)
         if outcome == "not_retryable":
             raise ApiError(409, "not_retryable",
                            f"job {job_id} is {job.status}; only failed or cancelled jobs run again", job_id=job_id)
@@ -358,9 +361,7 @@ class Gateway:
                 {"Retry-After": str(RETRY_AFTER_S)}, model=model,
             ) from None
         if outcome == "over_quota":
-            raise over_quota(caller.tenant, "active_jobs", where["max_active_jobs"], quota.max_active_jobs,
-                             f"tenant {caller.tenant} has {quota.max_active_jobs} jobs queued or running, its most",
-                             RETRY_AFTER_S, RETRY_AFTER_S)
+            raise self._over_active(caller.tenant, quota.max_active_jobs, where)
         if outcome == "conflict":  # the other job's id stays unsaid: the key is no way to find jobs
             raise ApiError(422, "idempotency_conflict",
                            "this Idempotency-Key was used with a different request (body, content type, query, "
@@ -413,6 +414,10 @@ class Gateway:
             f"body of {size} bytes (or more) is over the limit of {limit} bytes ({setting} in serve_config.yaml)",
             limit_bytes=limit,
         )
+
+    def _over_active(self, tenant: str, limit: int, where: dict[str, str]) -> ApiError:
+        return over_quota(tenant, "active_jobs", where["max_active_jobs"], limit,
+                          f"tenant {tenant} has {limit} jobs queued or running, its most", RETRY_AFTER_S, RETRY_AFTER_S)
 
     def _count(self, tenant: str, model: str, run_s: Optional[float]) -> None:
         self.usage[(tenant, model, "requests")] += 1

@@ -228,13 +228,16 @@ class JobState:
         change.erased.append(job_id)
         return change
 
-    def retry(self, job_id: str, now: float) -> Change:
-        """outcome "queued" | "not_retryable" | "missing": a failed or cancelled job runs again."""
+    def retry(self, job_id: str, now: float, max_active: Optional[int] = None) -> Change:
+        """outcome "queued" | "not_retryable" | "over_quota" | "missing": a failed or cancelled job
+        runs again, unless its tenant already has max_active queued and running jobs."""
         change, job = Change(self.version), self.records.get(job_id)
         if job is None:
             change.outcome = "missing"
         elif job.status not in ("failed", "cancelled"):
             change.outcome, change.job = "not_retryable", job
+        elif max_active is not None and self.active[job.tenant] >= max_active:
+            change.outcome, change.job = "over_quota", job
         else:
             change.outcome = "queued"
             change.save(job, job.model_copy(update=dict(

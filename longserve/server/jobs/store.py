@@ -204,11 +204,11 @@ class JobStore:
                 logger.info("job %s erased on request (it was %s)", loggable(job_id), before.status)
             return change.outcome, change.job
 
-    async def retry(self, job_id: str) -> tuple[str, Optional[Job]]:
-        """("queued" | "not_retryable" | "missing", job): a failed or cancelled job runs again."""
+    async def retry(self, job_id: str, max_active: Optional[int] = None) -> tuple[str, Optional[Job]]:
+        """("queued" | "not_retryable" | "over_quota" | "missing", job): a failed or cancelled job runs again."""
         self._start()
         async with self.lock:
-            change = await self._commit(self.state.retry(job_id, time.time()))
+            change = await self._commit(self.state.retry(job_id, time.time(), max_active))
             return change.outcome, change.job
 
     async def list(
