@@ -3,7 +3,7 @@ turns every failure into the one JSON error shape."""
 
 import asyncio
 import logging
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Optional
@@ -128,7 +128,8 @@ class Gateway:
         self.app_name = serve.get_replica_context().app_name
         self.monitor = Monitor(self.app_name, config)
         self.stats = self.monitor.stats if self.monitor.enabled else None
-        self.usage: Counter = Counter()  # (tenant, model, "requests" | "seconds") -> since the last flush
+        # (tenant, model, "requests" | "seconds") -> since the last flush
+        self.usage_counts: defaultdict[tuple[str, str, str], float] = defaultdict(float)
         self.usage_task: Optional[asyncio.Task] = None
 
     @app.post("/v1/models/{model}/predict", dependencies=BEARER)
@@ -247,7 +248,7 @@ class Gateway:
         return await self._describe(model, await self.store.backlog.remote())
 
     @app.get("/v1/usage", dependencies=BEARER)
-    async def usage(
+    async def get_usage(
         self,
         request: Request,
         window_s: float = Query(3600, gt=0, le=USAGE_RETAIN_S, description="the last this many seconds"),
@@ -420,8 +421,8 @@ class Gateway:
                           f"tenant {tenant} has {limit} jobs queued or running, its most", RETRY_AFTER_S, RETRY_AFTER_S)
 
     def _count(self, tenant: str, model: str, run_s: Optional[float]) -> None:
-        self.usage[(tenant, model, "requests")] += 1
-        self.usage[(tenant, model, "seconds")] += run_s or 0.0
+        self.usage_counts[(tenant, model, "requests")] += 1
+        self.usage_counts[(tenant, model, "seconds")] += run_s or 0.0
         if self.usage_task is None:
             self.usage_task = asyncio.get_running_loop().create_task(self._flush_usage_forever())
 
@@ -434,7 +435,7 @@ class Gateway:
                 logger.exception("sending usage to the job store failed")
 
     async def _flush_usage(self) -> None:
-        counts, self.usage = self.usage, Counter()
+        counts, self.usage_counts = self.usage_counts, defaultdict(float)
         pairs = {(tenant, model) for tenant, model, _ in counts}
         if pairs:
             await self.store.record_usage.remote(

@@ -429,9 +429,9 @@ class JobState:
             queue.popleft()
         return queue
 
-    def waiting(self, model: str) -> "list[str]":
+    def waiting(self, model: str) -> tuple[str, ...]:
         """The tenants with queued jobs of `model`."""
-        return [tenant for tenant, queue in self.queues[model].items() if queue]
+        return tuple(tenant for tenant, queue in self.queues[model].items() if queue)
 
     def next_turn(self, model: str) -> Optional[str]:
         """Whose job of `model` is claimed next: the lowest pass, then the oldest head."""
