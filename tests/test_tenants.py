@@ -138,7 +138,7 @@ def test_a_bad_idempotency_key_is_refused(secure):
 
 
 def test_key_syntax(monkeypatch):
-    from longserve.server.http.auth import ANONYMOUS, parse_keys, key_id, _digest
+    from longserve.server.http.auth import ANONYMOUS, _digest, key_id, parse_keys
 
     keys = parse_keys("aaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbb:admin@ops cccccccccccccccc@ops dddddddddddddddd:jobs")
     assert keys[_digest("aaaaaaaaaaaaaaaa")].tenant == key_id("aaaaaaaaaaaaaaaa")  # a tenant of its own
@@ -149,7 +149,7 @@ def test_key_syntax(monkeypatch):
                      ("aaaaaaaaaaaaaaaa@" + ANONYMOUS, "reserved"), ("aaaaaaaaaaaaaaaa@key_1", "reserved"),
                      ("short@ops", "shorter than 16")):
         with pytest.raises(ValueError, match=why) as info:
-            parse_keys(f"x" * 16 + " " + bad)
+            parse_keys("x" * 16 + " " + bad)
         assert "entry 2" in str(info.value) and "aaaaaaaaaaaaaaaa" not in str(info.value)
 
 

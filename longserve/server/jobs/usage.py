@@ -41,7 +41,7 @@ class Usage:
             for (who, model), row in rows.items():
                 if tenant is None or who == tenant:
                     totals = out[who].setdefault(model, dict.fromkeys(FIELDS, 0))
-                    for name, value in zip(FIELDS, row):
+                    for name, value in zip(FIELDS, row, strict=True):
                         totals[name] += value
         for models in out.values():
             for totals in models.values():
