@@ -31,6 +31,15 @@ NO_CPU = {"num_cpus": 0}
 # Secrets the test cluster's replicas read from their environment.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test webhook signing key 32 byte").decode()
 API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", "admin": "ak-admin-key-000000003"}
+# Keys with tenants (docs/security.md): two keys of acme (rotation), one of globex.
+# Tenants with quotas (secure_app_args): metered (a request rate), capped (active jobs, input size);
+# fair_a and fair_b share the `turns` model (fair turns).
+TENANT_KEYS = {"acme": "tk-acme-key-one-00001", "acme2": "tk-acme-key-two-00002", "globex": "tk-globex-key-000003",
+               "metered": "tk-metered-key-00004", "capped": "tk-capped-key-000005", "fair_a": "tk-fair-a-key-000006",
+               "fair_b": "tk-fair-b-key-000007"}
+TENANT_ENTRIES = [f"{TENANT_KEYS['acme']}:predict,jobs@acme", f"{TENANT_KEYS['acme2']}@acme",
+                  f"{TENANT_KEYS['globex']}:jobs@globex"] + [
+                  f"{TENANT_KEYS[name]}@{name}" for name in ("metered", "capped", "fair_a", "fair_b")]
 SECURE_PREFIX = "/secure"
 # Short, so a killed runner's job runs again soon; not 2 s: on a busy 2-core machine a
 # transcription starved the runner's heartbeats past 2 s, and the job failed after 3 lost leases.
@@ -97,7 +106,11 @@ def secure_app_args(jobs_db: Path) -> dict:
         "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": LEASE_S},
         "blobs": {"path": str(jobs_db.parent / "blobs-secure")},
         "monitoring": {"enabled": False},
-        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
+        "tenants": {"defaults": {"max_input_mb": 8}, "metered": {"requests_per_s": 0.5, "burst": 2},
+                    "capped": {"max_active_jobs": 1, "max_input_mb": 0.0001}},
+        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU},
+                   "turns": {"class": SLEEPER, "max_ongoing_requests": 2, "max_concurrent_jobs": 1,
+                             "ray_actor_options": NO_CPU}},
     }
 
 
@@ -120,10 +133,12 @@ class AlertReceiver(BaseHTTPRequestHandler):
     """Collects the JSON bodies POSTed to it (the alert webhook)."""
 
     received: list = []
+    raw: list = []  # (headers, body) of each, to check the signature
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         AlertReceiver.received.append(json.loads(body))
+        AlertReceiver.raw.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(204)
         self.end_headers()
 
@@ -151,7 +166,8 @@ def serve_app(tmp_path_factory, alerts):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["LONGSERVE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     os.environ.update(S3_CREDENTIALS)  # for apps on the blob store of tests/s3_server.py
-    os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(f"{key}:{scope}" for scope, key in API_KEYS.items())
+    os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(
+        [f"{key}:{scope}" for scope, key in API_KEYS.items()] + TENANT_ENTRIES)
     port, metrics_port = free_port(), free_port()
     ray_context = ray.init(address="local", include_dashboard=False, log_to_driver=False,
                            _metrics_export_port=metrics_port)

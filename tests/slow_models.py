@@ -13,6 +13,7 @@ from longserve.models.embedder import EmbedInput
 class SleepInput(BaseModel):
     seconds: float = Field(ge=0, le=120)
     fail: bool = False  # raise instead of answering
+    progress: bool = False  # report progress (seconds slept) at every step
 
 
 class Sleeper(Model):
@@ -38,6 +39,8 @@ class Sleeper(Model):
                     self.cancelled += 1
                 ctx.check_cancelled()
             time.sleep(0.02)
+            if inputs.progress:
+                ctx.report_progress(inputs.seconds - max(deadline - time.monotonic(), 0), inputs.seconds)
         if inputs.fail:
             raise RuntimeError("asked to fail")
         return {"slept": inputs.seconds, "started": self.started, "cancelled": self.cancelled}

@@ -87,6 +87,19 @@ def test_all_events_include_started_and_the_cancelled_ending(client, receiver):
     assert events[-1]["type"] == "job.completed" and events[-1]["data"]["status"] == "cancelled"
 
 
+def test_every_event_has_its_own_webhook_id(client, receiver):
+    """Receivers dedupe on webhook-id: each progress event needs its own, or all but the first are dropped."""
+    url = receiver.script("/ids", [])
+    job = client.post("/v1/models/sleeper_false/jobs", json={"seconds": 3, "progress": True},
+                      params={"callback_url": url, "callback_events": "all"}).json()
+    callback_state(client, job["id"], "delivered")
+    received = [(headers["webhook-id"], verify(WEBHOOK_SECRET, headers, body)["type"])
+                for headers, body in receiver.received["/ids"]]
+    progress = [msg_id for msg_id, kind in received if kind == "job.progress"]
+    assert len(progress) >= 2, received
+    assert len({msg_id for msg_id, _ in received}) == len(received), received
+
+
 def test_delivery_survives_a_runner_restart(client, receiver):
     """The callback is durable job state: a receiver down while the runner is
     killed still gets it, from the new runner."""

@@ -140,7 +140,7 @@ def test_a_restarted_store_deletes_jobs_whose_forget_time_passed(tmp_path):
         assert [await store.get(i) for i in gone] == [None, None]
         assert await listed(store, 10) == kept
         assert store.state.counts["m"]["expired"] == 0 and store.state.counts["m"]["succeeded"] == 1
-        assert ("m", "key-gone0") not in store.state.idempotency
+        assert ("anonymous", "m", "key-gone0") not in store.state.idempotency
         stop(store)
         with sqlite3.connect(path) as db:
             assert [i for (i,) in db.execute("SELECT id FROM jobs")] == kept

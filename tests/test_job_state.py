@@ -15,7 +15,7 @@ and that a call by a runner or attempt not holding the lease changes nothing.
 
 from collections import Counter
 
-from hypothesis import event, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from longserve.api.jobs import PENDING
@@ -25,6 +25,8 @@ from longserve.server.jobs.state import Change, JobState, Settings, callback_due
 
 REQUEST = JobRequest(media_type="application/json")
 MODELS = ("a", "b")
+TENANTS = ("t1", "t2", "t3")
+WEIGHTS = {"t1": 2.0}  # the others: 1
 LIMITS = {"a": 2, "b": 1}
 RUNNERS = 2  # live at a time: one often claims again a job it lost, under a new attempt
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -56,8 +58,10 @@ class Lifecycle(RuleBasedStateMachine):
             old = self.state.get(new.id)
             if old is not None and old.status in FINISHED and new.status != "expired":
                 assert outcome(new) == outcome(old) or (retrying and new.status == "queued"), (old, new)
-            if old is not None and old.status == "expired":
+            if old is not None and old.status == "expired" and not (new.erased and not old.erased):
                 assert outcome(new) == outcome(old)
+            if old is not None and old.erased:  # a tombstone never changes
+                assert new.model_dump(exclude={"version"}) == old.model_dump(exclude={"version"})
         for job in change.deletes:
             assert job.status == "expired" and self.state.forget_at(job) <= self.now
         for new, body in change.saves:
@@ -95,25 +99,31 @@ class Lifecycle(RuleBasedStateMachine):
     def some_jobs_running(self, jobs, claims):
         """Work from the first step on, whichever rules this example draws."""
         for n in range(jobs):
-            self.submit(MODELS[n % 2], None, b"x", 30.0, n % 3 == 0)
+            self.submit(MODELS[n % 2], TENANTS[n % 3], None, b"x", 30.0, n % 3 == 0)
         for n in range(claims):
             self.claim(n % RUNNERS)
 
-    @rule(model=st.sampled_from(MODELS), key=st.sampled_from([None, "k1", "k2", "k3"]),
-          body=st.sampled_from([b"x", b"y"]), ttl_s=st.sampled_from([5.0, 30.0]), with_callback=st.booleans())
-    def submit(self, model, key, body, ttl_s, with_callback):
+    @rule(model=st.sampled_from(MODELS), tenant=st.sampled_from(TENANTS), key=st.sampled_from([None, "k1", "k2"]),
+          body=st.sampled_from([b"x", b"y"]), ttl_s=st.sampled_from([5.0, 30.0]), with_callback=st.booleans(),
+          max_active=st.sampled_from([None, None, 1, 3]))
+    def submit(self, model, tenant, key, body, ttl_s, with_callback, max_active=None):
         job_id = f"j{len(self.ids)}"
-        mapped = self.state.idempotency.get((model, key))
+        mapped = self.state.idempotency.get((tenant, model, key))  # a key is scoped to (tenant, model)
+        active = sum(j.tenant == tenant and j.status in PENDING for j in self.state.records.values())
         callback = Callback(url="https://example.com/hook") if with_callback else None
         change = self.commit(self.state.submit(job_id, model, REQUEST, body, {}, ttl_s, key, callback,
-                                               body.decode(), self.now))
-        if mapped is None:
+                                               body.decode(), self.now, tenant, max_active))
+        if mapped is None and max_active is not None and active >= max_active:
+            event("over the tenant's max_active_jobs")
+            assert change.outcome == "over_quota" and change.job is None and change.empty and not change.wake
+        elif mapped is None:
             assert change.outcome == "created" and change.job.status == "queued" and change.job.version == 1
+            assert change.job.tenant == tenant
             self.ids.append(job_id)
             self.acknowledged.add(job_id)
             assert self.backend.body(job_id) == body
         else:  # the key's job, whether its body matches or not; nothing new
-            assert change.job.id == mapped and change.empty
+            assert change.job.id == mapped and change.job.tenant == tenant and change.empty
             assert change.outcome == ("existing" if change.job.body_sha256 == body.decode() else "conflict")
 
     @rule(i=index)
@@ -141,13 +151,35 @@ class Lifecycle(RuleBasedStateMachine):
             assert change.outcome == "finished" and change.empty
 
     @rule(i=index)
-    def retry(self, i):
+    def erase(self, i):
         if not self.ids:
             return
         job_id = self.ids[i % len(self.ids)]
         before = self.state.get(job_id)
-        change = self.commit(self.state.retry(job_id, self.now), retrying=True)
-        if before is not None and before.status in ("failed", "cancelled"):
+        change = self.commit(self.state.erase(job_id, self.now))
+        if before is None:
+            assert change.outcome == "missing" and change.empty
+            return
+        event("erased")
+        job = self.state.get(job_id)
+        assert change.outcome == "erased" and job.erased and job.status == "expired"
+        assert (job.result, job.error, job.metadata, job.request.params, job.callback, job.idempotency_key) == (
+            None, None, {}, {}, None, None)
+        assert job_id not in self.backend.bodies and job.tenant == before.tenant
+        assert before.erased or change.erased == [job_id]
+
+    @rule(i=index, max_active=st.sampled_from([None, None, 1, 3]))
+    def retry(self, i, max_active):
+        if not self.ids:
+            return
+        job_id = self.ids[i % len(self.ids)]
+        before = self.state.get(job_id)
+        active = before and sum(j.tenant == before.tenant and j.status in PENDING for j in self.state.records.values())
+        change = self.commit(self.state.retry(job_id, self.now, max_active), retrying=True)
+        if before is not None and before.status in ("failed", "cancelled") and max_active is not None and (
+                active >= max_active):
+            assert change.outcome == "over_quota" and change.empty
+        elif before is not None and before.status in ("failed", "cancelled"):
             assert change.outcome == "queued" and change.job.status == "queued"
             assert change.job.max_attempts == before.attempts + self.settings.max_attempts
         else:
@@ -158,14 +190,22 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(n=st.integers(0, RUNNERS - 1))
     def claim(self, n):
         runner = self.runners[n]
-        heads = [self.state.get(q[0]) for m, q in self.state.queues.items()
-                 if q and self.state.counts[m]["running"] < LIMITS[m]]
-        change = self.commit(self.state.claim(runner, LIMITS, self.now))
-        if not heads:
+        free = [m for m in MODELS if self.state.counts[m]["running"] < LIMITS[m] and self.state.waiting(m)]
+        passes = {m: dict(self.state.passes[m]) for m in free}
+        heads = {m: {t: self.state.get(self.state.queues[m][t][0]) for t in self.state.waiting(m)} for m in free}
+        turns = [heads[m][self.state.next_turn(m)] for m in free]
+        change = self.commit(self.state.claim(runner, LIMITS, self.now, WEIGHTS))
+        if not free:
             assert change.job is None and change.empty
             return
         job = change.job
-        assert job.seq == min(h.seq for h in heads)  # the oldest head among models with a free slot
+        # FIFO within a tenant: the head of its queue; the tenant whose turn it was (the lowest pass);
+        # across models, the oldest of those heads.
+        assert heads[job.model][job.tenant].id == job.id
+        lowest = min(passes[job.model].get(t, 0.0) for t in heads[job.model])
+        assert passes[job.model].get(job.tenant, 0.0) == lowest
+        assert self.state.passes[job.model][job.tenant] == lowest + 1 / WEIGHTS.get(job.tenant, 1.0)
+        assert job.id == min(turns, key=lambda h: h.seq).id
         assert job.status == "running" and job.lease_owner == runner
         assert job.lease_expires_at == self.now + self.settings.lease_s
         self.leases.append((job.id, runner, job.attempts))
@@ -249,7 +289,7 @@ class Lifecycle(RuleBasedStateMachine):
         callback = Callback(url="https://example.com/hook", status="delivered" if delivered else "pending",
                             attempts=1, next_attempt_at=self.now + 2)
         operation = self.state.record_callback(job_id, runner, callback, self.now)
-        if job is None or job.callback.owner != runner or job_id not in self.state.callbacks_due:
+        if job is None or (job.callback or Callback(url="")).owner != runner or job_id not in self.state.callbacks_due:
             return self.refused(operation)
         self.commit(operation)
         assert (job_id in self.state.callbacks_due) == (not delivered)
@@ -288,12 +328,14 @@ class Lifecycle(RuleBasedStateMachine):
         counts = {m: +c for m, c in state.counts.items() if +c}
         assert counts == {m: Counter(j.status for j in jobs if j.model == m) for m in {j.model for j in jobs}}
         assert state.running == {j.id for j in jobs if j.status == "running"}
+        assert +state.active == Counter(j.tenant for j in jobs if j.status in PENDING)
         for model in MODELS:
-            queue = state.queues.get(model, ())
-            queued = {j.id for j in jobs if j.model == model and j.status == "queued"}
-            assert {i for i in queue if i in queued} == queued
-            assert not queue or queue[0] in queued  # claims look at the head only
-        assert state.idempotency == {(j.model, j.idempotency_key): j.id for j in jobs if j.idempotency_key}
+            for tenant in TENANTS:
+                queue = state.queues[model].get(tenant, ())
+                queued = {j.id for j in jobs if j.model == model and j.tenant == tenant and j.status == "queued"}
+                assert {i for i in queue if i in queued} == queued
+                assert not queue or queue[0] in queued  # claims look at the head only
+        assert state.idempotency == {(j.tenant, j.model, j.idempotency_key): j.id for j in jobs if j.idempotency_key}
         assert state.callbacks_due == {j.id for j in jobs if callback_due(j)}
         assert all(state.expiry[k] <= state.expiry[c] for k in range(len(state.expiry))
                    for c in (2 * k + 1, 2 * k + 2) if c < len(state.expiry))
@@ -308,6 +350,53 @@ class Lifecycle(RuleBasedStateMachine):
         for job in self.state.records.values():
             assert (job.lease_owner is not None) == (job.status == "running") == (job.lease_expires_at is not None)
             assert job.attempts <= job.max_attempts
+
+
+@settings(max_examples=200, deadline=None)
+@given(weights=st.lists(st.sampled_from([1.0, 2.0, 3.0]), min_size=2, max_size=4), backlog=st.integers(3, 15),
+       late=st.integers(0, 12))
+def test_waiting_tenants_take_turns_by_weight(weights, backlog, late):
+    """One model, one slot. Every tenant but the last queues `backlog` jobs; the last
+    queues its own after `late` claims. While tenants all wait, their claims since the
+    last one arrived stay in proportion to their weights (within two turns), each
+    tenant's jobs start in the order it queued them, and the newcomer waits no longer
+    than a round (FIFO across tenants would make it wait for every earlier job)."""
+    tenants = [f"t{i}" for i in range(len(weights))]
+    late = min(late, backlog * (len(weights) - 1))  # arriving at the latest when the others ran out
+    weight = dict(zip(tenants, weights))
+    state, now, seq = JobState(Settings()), 1000.0, 0
+
+    def submit(tenant):
+        nonlocal seq
+        seq += 1
+        state.apply(state.submit(f"{tenant}-{seq}", "a", REQUEST, b"", {}, 60.0, None, None, "", now, tenant))
+
+    for tenant in tenants[:-1]:
+        for _ in range(backlog):
+            submit(tenant)
+    started: dict[str, list[int]] = {t: [] for t in tenants}
+    order: list[str] = []  # the tenant of each claim
+    since: Counter = Counter()
+    for n in range(late + backlog * len(tenants)):
+        if n == late:
+            for _ in range(backlog):
+                submit(tenants[-1])
+            since = Counter()
+        change = state.claim("r", {"a": 1}, now, weight)
+        if change.job is None:
+            break
+        state.apply(change)
+        job = change.job
+        state.apply(state.finish(job.id, "r", job.attempts, "succeeded", None, None, now))
+        started[job.tenant].append(job.seq)
+        order.append(job.tenant)
+        since[job.tenant] += 1
+        waiting = state.waiting("a")
+        if n >= late and len(waiting) == len(tenants):
+            shares = [since[t] / weight[t] for t in tenants]
+            assert max(shares) - min(shares) <= 2 / min(weights), (since, weight)
+    assert all(seqs == sorted(seqs) for seqs in started.values())  # FIFO within a tenant
+    assert order.index(tenants[-1]) - late < len(tenants)  # the newcomer's first job starts within a round
 
 
 TestLifecycle = Lifecycle.TestCase

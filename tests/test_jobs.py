@@ -158,7 +158,8 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(client):
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     other = client.post(f"/v1/models/{SLOW}/jobs", json={"seconds": 1}, headers=key)
-    assert other.status_code == 409 and error_of(other)["type"] == "idempotency_conflict"
+    assert other.status_code == 422 and error_of(other)["type"] == "idempotency_conflict"
+    assert first.json()["id"] not in other.text  # a conflict never reveals the job
 
 
 def test_finished_job_expires_after_its_ttl(client):

@@ -5,6 +5,7 @@ request, the alert) is a fixture made once per session (not per module: a shuffl
 run that leaves this file and comes back would make a module fixture twice), so
 any order passes."""
 
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import error_of
+from tests.conftest import WEBHOOK_SECRET, AlertReceiver, error_of
+from tests.webhooks import verify
 from tests.test_timeouts import gateway_log_lines
 
 SLEEPS = [0.05, 0.1, 0.2, 0.3] * 5
@@ -137,7 +139,13 @@ def alert(client, alerts):
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: predict(client, "alerting", 0.5, **{"Request-Timeout": "0.1"}), range(8)))
     assert all(r.status_code == 504 for r in responses)
-    return wait_until(lambda: next((e for e in received if e["model"] == "alerting"), None))
+    event = wait_until(lambda: next((e for e in received if e["model"] == "alerting"), None))
+    assert event["alert"] == "timeout_rate" and event["rate"] == 1.0 and event["requests"] >= 6
+    assert event["threshold"] == 0.5
+    # Signed as job callbacks are (Standard Webhooks), and checked by the documented verifier.
+    headers, body = next((h, b) for h, b in AlertReceiver.raw if json.loads(b)["model"] == "alerting")
+    assert verify(WEBHOOK_SECRET, headers, body) == event and headers["webhook-id"].startswith("msg_alert_")
+    return event
 
 
 def test_sustained_timeouts_raise_an_alert(alert):
@@ -156,6 +164,9 @@ def test_metrics_appear_in_rays_prometheus_export(client, serve_app, history, sl
         r'ray_longserve_timeout_seconds\{[^}]*model="auto_sleeper"',
         r'ray_longserve_slow_total\{[^}]*model="timed"',
         r'ray_longserve_alerts_total\{[^}]*alert="timeout_rate"[^}]*model="alerting"',
+        # Per tenant: the open app's one tenant (a tenant not named in `tenants:` would be "other").
+        r'ray_longserve_requests_total\{[^}]*model="timed"[^}]*tenant="anonymous"',
+        r'ray_longserve_model_seconds_total\{[^}]*kind="job"[^}]*tenant="anonymous"',
     ]
     # A timeout and a job of its own, so those metrics have something to show in any order.
     assert error_of(predict(client, "timed", 1, **{"Request-Timeout": "0.3"}))["stage"] == "running"

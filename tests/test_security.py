@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import API_KEYS, WEBHOOK_SECRET, error_of
+from tests.conftest import API_KEYS, TENANT_KEYS, WEBHOOK_SECRET, error_of
 
 
 def bearer(scope: str) -> dict:
@@ -22,7 +22,7 @@ def secure(serve_app):
 ROUTES = [
     ("POST", "/v1/models/sleeper/predict", "predict"),
     ("POST", "/v1/models/sleeper/jobs", "jobs"),
-    ("GET", "/v1/jobs", "admin"),
+    ("GET", "/v1/jobs", "jobs"),
     ("GET", "/v1/models", "admin"),
     ("GET", "/v1/models/sleeper", "admin"),
 ]
@@ -65,14 +65,16 @@ def test_prefer_on_predict_needs_the_jobs_scope_too(secure):
     assert response.status_code == 202
 
 
-def test_a_job_id_is_the_capability_to_read_it(secure):
+def test_reading_a_job_takes_a_key_of_its_tenant(secure):
     job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0}, headers=bearer("jobs")).json()
-    # No key: reading the job and its result works with the id alone.
-    assert secure.get(f"/v1/jobs/{job['id']}", params={"wait": 5}).status_code == 200
-    for _ in range(20):
-        result = secure.get(f"/v1/jobs/{job['id']}/result")
-        if result.status_code == 200:
-            break
+    # With keys configured the id alone is not enough: no key is 401, a predict-only key 403.
+    assert secure.get(f"/v1/jobs/{job['id']}").status_code == 401
+    assert secure.get(f"/v1/jobs/{job['id']}/result", headers=bearer("predict")).status_code == 403
+    assert secure.get(f"/v1/jobs/{job['id']}", params={"wait": 5}, headers=bearer("jobs")).status_code == 200
+    deadline = time.monotonic() + 30
+    while (result := secure.get(f"/v1/jobs/{job['id']}/result", headers=bearer("admin"))).status_code != 200:
+        assert result.status_code == 202 and time.monotonic() < deadline
+        secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}, headers=bearer("jobs"))
     assert result.json()["slept"] == 0
     # Changing it takes a key with the jobs scope.
     assert secure.delete(f"/v1/jobs/{job['id']}").status_code == 401
@@ -96,9 +98,9 @@ def test_keys_and_job_ids_never_reach_the_logs(secure, serve_app):
         call(secure, "POST", "/v1/models/sleeper/predict", bearer(scope))
     job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0, "fail": True}, headers=bearer("jobs")).json()
     deadline = time.monotonic() + 30
-    while secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}).json()["status"] != "failed":
+    while secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}, headers=bearer("jobs")).json()["status"] != "failed":
         assert time.monotonic() < deadline
-    secure.get(f"/v1/jobs/{job['id']}/result")
+    secure.get(f"/v1/jobs/{job['id']}/result", headers=bearer("jobs"))
 
     def log_texts() -> list[str]:
         return [p.read_text(errors="ignore") for p in serve_app.logs_dir.rglob("*")
@@ -109,7 +111,7 @@ def test_keys_and_job_ids_never_reach_the_logs(secure, serve_app):
         assert time.monotonic() < deadline, "the failed job was not logged"
         time.sleep(0.2)
     texts = log_texts()
-    for secret in [*API_KEYS.values(), WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), job["id"]]:
+    for secret in [*API_KEYS.values(), *TENANT_KEYS.values(), WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), job["id"]]:
         assert not any(secret in text for text in texts), f"{secret} found in the logs"
 
 

@@ -222,12 +222,23 @@ class AuthConfig(Strict):
     """API keys, read from an environment variable (a Kubernetes Secret on a
     cluster), never from this file. No keys: the API is open (the local default)."""
 
-    # Entries separated by spaces or newlines: `<key>` (scopes predict and jobs)
-    # or `<key>:<scope>,<scope>` with scopes predict, jobs, admin.
+    # Entries separated by spaces or newlines: `<key>[:<scope>,<scope>][@<tenant>]`;
+    # scopes predict, jobs (the default pair), admin; no tenant: the key is its own.
     api_keys_env: str = "LONGSERVE_API_KEYS"
     # true: refuse to start without keys (the cluster config), so a missing
     # Secret cannot silently open the API.
     required: bool = False
+
+
+class TenantConfig(Strict):
+    """One tenant's quotas and share (`tenants.<name>`; `tenants.defaults` for every tenant
+    not named). Unset: unlimited. Names are those of the API keys (docs/security.md)."""
+
+    max_active_jobs: Optional[int] = Field(None, ge=1)  # queued + running jobs at once
+    requests_per_s: Optional[float] = Field(None, gt=0)  # sustained API requests per second
+    burst: Optional[int] = Field(None, ge=1)  # requests at once above the rate; default max(1, requests_per_s)
+    max_input_mb: Optional[float] = Field(None, gt=0)  # largest request body (within max_body_mb)
+    weight: float = Field(1.0, gt=0)  # share of job claims when tenants queue jobs for one model
 
 
 class CallbacksConfig(Strict):
@@ -321,7 +332,19 @@ class AppConfig(Strict):
     inputs: InputsConfig = Field(default_factory=InputsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    # Per-tenant quotas and weights; the key `defaults` applies to every tenant not named.
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig]
+
+    def tenant(self, name: str) -> tuple[TenantConfig, dict[str, str]]:
+        """`name`'s settings (its own over `defaults`), and for each the config key that set it."""
+        merged: dict[str, Any] = {}
+        where: dict[str, str] = {}
+        for source in ("defaults", name):
+            entry = self.tenants.get(source)
+            for field in entry.model_fields_set if entry else ():
+                merged[field], where[field] = getattr(entry, field), f"tenants.{source}.{field}"
+        return TenantConfig(**merged), where
 
     @model_validator(mode="after")
     def _openai_aliases(self) -> "AppConfig":

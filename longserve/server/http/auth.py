@@ -1,21 +1,29 @@
 """API keys and scopes.
 
 Keys come from an environment variable (see AuthConfig), one entry per key:
-`<key>` gets the scopes predict and jobs; `<key>:admin` or
-`<key>:predict,jobs` names them. With no keys configured the API is open.
+
+    <key>[:<scope>,<scope>...][@<tenant>]
+
+`<key>` gets the scopes predict and jobs; `<key>:admin` or `<key>:predict,jobs`
+names them. `@<tenant>` puts the key in a tenant (several keys may share one:
+rotation); a key naming none is a tenant of its own, `key_<8 hex of its sha256>`
+(what logs show of the key, never the key). With no keys configured the API is
+open and everything belongs to the one tenant `anonymous`.
 
     predict  POST /v1/models/{model}/predict
-    jobs     POST /v1/models/{model}/jobs, cancel and retry a job
-    admin    everything, plus listing jobs and reading models' config
+    jobs     submit jobs; read, cancel, retry and list the tenant's own jobs
+    admin    everything, every tenant's jobs, and models' config
 
-Reading a job (`GET /v1/jobs/{id}` and its result) needs no key: the job id
-(144 random bits) is the capability, so it can be handed to whoever should see it.
+A job belongs to the tenant that submitted it. With keys configured, another
+tenant's job answers exactly as an unknown id does (404), so ids cannot be probed.
 """
 
 import hashlib
 import hmac
 import logging
 import os
+import re
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 from fastapi import Request
@@ -28,6 +36,30 @@ logger = logging.getLogger("ray.serve")
 Scope = Literal["predict", "jobs", "admin"]
 SCOPES = ("predict", "jobs", "admin")
 DEFAULT_SCOPES = frozenset({"predict", "jobs"})
+ANONYMOUS = "anonymous"  # the one tenant when no keys are configured
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SYNTAX = f"<key>[:{','.join(SCOPES)}][@<tenant>]"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: their tenant, their key's id (for logs) and whether they are an admin."""
+
+    tenant: str
+    key_id: Optional[str] = None
+    admin: bool = False
+
+    def owns(self, tenant: str) -> bool:
+        return self.admin or tenant == self.tenant
+
+
+OPEN = Caller(ANONYMOUS, admin=True)  # no keys: one tenant, who may do everything
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    scopes: frozenset[str]
+    tenant: str
 
 
 def _digest(key: str) -> bytes:
@@ -39,18 +71,23 @@ def key_id(key: str) -> str:
     return "key_" + _digest(key).hex()[:8]
 
 
-def parse_keys(text: str) -> dict[bytes, frozenset[str]]:
-    """sha256(key) -> scopes. Raises ValueError naming the bad entry's position, not its key."""
-    keys: dict[bytes, frozenset[str]] = {}
+def parse_keys(text: str) -> dict[bytes, KeyEntry]:
+    """sha256(key) -> scopes and tenant. Raises ValueError naming the bad entry's position, not its key."""
+    keys: dict[bytes, KeyEntry] = {}
     for position, entry in enumerate(text.split(), start=1):
-        key, _, scopes_text = entry.partition(":")
+        rest, at, tenant = entry.partition("@")
+        key, _, scopes_text = rest.partition(":")
         scopes = frozenset(s for s in scopes_text.split(",") if s) if scopes_text else DEFAULT_SCOPES
         unknown = scopes - set(SCOPES)
-        if len(key) < 16 or unknown or not scopes:
-            problem = f"unknown scopes {sorted(unknown)}" if unknown else "no scopes" if not scopes else \
-                "the key is shorter than 16 characters"
-            raise ValueError(f"API key entry {position}: {problem} (expected <key> or <key>:{','.join(SCOPES)})")
-        keys[_digest(key)] = scopes
+        problem = (f"unknown scopes {sorted(unknown)}" if unknown else "no scopes" if not scopes else
+                   "the key is shorter than 16 characters" if len(key) < 16 else
+                   f"tenant {tenant!r} is not a name of 1-64 letters, digits, '_', '.', '-'"
+                   if at and not TENANT_NAME.fullmatch(tenant) else
+                   f"tenant {tenant!r} is reserved" if at and (tenant == ANONYMOUS or tenant.startswith("key_"))
+                   else "")
+        if problem:
+            raise ValueError(f"API key entry {position}: {problem} (expected {SYNTAX})")
+        keys[_digest(key)] = KeyEntry(scopes, tenant if at else key_id(key))
     return keys
 
 
@@ -66,11 +103,16 @@ class Auth:
     def enabled(self) -> bool:
         return bool(self.keys)
 
-    def check(self, request: Request, scope: Scope) -> Optional[str]:
+    @property
+    def tenants(self) -> frozenset[str]:
+        """The tenants the keys name (and derive), or just `anonymous` when the API is open."""
+        return frozenset(e.tenant for e in self.keys.values()) if self.keys else frozenset({ANONYMOUS})
+
+    def check(self, request: Request, scope: Scope) -> Caller:
         """Raise 401/403 unless the request's bearer key has `scope` (or admin).
-        Returns the key's id for logs, or None when auth is off."""
+        Returns the caller: OPEN when auth is off."""
         if not self.keys:
-            return None
+            return OPEN
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
@@ -79,11 +121,12 @@ class Auth:
         # Look the key up by its hash, then compare the hashes in constant time:
         # no timing difference depends on how much of a guessed key is right.
         digest = _digest(key)
-        scopes = next((s for d, s in self.keys.items() if hmac.compare_digest(d, digest)), None)
-        if scopes is None:
+        entry = next((e for d, e in self.keys.items() if hmac.compare_digest(d, digest)), None)
+        if entry is None:
             raise ApiError(401, "unauthorized", "the API key is not valid",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if scope not in scopes and "admin" not in scopes:
+        admin = "admin" in entry.scopes
+        if scope not in entry.scopes and not admin:
             raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope", scope=scope,
                            key_id=key_id(key))
-        return key_id(key)
+        return Caller(entry.tenant, key_id(key), admin)

@@ -3,8 +3,10 @@ turns every failure into the one JSON error shape."""
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Optional
 
 from fastapi import FastAPI, Query, Request, Security
@@ -22,7 +24,7 @@ from longserve.server.blobs import Blobs
 from longserve.server.calls import call_model
 from longserve.server.config import AUTO, AppConfig, load_model_class
 from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
-from longserve.server.http.auth import Auth
+from longserve.server.http.auth import OPEN, Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.jobs import (
     JOB_PARAMS,
@@ -46,7 +48,9 @@ from longserve.server.jobs.callbacks import check_url, load_secret
 from longserve.server.jobs.fetch import check_input_url
 from longserve.server.jobs.record import BlobRef, Callback, JobRequest, new_job_id
 from longserve.server.jobs.store import get_job_store
+from longserve.server.jobs.usage import RETAIN_S as USAGE_RETAIN_S
 from longserve.server.monitoring.monitor import Monitor
+from longserve.server.quotas import burst_of, over_quota
 from longserve.server.timeouts import HEADER as TIMEOUT_HEADER
 from longserve.server.timeouts import (
     TimeoutInForce,
@@ -62,6 +66,8 @@ logger = logging.getLogger("ray.serve")
 RETRY_AFTER_S = 1
 READY_STORE_TIMEOUT_S = 2.0
 STATS_TIMEOUT_S = 2.0
+MAX_IDEMPOTENCY_KEY = 255
+USAGE_FLUSH_S = 1.0
 
 app = FastAPI(
     title="longserve",
@@ -99,6 +105,21 @@ def media_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def idempotency_key(request: Request) -> Optional[str]:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalid_header", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
+                       header="Idempotency-Key")
+    return key
+
+
+def check_not_erased(job):
+    if job.erased:
+        raise ApiError(410, "erased", f"job {job.id} was erased on request: its input, result and metadata are gone",
+                       job_id=job.id, erased=True)
+    return job
+
+
 def outcome_of(exc: Exception) -> str:
     """The outcome label of a failed sync request, for metrics."""
     if isinstance(exc, TimedOut):
@@ -128,46 +149,49 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         self.app_name = serve.get_replica_context().app_name
         self.monitor = Monitor(self.app_name, config)
         self.stats = self.monitor.stats if self.monitor.enabled else None
+        # (tenant, model, "requests" | "seconds") -> since the last flush
+        self.usage_counts: defaultdict[tuple[str, str, str], float] = defaultdict(float)
+        self.usage_task: Optional[asyncio.Task] = None
 
     @app.post("/v1/models/{model}/predict", dependencies=BEARER)
     async def predict(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
         # The clock starts when the request reaches us; reading the body counts.
         loop = asyncio.get_running_loop()
         arrival = loop.time()
-        self.auth.check(request, "predict")
+        caller = await self._caller(request, "predict")
         self._model_config(model)
         respond_async, wait_s = parse_prefer(request.headers.get("prefer"), self.config.jobs.max_wait_s)
         if wait_s is not None:  # the 202 comes before the client gives up
             wait_s = within_client_deadline(request.headers, wait_s)
         if respond_async or wait_s is not None:
-            self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does
-            return await self._predict_as_job(model, request, job, respond_async, wait_s)
+            self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does (one request: one token)
+            return await self._predict_as_job(model, request, job, respond_async, wait_s, caller)
         if job.model_fields_set:
             raise ApiError(400, "invalid_request",
                            f"{', '.join(sorted(job.model_fields_set))} configure a job, and a plain predict makes "
                            f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
                            f"or POST /v1/models/{model}/jobs")
-        return await self._sync(model, request, arrival, lambda: self._read_input(model, request))
+        return await self._sync(model, request, arrival, lambda: self._read_input(model, request, caller), caller)
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
-        self.auth.check(request, "jobs")
+        caller = await self._caller(request, "jobs")
         self._model_config(model)
-        stored, replayed = await self._submit(model, request, job)
+        stored, replayed = await self._submit(model, request, job, caller)
         return accepted(stored, {"Idempotent-Replayed": "true"} if replayed else None)
 
-    @app.get("/v1/jobs/{job_id}", responses=JOB)
+    @app.get("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
     async def get_job(self, job_id: str, request: Request, wait: Optional[float] = Query(None, ge=0)) -> Any:
+        job = await self._job(request, job_id)
         if wait:
             wait = within_client_deadline(request.headers, min(wait, self.config.jobs.max_wait_s))
-            job = await self.store.wait.remote(job_id, wait)
-        else:
-            job = await self.store.get.remote(job_id)
-        return job_response(self._found(job, job_id))
+            job = self._found(await self.store.wait.remote(job_id, wait), job_id)
+            check_not_erased(job)  # erased while we waited
+        return job_response(job)
 
-    @app.get("/v1/jobs/{job_id}/result")
+    @app.get("/v1/jobs/{job_id}/result", dependencies=BEARER)
     async def get_job_result(self, job_id: str, request: Request) -> Any:
-        job = self._found(await self.store.get.remote(job_id), job_id)
+        job = await self._job(request, job_id)
         if job.status in PENDING:
             return accepted(job)
         if job.status != "succeeded":
@@ -175,8 +199,14 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         return await result_response(job, self.blobs, request)
 
     @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
-    async def cancel_job(self, job_id: str, request: Request) -> Any:
-        self.auth.check(request, "jobs")
+    async def cancel_job(self, job_id: str, request: Request, erase: Annotated[bool, Query(
+            description="delete its input, result and metadata now (cancelling it first), leaving a tombstone "
+                        "that answers 410")] = False) -> Any:
+        await self._job(request, job_id)
+        if erase:
+            _, job = await self.store.erase.remote(job_id)
+            self._found(job, job_id)
+            return {"id": job_id, "erased": True}
         outcome, job = await self.store.cancel.remote(job_id)
         job = self._found(job, job_id)
         if outcome == "finished":
@@ -185,9 +215,12 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
     @app.post("/v1/jobs/{job_id}/retry", status_code=202, dependencies=BEARER, responses=JOB)
     async def retry_job(self, job_id: str, request: Request) -> Any:
-        self.auth.check(request, "jobs")
-        outcome, job = await self.store.retry.remote(job_id)
+        job = await self._job(request, job_id)
+        quota, where = self.config.tenant(job.tenant)
+        outcome, job = await self.store.retry.remote(job_id, quota.max_active_jobs)
         job = self._found(job, job_id)
+        if outcome == "over_quota":
+            raise self._over_active(job.tenant, quota.max_active_jobs, where)
         if outcome == "not_retryable":
             raise ApiError(409, "not_retryable",
                            f"job {job_id} is {job.status}; only failed or cancelled jobs run again", job_id=job_id)
@@ -199,24 +232,48 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         request: Request,
         model: Optional[str] = None,
         status: Optional[Status] = None,
+        tenant: Optional[str] = Query(None, description="admin keys: only this tenant's jobs"),
+        created_after: Annotated[Optional[datetime], Query(description="ISO 8601 or unix seconds; inclusive")] = None,
+        created_before: Annotated[Optional[datetime], Query(description="ISO 8601 or unix seconds; exclusive")] = None,
         limit: int = Query(50, ge=1, le=500),
         cursor: Optional[int] = Query(None, ge=1, description="next_cursor of the previous page"),
     ) -> dict:
-        self.auth.check(request, "admin")
-        jobs, next_cursor = await self.store.list.remote(model, status, limit, cursor)
+        """The caller's own jobs, newest first; an admin key lists every tenant's."""
+        caller = await self._caller(request, "jobs")
+        if tenant is not None and not caller.owns(tenant):
+            raise ApiError(403, "forbidden", "only an admin key lists another tenant's jobs", scope="admin")
+        jobs, next_cursor = await self.store.list.remote(
+            model, status, limit, cursor, tenant if caller.admin else caller.tenant,
+            created_after and created_after.timestamp(), created_before and created_before.timestamp())
         return {"jobs": [job.view(with_result=False) for job in jobs], "next_cursor": next_cursor}
 
     @app.get("/v1/models", dependencies=BEARER, response_model=ModelList)
     async def list_models(self, request: Request) -> dict:
-        self.auth.check(request, "admin")
+        await self._caller(request, "admin")
         backlog = await self.store.backlog.remote()
         return {"models": [await self._describe(name, backlog) for name in self.config.models]}
 
     @app.get("/v1/models/{model}", dependencies=BEARER, response_model=ModelView)
     async def get_model(self, model: str, request: Request) -> dict:
-        self.auth.check(request, "admin")
+        await self._caller(request, "admin")
         self._model_config(model)
         return await self._describe(model, await self.store.backlog.remote())
+
+    @app.get("/v1/usage", dependencies=BEARER)
+    async def get_usage(
+        self,
+        request: Request,
+        window_s: float = Query(3600, gt=0, le=USAGE_RETAIN_S, description="the last this many seconds"),
+        tenant: Optional[str] = Query(None, description="admin keys: this tenant (default: every tenant)"),
+    ) -> dict:
+        """The caller's jobs, sync requests and model-seconds per model over the window (in whole minutes);
+        an admin key sees every tenant's."""
+        caller = await self._caller(request, "jobs")
+        if tenant is not None and not caller.owns(tenant):
+            raise ApiError(403, "forbidden", "only an admin key reads another tenant's usage", scope="admin")
+        await self._flush_usage()  # this replica's own requests, so the caller sees the one just made
+        who = tenant if caller.admin else caller.tenant
+        return {"window_s": window_s, "tenants": await self.store.usage_of.remote(who, window_s)}
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
@@ -278,12 +335,18 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             logger.warning("latency stats unavailable: %r", exc)
             return None
 
-    def _found(self, job, job_id: str):
-        if job is None:
+    def _found(self, job, job_id: str, caller: Optional[Caller] = None):
+        # Another tenant's job answers exactly as an unknown id: ids cannot be probed.
+        if job is None or (caller is not None and not caller.owns(job.tenant)):
             raise ApiError(404, "not_found", f"no job '{job_id}'", job_id=job_id)
         return job
 
-    async def _submit(self, model: str, request: Request, options: JobOptions):
+    async def _job(self, request: Request, job_id: str):
+        """The job, if the caller's key (scope jobs) belongs to its tenant or is an admin's; else 404."""
+        caller = await self._caller(request, "jobs")
+        return check_not_erased(self._found(await self.store.get.remote(job_id), job_id, caller))
+
+    async def _submit(self, model: str, request: Request, options: JobOptions, caller: Caller):
         """Validate like predict (4xx now, never a job doomed by its input), then store.
         The input is the body, streamed into the blob store, or `input_url`, fetched when the job runs."""
         metadata = parse_metadata(options.metadata)
@@ -296,26 +359,36 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         if options.input_url is not None:
             job_request = await self._input_url_request(model, request, options, params)
             outcome, job = await self._store_job(model, job_id, job_request, None, metadata, options, request,
-                                                 callback)
+                                                 callback, caller)
         else:
             if options.input_type is not None:
                 raise ApiError(400, "invalid_request", "input_type describes an input_url; send Content-Type "
                                                        "with a body")
-            outcome, job = await self._submit_upload(model, job_id, request, params, metadata, options, callback)
-        if outcome == "conflict":
-            raise ApiError(409, "idempotency_conflict",
-                           "this Idempotency-Key was used with another request body", job_id=job.id)
+            outcome, job = await self._submit_upload(model, job_id, request, params, metadata, options, callback,
+                                                     caller)
+        if outcome == "over_quota":
+            quota, where = self.config.tenant(caller.tenant)
+            raise self._over_active(caller.tenant, quota.max_active_jobs, where)
+        if outcome == "conflict":  # the other job's id stays unsaid: the key is no way to find jobs
+            raise ApiError(422, "idempotency_conflict",
+                           "this Idempotency-Key was used with a different request (body, content type, query, "
+                           "callback, ttl_s or metadata); send a new key for a new request", model=model)
         return job, outcome == "existing"
 
     async def _submit_upload(self, model: str, job_id: str, request: Request, params: dict, metadata: dict,
-                             options: JobOptions, callback: Optional[Callback]):
+                             options: JobOptions, callback: Optional[Callback], caller: Caller):
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
         key = input_key(job_id)
+        limit, too_large = self.max_input_bytes, self._too_large_input
+        tenant, where = self.config.tenant(caller.tenant)
+        if tenant.max_input_mb is not None and tenant.max_input_mb * 1024 * 1024 < limit:
+            limit = int(tenant.max_input_mb * 1024 * 1024)
+            setting = f"{where['max_input_mb']}={tenant.max_input_mb:g}"
+            too_large = lambda size: self._too_large(size, limit, setting)  # noqa: E731
         # Streamed into the blob store as it arrives; a JSON body small enough for predict is kept to validate now.
         keep = self.max_body_bytes if is_json(media_type) else 0
-        written, body = await receive_upload(request, self.blobs, key, self.max_input_bytes, keep,
-                                             self._too_large_input)
+        written, body = await receive_upload(request, self.blobs, key, limit, keep, too_large)
         try:
             # Validated like predict (a JSON body in memory); a raw body is parsed where it is read, on the replica.
             if body is not None:
@@ -324,7 +397,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                 raise InvalidRequest(f"empty body; model '{model}' expects {self.classes[model].raw_body_field} data")
             ref = BlobRef(key=key, size=written.size, sha256=written.sha256)
             outcome, job = await self._store_job(model, job_id, JobRequest(media_type=media_type, params=params),
-                                                 ref, metadata, options, request, callback)
+                                                 ref, metadata, options, request, callback, caller)
         except BaseException:  # refused or not stored: the blob has no job
             await forget(self.blobs, key)
             raise
@@ -343,13 +416,14 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         return JobRequest(media_type=media_type, params=params, input_url=options.input_url)
 
     async def _store_job(self, model: str, job_id: str, job_request: JobRequest, ref: Optional[BlobRef],
-                         metadata: dict, options: JobOptions, request: Request, callback: Optional[Callback]):
-        jobs = self.config.jobs
+                         metadata: dict, options: JobOptions, request: Request, callback: Optional[Callback],
+                         caller: Caller):
+        jobs, (quota, _) = self.config.jobs, self.config.tenant(caller.tenant)
         try:
             return await self.store.submit.remote(
                 job_id, model, job_request, None, metadata,
-                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), request.headers.get("idempotency-key"),
-                callback, input=ref,
+                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), idempotency_key(request),
+                callback, input=ref, tenant=caller.tenant, max_active=quota.max_active_jobs,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
@@ -361,10 +435,10 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             ) from None
 
     async def _predict_as_job(self, model: str, request: Request, options: JobOptions, respond_async: bool,
-                              wait_s: Optional[float]):
+                              wait_s: Optional[float], caller: Caller):
         """RFC 7240: run predict as a job; answer with the result if it ends
         within `wait` seconds, else 202 with the job, which goes on."""
-        job, _ = await self._submit(model, request, options)
+        job, _ = await self._submit(model, request, options, caller)
         if respond_async:
             return accepted(job, {"Preference-Applied": "respond-async"})
         job = await self.store.wait.remote(job.id, wait_s, until_finished=True)
@@ -376,7 +450,8 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         raise sync_error(job)
 
     async def _sync(
-        self, model: str, request: Request, arrival: float, read: Callable[[], Awaitable[BaseModel]]
+        self, model: str, request: Request, arrival: float, read: Callable[[], Awaitable[BaseModel]],
+        caller: Caller = OPEN,
     ) -> Any:
         """One sync call of `model` (native predict and the OpenAI routes): the
         timeout in force from the request's headers, the input from `read()`,
@@ -394,25 +469,29 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             raise
         finally:
             self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
-                                request_id(request))
+                                request_id(request), caller.tenant)
+            self._count(caller.tenant, model, timing.run_s)
 
-    async def _read_input(self, model: str, request: Request) -> BaseModel:
+    async def _read_input(self, model: str, request: Request, caller: Caller) -> BaseModel:
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)  # before reading the body
-        body = await self._read_body(request)
+        body = await self._read_body(request, caller)
         return self.parser.parse(model, media_type, body, dict(request.query_params))
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, caller: Caller) -> bytes:
         # Refuse before holding the body: by its declared length, else as it streams in.
-        limit = self.max_body_bytes
+        limit, setting = self.max_body_bytes, f"max_body_mb={self.config.max_body_mb:g}"
+        tenant, where = self.config.tenant(caller.tenant)
+        if tenant.max_input_mb is not None and tenant.max_input_mb * 1024 * 1024 < limit:
+            limit, setting = int(tenant.max_input_mb * 1024 * 1024), f"{where['max_input_mb']}={tenant.max_input_mb:g}"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise self._too_large(int(declared))
+            raise self._too_large(int(declared), limit, setting)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise self._too_large(size)
+                raise self._too_large(size, limit, setting)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -423,14 +502,52 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                         f"(jobs.max_input_mb={self.config.jobs.max_input_mb:g} in serve_config.yaml)",
                         limit_bytes=limit)
 
-    def _too_large(self, size: int) -> ApiError:
+    def _too_large(self, size: int, limit: int, setting: str) -> ApiError:
+        # A tenant's max_input_mb is a quota too, but 413, not 429: waiting would not help.
         return ApiError(
             413,
             "payload_too_large",
-            f"body of {size} bytes (or more) is over the limit of {self.max_body_bytes} bytes "
-            f"(max_body_mb={self.config.max_body_mb:g} in serve_config.yaml)",
-            limit_bytes=self.max_body_bytes,
+            f"body of {size} bytes (or more) is over the limit of {limit} bytes ({setting} in serve_config.yaml)",
+            limit_bytes=limit,
         )
+
+    def _over_active(self, tenant: str, limit: int, where: dict[str, str]) -> ApiError:
+        return over_quota(tenant, "active_jobs", where["max_active_jobs"], limit,
+                          f"tenant {tenant} has {limit} jobs queued or running, its most", RETRY_AFTER_S, RETRY_AFTER_S)
+
+    def _count(self, tenant: str, model: str, run_s: Optional[float]) -> None:
+        self.usage_counts[(tenant, model, "requests")] += 1
+        self.usage_counts[(tenant, model, "seconds")] += run_s or 0.0
+        if self.usage_task is None:
+            self.usage_task = asyncio.get_running_loop().create_task(self._flush_usage_forever())
+
+    async def _flush_usage_forever(self) -> None:
+        while True:
+            await asyncio.sleep(USAGE_FLUSH_S)
+            try:
+                await self._flush_usage()
+            except Exception:  # usage must never take serving down; these counts are lost
+                logger.exception("sending usage to the job store failed")
+
+    async def _flush_usage(self) -> None:
+        counts, self.usage_counts = self.usage_counts, defaultdict(float)
+        pairs = {(tenant, model) for tenant, model, _ in counts}
+        if pairs:
+            await self.store.record_usage.remote(
+                [(t, m, int(counts[(t, m, "requests")]), counts[(t, m, "seconds")]) for t, m in pairs])
+
+    async def _caller(self, request: Request, scope: str) -> Caller:
+        """The authenticated caller, within their tenant's request rate (tenants.<name>.requests_per_s)."""
+        caller = self.auth.check(request, scope)  # type: ignore[arg-type]
+        tenant, where = self.config.tenant(caller.tenant)
+        if tenant.requests_per_s is not None:
+            rate, burst = tenant.requests_per_s, burst_of(tenant.requests_per_s, tenant.burst)
+            allowed, wait_s, _ = await self.store.take.remote(caller.tenant, rate, burst)
+            if not allowed:
+                raise over_quota(caller.tenant, "requests", where["requests_per_s"], burst,
+                                 f"tenant {caller.tenant} is over its {rate:g} requests/s (burst {burst})",
+                                 wait_s, burst / rate)
+        return caller
 
     async def _call(
         self, model: str, inputs: BaseModel, timeout: TimeoutInForce, remaining: Optional[float], rid: str,

@@ -23,7 +23,7 @@ from longserve.models.embedder import EmbedInput
 from longserve.models.transcriber import TranscribeInput
 from longserve.server.config import AppConfig
 from longserve.server.errors import InvalidRequest
-from longserve.server.http.auth import Auth
+from longserve.server.http.auth import Auth, Caller
 from longserve.server.http.errors import ApiError
 from longserve.server.inputs import InputParser
 from longserve.server.openai import formats
@@ -55,10 +55,12 @@ class GatewayParts:
         store: Any  # the JobStore actor
         classes: dict[str, type[Model]]
 
-        async def _read_body(self, request: Request) -> bytes: ...
+        async def _caller(self, request: Request, scope: str) -> Caller: ...
+
+        async def _read_body(self, request: Request, caller: Caller) -> bytes: ...
 
         async def _sync(self, model: str, request: Request, arrival: float,
-                        read: Callable[[], Awaitable[BaseModel]]) -> Any: ...
+                        read: Callable[[], Awaitable[BaseModel]], caller: Caller = ...) -> Any: ...
 
         def _openai_model(self, name: str, kind: Optional[str] = None) -> str: ...  # OpenAIRoutes'
 
@@ -66,20 +68,20 @@ class GatewayParts:
 class OpenAIRoutes(GatewayParts):
     @router.get("/models")
     async def openai_models(self, request: Request) -> dict:
-        self._openai_check(request)
+        await self._openai_caller(request)
         return {"object": "list", "data": [model_card(name) for name in self._openai_names()]}
 
     @router.get("/models/{model:path}")
     async def openai_model(self, model: str, request: Request) -> dict:
-        self._openai_check(request)
+        await self._openai_caller(request)
         self._openai_model(model)
         return model_card(model)
 
     @router.post("/embeddings")
     async def openai_embeddings(self, request: Request) -> Any:
         arrival = asyncio.get_running_loop().time()
-        self._openai_check(request)
-        body = parse_body(EmbeddingsRequest, await self._read_body(request))
+        caller = await self._openai_caller(request)
+        body = parse_body(EmbeddingsRequest, await self._read_body(request, caller))
         model = self._openai_model(body.model, "embeddings")
         texts = body.texts()
         if texts is None:
@@ -88,7 +90,7 @@ class OpenAIRoutes(GatewayParts):
         async def read() -> BaseModel:
             return self.parser.parse(model, "application/json", json.dumps({"texts": texts}).encode(), {})
 
-        result = await self._sync(model, request, arrival, read)
+        result = await self._sync(model, request, arrival, read, caller)
         if body.dimensions is not None and body.dimensions != result["dim"]:
             raise ApiError(400, "unsupported_option",
                            f"model '{body.model}' makes {result['dim']}-dimensional vectors and cannot shorten "
@@ -107,8 +109,8 @@ class OpenAIRoutes(GatewayParts):
 
     async def _openai_audio(self, request: Request, task: str) -> Any:
         arrival = asyncio.get_running_loop().time()
-        self._openai_check(request)
-        fields, (_, audio) = parse_form(request.headers.get("content-type", ""), await self._read_body(request))
+        caller = await self._openai_caller(request)
+        fields, (_, audio) = parse_form(request.headers.get("content-type", ""), await self._read_body(request, caller))
         if task == "translate" and "language" in fields:
             raise ApiError(400, "unsupported_option", "translations take no language: the output is English",
                            param="language")
@@ -125,7 +127,7 @@ class OpenAIRoutes(GatewayParts):
         async def read() -> BaseModel:
             return self.parser.parse(model, "application/octet-stream", audio, params)
 
-        result = await self._sync(model, request, arrival, read)
+        result = await self._sync(model, request, arrival, read, caller)
         if options.stream:
             return StreamingResponse(formats.text_events(result["text"]), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
@@ -134,10 +136,10 @@ class OpenAIRoutes(GatewayParts):
             return PlainTextResponse(answer, media_type=formats.MEDIA_TYPES[options.response_format])
         return JSONResponse(answer)
 
-    def _openai_check(self, request: Request) -> None:
+    async def _openai_caller(self, request: Request) -> Caller:
         if not self.config.openai.enabled:
             raise ApiError(404, "not_found", "the OpenAI-compatible API is off (openai.enabled in serve_config.yaml)")
-        self.auth.check(request, "predict")
+        return await self._caller(request, "predict")
 
     def _openai_names(self) -> list[str]:
         return [*self.config.models, *self.config.openai.aliases]

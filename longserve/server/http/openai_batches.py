@@ -17,6 +17,7 @@ from longserve.server.http.openai import PREFIX, GatewayParts, parse_body, parse
 from longserve.server.jobs.record import JobRequest, new_job_id
 from longserve.server.openai import batches
 from longserve.server.openai.bodies import BatchRequest
+from longserve.server.http.auth import Caller
 from longserve.server.openai.files import FileStore, new_id
 
 router = APIRouter(prefix=PREFIX, tags=["openai"])
@@ -27,8 +28,8 @@ RETRY_AFTER_S = 1
 class OpenAIBatchRoutes(GatewayParts):
     @router.post("/files")
     async def openai_upload(self, request: Request) -> Any:
-        self._files_check(request)
-        fields, (filename, data) = parse_form(request.headers.get("content-type", ""), await self._read_body(request))
+        caller = await self._files_caller(request)
+        fields, (filename, data) = parse_form(request.headers.get("content-type", ""), await self._read_body(request, caller))
         if fields.get("purpose") not in PURPOSES:
             raise ApiError(400, "unsupported_option", f"purpose must be one of: {', '.join(PURPOSES)}",
                            param="purpose")
@@ -38,33 +39,33 @@ class OpenAIBatchRoutes(GatewayParts):
     @router.get("/files")
     async def openai_list_files(self, request: Request, purpose: Optional[str] = None,
                                 limit: int = Query(100, ge=1, le=10_000), after: Optional[str] = None) -> dict:
-        self._files_check(request)
+        await self._files_caller(request)
         found = await self._files_call(self.openai_files.files())
         return page([f for f in found if purpose in (None, f["purpose"])], limit, after)
 
     @router.get("/files/{file_id}")
     async def openai_file(self, file_id: str, request: Request) -> dict:
-        self._files_check(request)
+        await self._files_caller(request)
         return await self._file(file_id)
 
     @router.get("/files/{file_id}/content")
     async def openai_file_content(self, file_id: str, request: Request) -> Response:
-        self._files_check(request)
+        await self._files_caller(request)
         await self._file(file_id)
         data = await self._files_call(self.openai_files.content(file_id))
         return Response(data, media_type="application/jsonl")
 
     @router.delete("/files/{file_id}")
     async def openai_delete_file(self, file_id: str, request: Request) -> dict:
-        self._files_check(request)
+        await self._files_caller(request)
         await self._file(file_id)
         await self._files_call(self.openai_files.delete_file(file_id))
         return {"id": file_id, "object": "file", "deleted": True}
 
     @router.post("/batches")
     async def openai_create_batch(self, request: Request) -> dict:
-        self._files_check(request)
-        body = parse_body(BatchRequest, await self._read_body(request))
+        caller = await self._files_caller(request)
+        body = parse_body(BatchRequest, await self._read_body(request, caller))
         await self._file(body.input_file_id, param="input_file_id")
         lines = batches.parse_lines(await self._files_call(self.openai_files.content(body.input_file_id)))
         items, inputs = [], []
@@ -94,18 +95,18 @@ class OpenAIBatchRoutes(GatewayParts):
     @router.get("/batches")
     async def openai_list_batches(self, request: Request, limit: int = Query(20, ge=1, le=100),
                                   after: Optional[str] = None) -> dict:
-        self._files_check(request)
+        await self._files_caller(request)
         listed = page(await self._files_call(self.openai_files.batches()), limit, after)
         return {**listed, "data": [await self._batch_view(record) for record in listed["data"]]}
 
     @router.get("/batches/{batch_id}")
     async def openai_batch(self, batch_id: str, request: Request) -> dict:
-        self._files_check(request)
+        await self._files_caller(request)
         return await self._batch_view(await self._batch(batch_id))
 
     @router.post("/batches/{batch_id}/cancel")
     async def openai_cancel_batch(self, batch_id: str, request: Request) -> dict:
-        self._files_check(request)
+        await self._files_caller(request)
         record = await self._batch(batch_id)
         if record.get("finalized_at") is None and record.get("cancelled_at") is None:
             record = batches.stamp(record, "cancelled_at")
@@ -119,10 +120,11 @@ class OpenAIBatchRoutes(GatewayParts):
     def openai_files(self) -> FileStore:
         return FileStore(self.config.openai.files)
 
-    def _files_check(self, request: Request) -> None:
+    async def _files_caller(self, request: Request) -> Caller:
+        # Files and batches are not yet scoped to a tenant: any key with the jobs scope sees them (docs/openai.md).
         if not self.config.openai.enabled:
             raise ApiError(404, "not_found", "the OpenAI-compatible API is off (openai.enabled in serve_config.yaml)")
-        self.auth.check(request, "jobs")
+        return await self._caller(request, "jobs")
 
     async def _files_call(self, work: Any) -> Any:
         try:

@@ -25,9 +25,10 @@ CLAIM_WAIT_S = 1.0
 ERROR_BACKOFF_S = 1.0
 
 
-def message_id(job: Job, event: str) -> str:
-    # Stable across retries of one delivery; a job run again (retry) ends anew.
-    return f"msg_{job.id.removeprefix('job_')}_{job.attempts}_{event}"
+def message_id(job: Job, event: str, seq: int = 0) -> str:
+    """One id per event (receivers dedupe on it), the same on every retry of that event:
+    an attempt's completion or start, or its `seq`-th progress event. A job run again ends anew."""
+    return f"msg_{job.id.removeprefix('job_')}_{job.attempts}_{event}" + (f"_{seq}" if seq else "")
 
 
 class CallbackSender:
@@ -41,20 +42,21 @@ class CallbackSender:
         self.tasks: set[asyncio.Task] = set()
         self.loop = asyncio.get_running_loop().create_task(self._deliver_forever())
 
-    def notify(self, job: Job, event: str) -> None:
-        """Best-effort started/progress event for jobs that asked for all events."""
+    def notify(self, job: Job, event: str, seq: int = 0) -> None:
+        """Best-effort started/progress event for jobs that asked for all events
+        (`seq` numbers an attempt's progress events from 1)."""
         if job.callback is None or job.callback.events != "all":
             return
-        task = asyncio.create_task(self._notify(job, event))
+        task = asyncio.create_task(self._notify(job, event, seq))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _notify(self, job: Job, event: str) -> None:
+    async def _notify(self, job: Job, event: str, seq: int) -> None:
         try:
             address = await check_url(job.callback.url, self.config)
             body = payload(event, job.view())
             await deliver(self.client, job.callback.url, address, body,
-                          headers_for(self.secret, message_id(job, event), body))
+                          headers_for(self.secret, message_id(job, event, seq), body))
         except Exception as exc:  # best effort: the completed event is the one that is retried
             logger.info("job %s: %s callback not sent: %s", loggable(job.id), event, exc)
 

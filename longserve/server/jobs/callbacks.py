@@ -2,7 +2,7 @@
 
 Signed the Standard Webhooks way (https://www.standardwebhooks.com):
 
-    webhook-id:        msg_<job id>_<event>   (the same on every retry: dedupe on it)
+    webhook-id:        msg_<job id>_<attempt>_<event>[_<n>]   (one per event, the same on its retries)
     webhook-timestamp: unix seconds
     webhook-signature: v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>
 

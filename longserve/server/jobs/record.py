@@ -72,6 +72,7 @@ class Job(BaseModel):
     id: str
     seq: int  # submission order: listing and FIFO queues
     model: str
+    tenant: str = "anonymous"  # who submitted it (http/auth.py); only they and admins see it
     status: Status = "queued"
     request: JobRequest
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -93,6 +94,8 @@ class Job(BaseModel):
     lease_owner: Optional[str] = None
     lease_expires_at: Optional[float] = None
     callback: Optional[Callback] = None
+    # Erased on request: a tombstone (id, tenant, model, times) without input, result or metadata.
+    erased: bool = False
     version: int = 0  # bumped on every change; long-polls wait for it to move
 
     def view(self, with_result: bool = True) -> dict:

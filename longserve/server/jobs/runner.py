@@ -52,6 +52,9 @@ class JobRunner:
         self.classes = {name: load_model_class(m.class_path) for name, m in config.models.items()}
         self.parser = InputParser(config, self.classes)
         self.limits = {name: m.job_slots() for name, m in config.models.items()}
+        # Fair turns between tenants (tenants.<name>.weight, else tenants.defaults.weight).
+        self.weights = {name: config.tenant(name)[0].weight for name in config.tenants if name != "defaults"}
+        self.default_weight = config.tenant("defaults")[0].weight
         self.heartbeat_s = min(1.0, config.jobs.lease_s / 3)
         self.id = f"runner-{uuid.uuid4().hex[:12]}"
         self.monitor = Monitor(serve.get_replica_context().app_name, config)
@@ -69,7 +72,8 @@ class JobRunner:
     async def _claim_forever(self) -> None:
         while True:
             try:
-                claimed = await self.store.claim.remote(self.id, self.limits, CLAIM_WAIT_S)
+                claimed = await self.store.claim.remote(self.id, self.limits, CLAIM_WAIT_S, self.weights,
+                                                        self.default_weight)
             except Exception:
                 logger.exception("claiming from the job store failed; retrying")
                 await asyncio.sleep(BUSY_BACKOFF_S)
@@ -93,7 +97,7 @@ class JobRunner:
             logger.error("job %s: runner error %r", loggable(job.id), work.exception())
 
     async def _heartbeat(self, job: Job, progress: dict) -> None:
-        sent = None
+        sent, events = None, 0
         while True:
             await asyncio.sleep(self.heartbeat_s)
             update = dict(progress) if progress and progress != sent else None
@@ -105,7 +109,8 @@ class JobRunner:
             if not keep_going:
                 return
             if update is not None:
-                self.callbacks.notify(job.model_copy(update={"progress": Progress(**update)}), "progress")
+                events += 1
+                self.callbacks.notify(job.model_copy(update={"progress": Progress(**update)}), "progress", events)
             sent = update or sent
 
     async def _call_model(self, job: Job, body: Optional[bytes], progress: dict) -> None:
@@ -167,7 +172,7 @@ class JobRunner:
         kind = (error or {}).get("type")
         outcome = "ok" if status == "succeeded" else JOB_OUTCOMES.get(kind, "server_error")
         self.monitor.record(job.model, "job", outcome, job.started_at - job.created_at, now - job.started_at,
-                            now - job.created_at, job.id)
+                            now - job.created_at, job.id, job.tenant)
         if status == "failed":
             logger.warning("job %s (%s) failed on attempt %d: %s: %s", loggable(job.id), job.model, job.attempts,
                            kind, (error or {}).get("message", ""))

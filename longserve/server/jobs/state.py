@@ -7,6 +7,7 @@ no I/O, no clock: every operation is given `now`).
                 │                  (failed once max_attempts are spent)
                 └─ retry ─ failed | cancelled ◀─ cancel ─ queued | running
     succeeded | failed | cancelled ─ttl_s─▶ expired ─forget_after_s─▶ forgotten
+    any ─erase─▶ expired + erased (a tombstone: no input, result or metadata) ─forget_after_s─▶ forgotten
 
 An operation does not change the state: it plans a `Change` (the records to
 save or delete, who to wake, the transitions for metrics) and answers with it.
@@ -15,6 +16,11 @@ the backend does not hold, and a write that fails changes nothing. Every index
 is kept by diffing a record's old version against its new one, in one place
 (`_install`). A runner's calls count only while it holds the job's lease for
 that attempt (`_owned`): a stale runner or attempt never wins.
+
+Fair turns: each model keeps one FIFO queue per tenant. A claim takes the head
+of the tenant with the lowest pass (claims / weight: stride scheduling); a tenant
+that starts queueing again starts at the lowest pass of those already waiting,
+so idle time banks no credit and a newcomer waits at most one turn per tenant.
 """
 
 import bisect
@@ -44,6 +50,7 @@ class Change:
     saves: list[tuple[Job, Optional[bytes]]] = field(default_factory=list)  # (new record, a new job's input)
     deletes: list[Job] = field(default_factory=list)  # forgotten: record and input
     drop_bodies: list[str] = field(default_factory=list)  # expired: inputs no longer needed
+    erased: list[str] = field(default_factory=list)  # erased on request: everything of theirs goes now
     wake: list[str] = field(default_factory=list)  # jobs whose long-polls see news
     wake_runners: bool = False  # a job became claimable, or a running slot freed
     wake_callbacks: bool = False  # a callback became due
@@ -95,10 +102,13 @@ class JobState:
         self.order: list[str] = []  # ids by seq, for listing; forgotten ids linger (see _remove)
         self.seqs: list[int] = []
         self.stale = 0
-        self.queues: dict[str, deque[str]] = defaultdict(deque)  # FIFO; the head is always a queued job
+        # model -> tenant -> FIFO of its queued jobs; a non-empty queue's head is always a queued job.
+        self.queues: dict[str, dict[str, deque[str]]] = defaultdict(lambda: defaultdict(deque))
+        self.passes: dict[str, dict[str, float]] = defaultdict(dict)  # model -> tenant -> claims / weight
         self.running: set[str] = set()  # the leases to watch
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
-        self.idempotency: dict[tuple[str, str], str] = {}
+        self.active: Counter = Counter()  # tenant -> its queued and running jobs (max_active_jobs)
+        self.idempotency: dict[tuple[str, str, str], str] = {}  # (tenant, model, key) -> job id
         self.callbacks_due: set[str] = set()
         # (when, id): a finished job's next step, expiring and then being forgotten.
         # Entries may be stale (the job was retried); `reap` checks the job itself.
@@ -133,16 +143,20 @@ class JobState:
     def get(self, job_id: str) -> Optional[Job]:
         return self.records.get(job_id)
 
-    def list(self, model: Optional[str], status: Optional[str], limit: int,
-             cursor: Optional[int]) -> tuple[list[Job], Optional[int]]:
-        """Newest first; `cursor` is the seq to continue below."""
+    def list(self, model: Optional[str], status: Optional[str], limit: int, cursor: Optional[int],
+             tenant: Optional[str] = None, created_after: Optional[float] = None,
+             created_before: Optional[float] = None) -> tuple[list[Job], Optional[int]]:
+        """Newest first; `cursor` is the seq to continue below. None filters nothing."""
         end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
         page: list[Job] = []
         for index in range(end - 1, -1, -1):
             job = self.records.get(self.order[index])
             if job is None:
                 continue  # forgotten
-            if (model is None or job.model == model) and (status is None or job.status == status):
+            if ((model is None or job.model == model) and (status is None or job.status == status)
+                    and (tenant is None or job.tenant == tenant)
+                    and (created_after is None or job.created_at >= created_after)
+                    and (created_before is None or job.created_at < created_before)):
                 page.append(job)
                 if len(page) == limit:
                     return page, (job.seq if index > 0 else None)
@@ -158,19 +172,26 @@ class JobState:
 
     def submit(self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict,
                ttl_s: float, idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str,
-               now: float, input: Optional[BlobRef] = None) -> Change:
-        """outcome "created" | "existing" (the same id, or key and body) | "conflict" (the key, another body)."""
+               now: float, input: Optional[BlobRef] = None, tenant: str = "anonymous",
+               max_active: Optional[int] = None) -> Change:
+        """outcome "created" | "existing" (the same id, or key and request) | "conflict" (the key, another
+        request) | "over_quota" (the tenant has max_active queued and running jobs; nothing stored).
+        `body_sha256` fingerprints the whole request; keys are scoped to (tenant, model). The input is
+        `body` (kept in the backend) or `input`, a blob the gateway streamed it into."""
         change = Change(self.version)
         if job_id in self.records:
             change.outcome, change.job = "existing", self.records[job_id]
             return change
-        existing = self.idempotency.get((model, idempotency_key)) if idempotency_key is not None else None
+        existing = self.idempotency.get((tenant, model, idempotency_key)) if idempotency_key is not None else None
         if existing is not None:
             change.job = self.records[existing]
             change.outcome = "existing" if change.job.body_sha256 == body_sha256 else "conflict"
             return change
-        job = Job(id=job_id, seq=self.last_seq + 1, model=model, request=request, metadata=metadata, ttl_s=ttl_s,
-                  created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
+        if max_active is not None and self.active[tenant] >= max_active:
+            change.outcome = "over_quota"
+            return change
+        job = Job(id=job_id, seq=self.last_seq + 1, model=model, tenant=tenant, request=request, metadata=metadata,
+                  ttl_s=ttl_s, created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
                   body_sha256=body_sha256, callback=callback, input=input)
         change.outcome = "created"
         change.save(None, job, body=body)
@@ -189,13 +210,36 @@ class JobState:
                          now)
         return change
 
-    def retry(self, job_id: str, now: float) -> Change:
-        """outcome "queued" | "not_retryable" | "missing": a failed or cancelled job runs again."""
+    def erase(self, job_id: str, now: float) -> Change:
+        """outcome "erased" | "missing": delete the job's input, result and metadata now, leaving a
+        tombstone (status expired, erased) until forget_after_s. A queued or running job is cancelled
+        by it (a running job's runner learns it at its next heartbeat). Erasing twice changes nothing."""
+        change, job = Change(self.version), self.records.get(job_id)
+        if job is None:
+            change.outcome = "missing"
+            return change
+        change.outcome, change.job = "erased", job
+        if job.erased:
+            return change
+        change.save(job, Job(
+            id=job.id, seq=job.seq, model=job.model, tenant=job.tenant, status="expired", erased=True,
+            request=JobRequest(media_type=""), ttl_s=job.ttl_s, attempts=job.attempts, max_attempts=job.max_attempts,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at or now,
+            expires_at=now, version=job.version))
+        change.drop_bodies.append(job_id)  # the input; the store's hook also deletes the job's blobs
+        change.erased.append(job_id)
+        return change
+
+    def retry(self, job_id: str, now: float, max_active: Optional[int] = None) -> Change:
+        """outcome "queued" | "not_retryable" | "over_quota" | "missing": a failed or cancelled job
+        runs again, unless its tenant already has max_active queued and running jobs."""
         change, job = Change(self.version), self.records.get(job_id)
         if job is None:
             change.outcome = "missing"
         elif job.status not in ("failed", "cancelled"):
             change.outcome, change.job = "not_retryable", job
+        elif max_active is not None and self.active[job.tenant] >= max_active:
+            change.outcome, change.job = "over_quota", job
         else:
             change.outcome = "queued"
             change.save(job, job.model_copy(update=dict(
@@ -206,17 +250,21 @@ class JobState:
 
     # -- runner side ------------------------------------------------------------------------
 
-    def claim(self, runner: str, limits: dict[str, int], now: float) -> Change:
-        """The oldest queued job of a model under its limit of running jobs, now
-        running under `runner`'s lease (change.job); None when there is none."""
+    def claim(self, runner: str, limits: dict[str, int], now: float, weights: Optional[dict[str, float]] = None,
+              default_weight: float = 1.0) -> Change:
+        """A queued job of a model under its limit of running jobs, now running under
+        `runner`'s lease (change.job); None when there is none. Per model, the head of
+        the waiting tenant whose turn it is (`next_turn`); across models, the oldest of those."""
         change, best = Change(self.version), None
         for model, limit in limits.items():
-            queue = self.queues.get(model)
-            if queue and self.counts[model]["running"] < limit:
-                head = self.records[queue[0]]
+            if self.counts[model]["running"] < limit and (tenant := self.next_turn(model)) is not None:
+                head = self.records[self.queues[model][tenant][0]]
                 if best is None or head.seq < best.seq:
                     best = head
         if best is not None:
+            weight = (weights or {}).get(best.tenant, default_weight)
+            passes = self.passes[best.model]
+            passes[best.tenant] = passes.get(best.tenant, 0.0) + 1 / weight  # in memory: a restart starts even
             change.outcome = "claimed"
             change.save(best, best.model_copy(update=dict(
                 status="running", attempts=best.attempts + 1, started_at=best.started_at or now,
@@ -328,20 +376,29 @@ class JobState:
             self.order.append(new.id)
             self.seqs.append(new.seq)
             if new.idempotency_key is not None:
-                self.idempotency[(new.model, new.idempotency_key)] = new.id
+                self.idempotency[(new.tenant, new.model, new.idempotency_key)] = new.id
         else:
             self.counts[old.model][old.status] -= 1
+            self.active[old.tenant] -= old.status in PENDING
+            key = (old.tenant, old.model, old.idempotency_key)
+            if new.idempotency_key is None and self.idempotency.get(key) == old.id:
+                del self.idempotency[key]  # erased: the key is free
         self.counts[new.model][new.status] += 1
+        self.active[new.tenant] += new.status in PENDING
         if new.status == "running":
             self.running.add(new.id)
         else:
             self.running.discard(new.id)
         was_queued = old is not None and old.status == "queued"
         if new.status == "queued" and not was_queued:
-            queue = self.queues[new.model]
+            queue = self._trim(new.model, new.tenant)
+            if not queue:  # the tenant starts waiting: at the lowest pass of those waiting, no banked credit
+                passes, waiting = self.passes[new.model], self.waiting(new.model)
+                floor = min((passes.get(t, 0.0) for t in waiting), default=passes.get(new.tenant, 0.0))
+                passes[new.tenant] = max(passes.get(new.tenant, 0.0), floor)
             queue.appendleft(new.id) if old is not None and old.status == "running" else queue.append(new.id)
         elif was_queued and new.status != "queued":
-            self._trim(new.model)
+            self._trim(new.model, new.tenant)
         if callback_due(new):
             self.callbacks_due.add(new.id)
         else:
@@ -354,7 +411,8 @@ class JobState:
         """Forget a job: its id is unknown from now on, its idempotency key free."""
         del self.records[job.id]
         self.counts[job.model][job.status] -= 1
-        key = (job.model, job.idempotency_key)
+        self.active[job.tenant] -= job.status in PENDING
+        key = (job.tenant, job.model, job.idempotency_key)
         if self.idempotency.get(key) == job.id:
             del self.idempotency[key]
         self.callbacks_due.discard(job.id)  # a callback still being retried has nothing left to send
@@ -367,11 +425,22 @@ class JobState:
             self.order, self.seqs = [i for i, _ in kept], [seq for _, seq in kept]
             self.stale = 0
 
-    def _trim(self, model: str) -> None:
+    def _trim(self, model: str, tenant: str) -> deque:
         # Entries of jobs no longer queued (claimed, cancelled) leave once they reach the head.
-        queue = self.queues[model]
+        queue = self.queues[model][tenant]
         while queue and (queue[0] not in self.records or self.records[queue[0]].status != "queued"):
             queue.popleft()
+        return queue
+
+    def waiting(self, model: str) -> tuple[str, ...]:
+        """The tenants with queued jobs of `model`."""
+        return tuple(tenant for tenant, queue in self.queues[model].items() if queue)
+
+    def next_turn(self, model: str) -> Optional[str]:
+        """Whose job of `model` is claimed next: the lowest pass, then the oldest head."""
+        passes = self.passes[model]
+        return min(self.waiting(model), default=None,
+                   key=lambda t: (passes.get(t, 0.0), self.records[self.queues[model][t][0]].seq))
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -40,7 +40,9 @@ from longserve.server.jobs.backends import make_backend
 from longserve.server.jobs.blob_keys import BlobDeleter
 from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, loggable
 from longserve.server.jobs.state import Change, JobState, Settings
+from longserve.server.jobs.usage import RETAIN_S, Usage
 from longserve.server.monitoring.metrics import Metrics
+from longserve.server.quotas import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,13 @@ def get_job_store(config: JobsConfig, blobs: Optional[BlobsConfig] = None) -> "r
     return store
 
 
+def fingerprint(request: JobRequest, body: bytes, metadata: dict, ttl_s: float, callback: Optional[Callback]) -> str:
+    """What makes two submits "the same request" for an Idempotency-Key: everything the client sent."""
+    head = json.dumps([request.model_dump(mode="json"), metadata, ttl_s,
+                       callback and [callback.url, callback.events]], sort_keys=True, default=str)
+    return hashlib.sha256(head.encode() + b"\0" + body).hexdigest()
+
+
 def settings_of(config: JobsConfig) -> Settings:
     return Settings(lease_s=config.lease_s, max_attempts=config.max_attempts, forget_after_s=config.forget_after_s)
 
@@ -95,6 +104,8 @@ class JobStore:
         self.callback_work = asyncio.Event()  # callback senders waiting for a due callback
         self.lock = asyncio.Lock()
         self.reaper: Optional[asyncio.Task] = None
+        self.buckets: dict[str, TokenBucket] = {}  # tenant -> its requests_per_s bucket (memory only)
+        self.usage = Usage()  # GET /v1/usage (memory only)
         self.metrics = Metrics()
         loaded = self.state.load(self.backend.load(), time.time())
         for job in loaded.deletes:
@@ -128,18 +139,38 @@ class JobStore:
     async def submit(
         self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict, ttl_s: float,
         idempotency_key: Optional[str] = None, callback: Optional[Callback] = None, input: Optional[BlobRef] = None,
-    ) -> tuple[str, Job]:
-        """("created" | "existing" | "conflict", job). Retried calls with the same id are no-ops.
-        The input is either `body` (kept in the backend) or `input`, a blob the gateway
-        streamed it into (body None); the idempotency digest covers it by its sha256."""
+        tenant: str = "anonymous", max_active: Optional[int] = None,
+    ) -> tuple[str, Optional[Job]]:
+        """("created" | "existing" | "conflict" | "over_quota", job). Retried calls with the same id are no-ops.
+        The input is either `body` (kept in the backend) or `input`, a blob the gateway streamed it
+        into (body None; the fingerprint covers it by its sha256). Submits are serialized by the lock:
+        a second submit under the same Idempotency-Key waits for the first to be stored, then replays
+        it (or conflicts)."""
         self._start()
         content = body if input is None else input.sha256.encode()
-        digest = hashlib.sha256(request.model_dump_json().encode() + b"\0" + (content or b"")).hexdigest()
+        digest = fingerprint(request, content or b"", metadata, ttl_s, callback)
         async with self.lock:
             change = await self._commit(self.state.submit(
                 job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time(),
-                input=input))
+                input=input, tenant=tenant, max_active=max_active))
             return change.outcome, change.job
+
+    async def take(self, tenant: str, rate: float, burst: int) -> tuple[bool, float, int]:
+        """Spend one of `tenant`'s request tokens: (allowed, seconds until the next, tokens left).
+        Here so the limit holds across gateway replicas; kept in memory only."""
+        now = time.monotonic()
+        bucket = self.buckets.setdefault(tenant, TokenBucket.full(rate, burst, now))
+        return bucket.take(rate, burst, now)
+
+    async def record_usage(self, rows: "list[tuple[str, str, int, float]]") -> None:
+        """A gateway's sync requests since its last call: (tenant, model, requests, model-seconds)."""
+        now = time.time()
+        for tenant, model, requests, seconds in rows:
+            self.usage.add(tenant, model, now, requests=requests, seconds=seconds)
+
+    async def usage_of(self, tenant: Optional[str], window_s: float) -> dict:
+        """tenant -> model -> {jobs, requests, model_seconds} over the last window_s (whole minutes)."""
+        return self.usage.report(tenant, time.time() - min(window_s, RETAIN_S))
 
     async def get(self, job_id: str) -> Optional[Job]:
         self._start()
@@ -173,19 +204,31 @@ class JobStore:
             change = await self._commit(self.state.cancel(job_id, time.time()))
             return change.outcome, change.job
 
-    async def retry(self, job_id: str) -> tuple[str, Optional[Job]]:
-        """("queued" | "not_retryable" | "missing", job): a failed or cancelled job runs again."""
+    async def erase(self, job_id: str) -> tuple[str, Optional[Job]]:
+        """("erased" | "missing", the tombstone): the job's input, result and metadata deleted now
+        (cancelled first if it was queued or running)."""
         self._start()
         async with self.lock:
-            change = await self._commit(self.state.retry(job_id, time.time()))
+            before = self.state.get(job_id)
+            change = await self._commit(self.state.erase(job_id, time.time()))
+            if change.erased:  # what happened, never what it held
+                logger.info("job %s erased on request (it was %s)", loggable(job_id), before.status)
+            return change.outcome, change.job
+
+    async def retry(self, job_id: str, max_active: Optional[int] = None) -> tuple[str, Optional[Job]]:
+        """("queued" | "not_retryable" | "over_quota" | "missing", job): a failed or cancelled job runs again."""
+        self._start()
+        async with self.lock:
+            change = await self._commit(self.state.retry(job_id, time.time(), max_active))
             return change.outcome, change.job
 
     async def list(
-        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None
+        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None,
+        tenant: Optional[str] = None, created_after: Optional[float] = None, created_before: Optional[float] = None,
     ) -> tuple[list[Job], Optional[int]]:
         """Newest first; `cursor` is the seq to continue below."""
         self._start()
-        return self.state.list(model, status, limit, cursor)
+        return self.state.list(model, status, limit, cursor, tenant, created_after, created_before)
 
     async def backlog(self) -> dict[str, dict[str, int]]:
         self._start()
@@ -194,17 +237,18 @@ class JobStore:
     # -- runner side ------------------------------------------------------------
 
     async def claim(
-        self, runner: str, limits: dict[str, int], wait_s: float
+        self, runner: str, limits: dict[str, int], wait_s: float, weights: Optional[dict[str, float]] = None,
+        default_weight: float = 1.0,
     ) -> Optional[tuple[Job, Optional[bytes]]]:
-        """The oldest queued job of a model under its limit of running jobs,
-        now running under `runner`'s lease, with its body when the backend holds it
+        """A queued job of a model under its limit of running jobs (tenants take turns, by
+        `weights`), now running under `runner`'s lease, with its body when the backend holds it
         (None when the input is a blob: the replica reads it); None if there is none within wait_s."""
         self._start()
         deadline = time.monotonic() + wait_s
         while True:
             work = self.work
             async with self.lock:
-                change = self.state.claim(runner, limits, time.time())
+                change = self.state.claim(runner, limits, time.time(), weights, default_weight)
                 if change.job is not None:
                     await self._commit(change)
                     if change.job.input is not None or change.job.request.input_url is not None:
@@ -278,10 +322,13 @@ class JobStore:
         """Persist, then apply and publish: nobody sees a change the backend does not hold."""
         if not change.empty:
             await asyncio.to_thread(self._persist, change)
+        before = {job.id: self.state.get(job.id) for job, _ in change.saves}
         self.state.apply(change)
+        self._count_usage(before, change)
         self._publish(change)
         # After the backend: a blob is deleted only once no record points at it.
-        self.blobs.delete_jobs([*change.drop_bodies, *(job.id for job in change.deletes)])
+        # An erased job's input and result go the same way, now.
+        self.blobs.delete_jobs([*change.drop_bodies, *change.erased, *(job.id for job in change.deletes)])
         return change
 
     def _persist(self, change: Change) -> None:
@@ -291,6 +338,16 @@ class JobStore:
             self.backend.drop_body(job_id)
         for job in change.deletes:
             self.backend.delete(job.id)
+
+    def _count_usage(self, before: dict, change: Change) -> None:
+        now = time.time()
+        for job, _ in change.saves:
+            old = before[job.id]
+            if old is None:
+                self.usage.add(job.tenant, job.model, now, jobs=1)
+            elif old.status == "running" and job.status not in PENDING and job.started_at is not None:
+                # It ended: first start to end (a lost attempt's time counts; it held a replica too).
+                self.usage.add(job.tenant, job.model, now, seconds=max(now - job.started_at, 0.0))
 
     def _publish(self, change: Change) -> None:
         for job_id in change.wake:

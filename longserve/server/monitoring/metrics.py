@@ -22,7 +22,12 @@ METRICS = {
     "longserve_requests_total": (
         "counter",
         "Sync requests by outcome: ok, timeout_queued, timeout_running, overloaded, client_error, server_error.",
-        ("model", "outcome"),
+        ("model", "outcome", "tenant"),
+    ),
+    "longserve_model_seconds_total": (
+        "counter",
+        "Seconds replicas spent on requests (kind sync) and jobs (kind job), per tenant.",
+        ("model", "kind", "tenant"),
     ),
     "longserve_job_transitions_total": ("counter", "Jobs entering each status.", ("model", "status")),
     "longserve_jobs_backlog": ("gauge", "Jobs queued or running now.", ("model", "state")),
@@ -51,8 +56,8 @@ class Metrics:
     def observe(self, name: str, value: float, **tags: str) -> None:
         self._m[name].observe(value, tags=tags)
 
-    def inc(self, name: str, **tags: str) -> None:
-        self._m[name].inc(1, tags=tags)
+    def inc(self, name: str, value: float = 1, **tags: str) -> None:
+        self._m[name].inc(value, tags=tags)
 
     def set(self, name: str, value: float, **tags: str) -> None:
         self._m[name].set(value, tags=tags)

@@ -18,6 +18,12 @@ logger = logging.getLogger("ray.serve")
 REFRESH_S = 1.0
 
 
+def tenant_labels(config: AppConfig) -> frozenset[str]:
+    """The tenant label's values: those named in `tenants:` and anonymous; any other tenant is "other",
+    so a label's series stay bounded by the config, not by the keys."""
+    return frozenset(set(config.tenants) - {"defaults"} | {"anonymous"})
+
+
 class Monitor:
     def __init__(self, app_name: str, config: AppConfig):
         self.config = config
@@ -26,8 +32,9 @@ class Monitor:
         self.slow: dict[tuple[str, str], float] = {}  # (model, kind) -> seconds
         self.pending: list[Sample] = []
         self.task: Optional[asyncio.Task] = None
+        self.tenants = tenant_labels(config)
         if self.enabled:
-            self.stats = get_stats(app_name, config.monitoring)
+            self.stats = get_stats(app_name, config.monitoring, config.callbacks)
             self.metrics = Metrics()
 
     def start(self) -> None:
@@ -49,11 +56,15 @@ class Monitor:
         run_s: Optional[float],
         total_s: float,
         ident: str,
+        tenant: str = "anonymous",
     ) -> None:
         if not self.enabled:
             return
         self.start()
         tags = {"model": model, "kind": kind}
+        label = tenant if tenant in self.tenants else "other"
+        if run_s:  # Ray's counters refuse 0
+            self.metrics.inc("longserve_model_seconds_total", run_s, **tags, tenant=label)
         if outcome == "ok":
             for name, value in (
                 ("longserve_queue_seconds", queue_s),
@@ -63,7 +74,7 @@ class Monitor:
                 if value is not None:
                     self.metrics.observe(name, value, **tags)
         if kind == "sync":
-            self.metrics.inc("longserve_requests_total", model=model, outcome=outcome)
+            self.metrics.inc("longserve_requests_total", model=model, outcome=outcome, tenant=label)
         self.pending.append(Sample(time.time(), model, kind, outcome, queue_s, run_s, total_s))
         threshold = self.slow.get((model, kind))
         if run_s is not None and threshold is not None and run_s > threshold:
@@ -89,7 +100,8 @@ class Monitor:
                 if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + REFRESH_S
                     # Again each time: Ray restarts a crashed Stats actor with its first settings.
-                    self.stats.configure.remote(self.config.monitoring, self.config.monitoring.deployed_ns)
+                    self.stats.configure.remote(self.config.monitoring, self.config.monitoring.deployed_ns,
+                                                self.config.callbacks)
                     if auto:
                         self.auto = await self.stats.auto_timeouts.remote(auto)
                     self.slow = await self.stats.slow_thresholds.remote(list(self.config.models))

@@ -13,6 +13,7 @@ the settings it was first created with catches up within a second.
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections import defaultdict, deque
@@ -23,7 +24,9 @@ import httpx
 import numpy as np
 import ray
 
-from longserve.server.config import AutoTimeoutConfig, MonitoringConfig
+from longserve.server.config import AutoTimeoutConfig, CallbacksConfig, MonitoringConfig
+from longserve.server.errors import InvalidCallbackUrl
+from longserve.server.jobs.callbacks import check_url, deliver, headers_for, load_secret, new_client
 from longserve.server.monitoring.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ class Sample(NamedTuple):
     total_s: float
 
 
-def get_stats(app_name: str, config: MonitoringConfig) -> "ray.actor.ActorHandle":
+def get_stats(app_name: str, config: MonitoringConfig, callbacks: CallbacksConfig) -> "ray.actor.ActorHandle":
     # Detached: it must not die with whichever replica happened to create it.
     stats: Any = (
         ray.remote(Stats)
@@ -57,9 +60,9 @@ def get_stats(app_name: str, config: MonitoringConfig) -> "ray.actor.ActorHandle
             max_concurrency=100,
             num_cpus=0,
         )
-        .remote(config)
+        .remote(config, callbacks)
     )
-    stats.configure.remote(config, config.deployed_ns)  # ordered before this caller's later calls
+    stats.configure.remote(config, config.deployed_ns, callbacks)  # ordered before this caller's later calls
     return stats
 
 
@@ -81,17 +84,20 @@ def distribution(values: list[float]) -> dict:
 
 
 class Stats:
-    def __init__(self, config: MonitoringConfig):
+    def __init__(self, config: MonitoringConfig, callbacks: CallbacksConfig):
         self.config, self.deployed_ns = config, config.deployed_ns
+        # The alert webhook is signed and address-checked as job callbacks are, with their settings.
+        self.callbacks, self.secret = callbacks, load_secret(callbacks)
         self.samples: dict[tuple[str, str], deque[Sample]] = defaultdict(lambda: deque(maxlen=MAX_SAMPLES))
         self.firing: dict[tuple[str, str], float] = {}  # (model, alert) -> when it last fired
         self.metrics = Metrics()
 
-    async def configure(self, config: MonitoringConfig, deployed_ns: int) -> bool:
+    async def configure(self, config: MonitoringConfig, deployed_ns: int, callbacks: CallbacksConfig) -> bool:
         """Follow a deploy's settings from now on, unless older than those in force."""
         if deployed_ns <= self.deployed_ns:
             return False
         self.config, self.deployed_ns = config, deployed_ns
+        self.callbacks, self.secret = callbacks, load_secret(callbacks)
         return True
 
     async def record(self, samples: list[Sample]) -> None:
@@ -205,9 +211,17 @@ class Stats:
                 asyncio.get_running_loop().create_task(self._post(config.alert_webhook_url, event))
 
     async def _post(self, url: str, event: dict) -> None:
+        """One signed POST (Standard Webhooks, as job callbacks), to an address check_url allows."""
+        # The host only in logs: a webhook URL may carry a token in its path or query.
+        host = httpx.URL(url).host
+        msg_id = f"msg_alert_{event['model']}_{event['alert']}_{int(event['at'] * 1000)}"
+        body = json.dumps(event, separators=(",", ":")).encode()
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                (await client.post(url, json=event)).raise_for_status()
-        except httpx.HTTPError as exc:
-            # The host only: a webhook URL may carry a token in its path or query.
-            logger.warning("alert webhook to %s failed: %s", httpx.URL(url).host, type(exc).__name__)
+            address = await check_url(url, self.callbacks)
+            async with new_client(self.callbacks) as client:
+                outcome = await deliver(client, url, address, body, headers_for(self.secret, msg_id, body))
+        except InvalidCallbackUrl as exc:
+            logger.warning("alert webhook to %s refused: %s", host, exc.message.replace(url, "<url>"))
+            return
+        if not outcome.delivered:
+            logger.warning("alert webhook to %s failed: %s", host, outcome.error)
