@@ -172,8 +172,8 @@ class JobState:
 
     def submit(self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict,
                ttl_s: float, idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str,
-               now: float, input: Optional[BlobRef] = None, tenant: str = "anonymous",
-               max_active: Optional[int] = None) -> Change:
+               now: float, tenant: str = "anonymous", max_active: Optional[int] = None,
+               input: Optional[BlobRef] = None) -> Change:
         """outcome "created" | "existing" (the same id, or key and request) | "conflict" (the key, another
         request) | "over_quota" (the tenant has max_active queued and running jobs; nothing stored).
         `body_sha256` fingerprints the whole request; keys are scoped to (tenant, model). The input is
