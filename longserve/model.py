@@ -23,8 +23,9 @@ a request that timed out or was cancelled then stops at the next step.
 """
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict
 

@@ -420,8 +420,9 @@ def transcribe(
         job = client.submit(
             model, content=audio, params=params or None, callback_url=callback_url, callback_events=callback_events
         )
-        result = finished(waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt),
-                          client)
+        result = finished(
+            waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt), client
+        )
     emit(result, fmt, output)
 
 

@@ -25,8 +25,9 @@ class Embedder(Model):
         model_path: Optional[str] = Field(None, description="A sentence-transformers folder; default: the bundled one.")
         batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
         max_texts: int = Field(MAX_TEXTS, ge=1, description="Texts per request.")
-        max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1, description=(
-            "Characters per text; the model reads only its first 256 tokens anyway."))
+        max_text_chars: int = Field(
+            MAX_TEXT_CHARS, ge=1, description=("Characters per text; the model reads only its first 256 tokens anyway.")
+        )
 
     options: Options
 
@@ -37,8 +38,10 @@ class Embedder(Model):
             raise InvalidInput(f"{len(inputs.texts)} texts; at most {max_texts} per request (options.max_texts)")
         longest = max(range(len(inputs.texts)), key=lambda i: len(inputs.texts[i]))
         if len(inputs.texts[longest]) > max_chars:
-            raise InvalidInput(f"texts[{longest}] has {len(inputs.texts[longest])} characters; "
-                               f"at most {max_chars} (options.max_text_chars)")
+            raise InvalidInput(
+                f"texts[{longest}] has {len(inputs.texts[longest])} characters; "
+                f"at most {max_chars} (options.max_text_chars)"
+            )
 
     def load(self, device: str) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are local; never ask a hub

@@ -25,11 +25,19 @@ class TranscribeInput(BaseModel):
     language: Optional[str] = Field(None, description="ISO code such as 'en'; detected when omitted.")
     task: Literal["transcribe", "translate"] = Field("transcribe", description="translate: English text out.")
     prompt: Optional[str] = Field(None, max_length=2000, description="Text that primes the first window's style.")
-    temperature: Optional[float] = Field(None, ge=0, le=1, description=(
-        "Sampling temperature; default: 0 with fallback to higher ones when decoding fails."))
+    temperature: Optional[float] = Field(
+        None,
+        ge=0,
+        le=1,
+        description=("Sampling temperature; default: 0 with fallback to higher ones when decoding fails."),
+    )
     word_timestamps: bool = Field(False, description="Each segment's words with their start and end.")
-    segment_details: bool = Field(False, description=(
-        "Each segment's id, seek, tokens, avg_logprob, compression_ratio, no_speech_prob and temperature."))
+    segment_details: bool = Field(
+        False,
+        description=(
+            "Each segment's id, seek, tokens, avg_logprob, compression_ratio, no_speech_prob and temperature."
+        ),
+    )
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -49,8 +57,12 @@ class Transcriber(Model):
     runtime = "ctranslate2"  # faster-whisper: CTranslate2's own CUDA build, not torch's
 
     class Options(Model.Options):
-        model_path: Optional[str] = Field(None, description=(
-            'A CTranslate2 Whisper folder or a size name such as "large-v3"; default: the packaged base weights.'))
+        model_path: Optional[str] = Field(
+            None,
+            description=(
+                'A CTranslate2 Whisper folder or a size name such as "large-v3"; default: the packaged base weights.'
+            ),
+        )
         compute_type: Optional[str] = Field(None, description="Default: int8 on CPU, float16 on CUDA.")
         beam_size: int = Field(1, ge=1)
         cpu_threads: int = Field(0, ge=0, description="0: CTranslate2's default.")
@@ -74,8 +86,10 @@ class Transcriber(Model):
 
     def predict(self, inputs: TranscribeInput, ctx: Context) -> dict:
         if inputs.language is not None and inputs.language not in self.model.supported_languages:
-            raise InvalidInput(f"language {inputs.language!r} is not one this model knows; "
-                               f"one of: {', '.join(self.model.supported_languages)}, or none to detect it")
+            raise InvalidInput(
+                f"language {inputs.language!r} is not one this model knows; "
+                f"one of: {', '.join(self.model.supported_languages)}, or none to detect it"
+            )
         if inputs.task == "translate" and not self.model.model.is_multilingual:
             raise InvalidInput("this model is English-only and cannot translate; use a multilingual one")
         audio = decode(inputs.audio, self.options.max_audio_s)
@@ -83,8 +97,13 @@ class Transcriber(Model):
         ctx.report_progress(0.0, duration, "started")
         options = {"temperature": inputs.temperature} if inputs.temperature is not None else {}
         segments, info = self.model.transcribe(
-            audio, language=inputs.language, beam_size=self.options.beam_size, task=inputs.task,
-            initial_prompt=inputs.prompt, word_timestamps=inputs.word_timestamps, **options,
+            audio,
+            language=inputs.language,
+            beam_size=self.options.beam_size,
+            task=inputs.task,
+            initial_prompt=inputs.prompt,
+            word_timestamps=inputs.word_timestamps,
+            **options,
         )
         out = []
         for segment in segments:  # each step decodes the next window of audio
@@ -103,12 +122,25 @@ class Transcriber(Model):
 def segment_dict(segment, inputs: TranscribeInput) -> dict:
     out = {"start": round(segment.start, 2), "end": round(segment.end, 2), "text": segment.text.strip()}
     if inputs.segment_details:
-        out.update(id=segment.id, seek=segment.seek, tokens=segment.tokens,
-                   avg_logprob=segment.avg_logprob, compression_ratio=segment.compression_ratio,
-                   no_speech_prob=segment.no_speech_prob, temperature=segment.temperature)
+        out.update(
+            id=segment.id,
+            seek=segment.seek,
+            tokens=segment.tokens,
+            avg_logprob=segment.avg_logprob,
+            compression_ratio=segment.compression_ratio,
+            no_speech_prob=segment.no_speech_prob,
+            temperature=segment.temperature,
+        )
     if inputs.word_timestamps:
-        out["words"] = [{"word": w.word.strip(), "start": round(w.start, 2), "end": round(w.end, 2),
-                         "probability": round(w.probability, 3)} for w in segment.words or []]
+        out["words"] = [
+            {
+                "word": w.word.strip(),
+                "start": round(w.start, 2),
+                "end": round(w.end, 2),
+                "probability": round(w.probability, 3),
+            }
+            for w in segment.words or []
+        ]
     return out
 
 

@@ -23,8 +23,11 @@ PREFIXES = ("jobstore-", "longserve-stats-")
 
 
 def detached() -> list[str]:
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIXES))
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIXES)
+    )
 
 
 def main(argv: "list[str] | None" = None) -> None:
@@ -36,8 +39,13 @@ def main(argv: "list[str] | None" = None) -> None:
     remove.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
 
-    ray.init(address=args.address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False,
-             ignore_reinit_error=True)  # already connected when called from a driver
+    ray.init(
+        address=args.address,
+        namespace=NAMESPACE,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )  # already connected when called from a driver
     names = detached()
     if args.command == "list":
         print("\n".join(names) or "no detached longserve actors")

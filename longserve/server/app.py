@@ -24,7 +24,8 @@ MODEL, RUNNER, GATEWAY = (cast(Deployment, d) for d in (ModelServer, JobRunner, 
 def build_app(args: AppConfig) -> Application:
     models = {
         name: MODEL.options(name=name, **model_serve_options(name, model, args.jobs)).bind(
-            name, model, JobIOSettings.of(args))
+            name, model, JobIOSettings.of(args)
+        )
         for name, model in args.models.items()
     }
     runner = RUNNER.options(num_replicas=args.jobs.runners, ray_actor_options={"num_cpus": 0}).bind(args, models)

@@ -354,8 +354,9 @@ class AppConfig(Strict):
             return self
         for alias, name in aliases.items():
             if name not in self.models:
-                raise ValueError(f"openai.aliases.{alias}: no model named {name!r}; "
-                                 f"served models: {', '.join(sorted(self.models))}")
+                raise ValueError(
+                    f"openai.aliases.{alias}: no model named {name!r}; served models: {', '.join(sorted(self.models))}"
+                )
             if alias in self.models:
                 raise ValueError(f"openai.aliases.{alias}: already the name of a served model")
         return self

@@ -5,7 +5,8 @@ message and any extra fields. Which HTTP status each class answers with is
 decided in one table, in server/http/errors.py.
 """
 
-from typing import Any, ClassVar, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, ClassVar, Optional
 
 
 class ServeError(Exception):

@@ -63,8 +63,10 @@ class InputParser:
                 openers = body.count(b"[") + body.count(b"{")
                 depth = json_depth(body) if openers > self.max_json_depth else 0
                 if depth > self.max_json_depth:
-                    raise InvalidRequest(f"JSON nested {depth} levels deep; "
-                                         f"at most {self.max_json_depth} (max_json_depth in serve_config.yaml)")
+                    raise InvalidRequest(
+                        f"JSON nested {depth} levels deep; "
+                        f"at most {self.max_json_depth} (max_json_depth in serve_config.yaml)"
+                    )
                 inputs = cls.Input.model_validate_json(body)
             elif not body:
                 raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")

@@ -47,8 +47,16 @@ def burst_of(requests_per_s: float, burst: Optional[int]) -> int:
     return burst if burst is not None else max(1, math.ceil(requests_per_s))
 
 
-def over_quota(tenant: str, quota: str, config_key: str, limit: float, message: str, retry_after_s: float,
-               window_s: float, remaining: int = 0) -> ApiError:
+def over_quota(
+    tenant: str,
+    quota: str,
+    config_key: str,
+    limit: float,
+    message: str,
+    retry_after_s: float,
+    window_s: float,
+    remaining: int = 0,
+) -> ApiError:
     """429 naming the quota and the config key that sets it, with Retry-After and the RateLimit fields."""
     retry = max(1, math.ceil(retry_after_s))
     headers = {
@@ -56,6 +64,13 @@ def over_quota(tenant: str, quota: str, config_key: str, limit: float, message: 
         "RateLimit-Policy": f'"{quota}";q={limit:g};w={max(1, math.ceil(window_s))}',
         "RateLimit": f'"{quota}";r={remaining};t={retry}',
     }
-    return ApiError(429, "quota_exceeded", f"{message}; set by {config_key} in serve_config.yaml. "
-                    f"Retry after {retry} s.", headers, tenant=tenant, quota=quota, config_key=config_key,
-                    limit=limit)
+    return ApiError(
+        429,
+        "quota_exceeded",
+        f"{message}; set by {config_key} in serve_config.yaml. Retry after {retry} s.",
+        headers,
+        tenant=tenant,
+        quota=quota,
+        config_key=config_key,
+        limit=limit,
+    )

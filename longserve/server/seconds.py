@@ -3,7 +3,8 @@ Request-Timeout header and `Prefer: wait=N` all read them here. Each caller
 words its own error, since each names its own field or header."""
 
 import math
-from typing import Collection, Optional, Union
+from collections.abc import Collection
+from typing import Optional, Union
 
 
 def parse_seconds(

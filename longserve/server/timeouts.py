@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from longserve.server.config import AUTO, AppConfig
+from longserve.server.config import AppConfig
 from longserve.server.errors import InvalidHeader, TimedOut
 from longserve.server.seconds import parse_seconds
 
@@ -72,15 +72,19 @@ def within_client_deadline(headers: Mapping[str, str], seconds: float) -> float:
 def configured(config: AppConfig, model: str, auto: dict[str, tuple[float, str]]) -> TimeoutInForce:
     """The timeout serve_config.yaml sets for `model`; for `auto`, its current value and why."""
     settings = config.models[model]
-    if settings.timeout != AUTO:
+    if not isinstance(settings.timeout, str):  # a number, or None for no timeout; else `auto`
         return TimeoutInForce(settings.timeout, settings.timeout_source)
+    assert settings.auto_timeout is not None  # AppConfig fills it in for every model
     fallback = settings.auto_timeout.fallback
     seconds, why = auto.get(model, (fallback, f"auto: fallback {fallback:g} s until run times are observed"))
     return TimeoutInForce(seconds, f"{settings.timeout_source} = {why}")
 
 
 def timeout_in_force(
-    config: AppConfig, model: str, header: Optional[str], auto: dict[str, tuple[float, str]],
+    config: AppConfig,
+    model: str,
+    header: Optional[str],
+    auto: dict[str, tuple[float, str]],
     client: Optional[tuple[str, str]] = None,
 ) -> TimeoutInForce:
     """`header`: Request-Timeout's value; `client`: the client's own deadline

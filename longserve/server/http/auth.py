@@ -79,12 +79,19 @@ def parse_keys(text: str) -> dict[bytes, KeyEntry]:
         key, _, scopes_text = rest.partition(":")
         scopes = frozenset(s for s in scopes_text.split(",") if s) if scopes_text else DEFAULT_SCOPES
         unknown = scopes - set(SCOPES)
-        problem = (f"unknown scopes {sorted(unknown)}" if unknown else "no scopes" if not scopes else
-                   "the key is shorter than 16 characters" if len(key) < 16 else
-                   f"tenant {tenant!r} is not a name of 1-64 letters, digits, '_', '.', '-'"
-                   if at and not TENANT_NAME.fullmatch(tenant) else
-                   f"tenant {tenant!r} is reserved" if at and (tenant == ANONYMOUS or tenant.startswith("key_"))
-                   else "")
+        problem = (
+            f"unknown scopes {sorted(unknown)}"
+            if unknown
+            else "no scopes"
+            if not scopes
+            else "the key is shorter than 16 characters"
+            if len(key) < 16
+            else f"tenant {tenant!r} is not a name of 1-64 letters, digits, '_', '.', '-'"
+            if at and not TENANT_NAME.fullmatch(tenant)
+            else f"tenant {tenant!r} is reserved"
+            if at and (tenant == ANONYMOUS or tenant.startswith("key_"))
+            else ""
+        )
         if problem:
             raise ValueError(f"API key entry {position}: {problem} (expected {SYNTAX})")
         keys[_digest(key)] = KeyEntry(scopes, tenant if at else key_id(key))
@@ -96,8 +103,10 @@ class Auth:
         self.keys = parse_keys(os.environ.get(config.api_keys_env, ""))
         if config.required and not self.keys:
             raise ValueError(f"auth.required is true but ${config.api_keys_env} holds no API keys")
-        logger.info("API keys: %s", f"{len(self.keys)} from ${config.api_keys_env}" if self.keys else
-                    "none configured; the API is open")
+        logger.info(
+            "API keys: %s",
+            f"{len(self.keys)} from ${config.api_keys_env}" if self.keys else "none configured; the API is open",
+        )
 
     @property
     def enabled(self) -> bool:
@@ -116,17 +125,24 @@ class Auth:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise ApiError(401, "unauthorized", "this API needs a key: send 'Authorization: Bearer <key>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this API needs a key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         # Look the key up by its hash, then compare the hashes in constant time:
         # no timing difference depends on how much of a guessed key is right.
         digest = _digest(key)
         entry = next((e for d, e in self.keys.items() if hmac.compare_digest(d, digest)), None)
         if entry is None:
-            raise ApiError(401, "unauthorized", "the API key is not valid",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the API key is not valid",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         admin = "admin" in entry.scopes
         if scope not in entry.scopes and not admin:
-            raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope", scope=scope,
-                           key_id=key_id(key))
+            raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope", scope=scope, key_id=key_id(key))
         return Caller(entry.tenant, key_id(key), admin)

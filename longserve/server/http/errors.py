@@ -34,8 +34,10 @@ class ErrorBody(BaseModel):
 
 
 # Every route documents this shape for its 4xx and 5xx answers.
-ERROR_RESPONSES = {"4XX": {"model": ErrorBody, "description": "Client error"},
-                   "5XX": {"model": ErrorBody, "description": "Server error (504: the timeout in force expired)"}}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "Client error"},
+    "5XX": {"model": ErrorBody, "description": "Server error (504: the timeout in force expired)"},
+}
 
 
 class ApiError(Exception):
@@ -132,5 +134,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # The detail may hold internals (paths, addresses): it goes to the log,
         # under the request id the client gets, not into the answer.
         logger.error("internal error (request_id=%s)", request_id(request), exc_info=exc)
-        return error_response(request, 500, {"type": "internal", "message": (
-            "internal error; the server log has the details under this request_id")})
+        return error_response(
+            request,
+            500,
+            {"type": "internal", "message": ("internal error; the server log has the details under this request_id")},
+        )

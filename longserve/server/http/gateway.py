@@ -81,7 +81,7 @@ app.include_router(openai_router)
 app.include_router(openai_batch_router)
 # Documents the bearer key in OpenAPI; each handler checks its scope itself.
 BEARER = [Security(HTTPBearer(auto_error=False, description="An API key, when the server has keys configured."))]
-JOB = {200: {"model": JobView}, 202: {"model": JobView}}
+JOB: dict[int | str, dict[str, Any]] = {200: {"model": JobView}, 202: {"model": JobView}}
 
 
 @dataclass
@@ -94,11 +94,15 @@ class Timing:
 
     @property
     def queue_s(self) -> Optional[float]:
-        return None if self.started is None else self.started - self.dispatched
+        if self.started is None or self.dispatched is None:
+            return None
+        return self.started - self.dispatched
 
     @property
     def run_s(self) -> Optional[float]:
-        return None if self.finished is None else self.finished - self.started
+        if self.finished is None or self.started is None:
+            return None
+        return self.finished - self.started
 
 
 def media_type_of(request: Request) -> str:
@@ -108,15 +112,24 @@ def media_type_of(request: Request) -> str:
 def idempotency_key(request: Request) -> Optional[str]:
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise ApiError(400, "invalid_header", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
-                       header="Idempotency-Key")
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
+            header="Idempotency-Key",
+        )
     return key
 
 
 def check_not_erased(job):
     if job.erased:
-        raise ApiError(410, "erased", f"job {job.id} was erased on request: its input, result and metadata are gone",
-                       job_id=job.id, erased=True)
+        raise ApiError(
+            410,
+            "erased",
+            f"job {job.id} was erased on request: its input, result and metadata are gone",
+            job_id=job.id,
+            erased=True,
+        )
     return job
 
 
@@ -167,10 +180,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             self.auth.check(request, "jobs")  # it stores a job, as POST .../jobs does (one request: one token)
             return await self._predict_as_job(model, request, job, respond_async, wait_s, caller)
         if job.model_fields_set:
-            raise ApiError(400, "invalid_request",
-                           f"{', '.join(sorted(job.model_fields_set))} configure a job, and a plain predict makes "
-                           f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
-                           f"or POST /v1/models/{model}/jobs")
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"{', '.join(sorted(job.model_fields_set))} configure a job, and a plain predict makes "
+                f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
+                f"or POST /v1/models/{model}/jobs",
+            )
         return await self._sync(model, request, arrival, lambda: self._read_input(model, request, caller), caller)
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
@@ -199,9 +215,18 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         return await result_response(job, self.blobs, request)
 
     @app.delete("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
-    async def cancel_job(self, job_id: str, request: Request, erase: Annotated[bool, Query(
-            description="delete its input, result and metadata now (cancelling it first), leaving a tombstone "
-                        "that answers 410")] = False) -> Any:
+    async def cancel_job(
+        self,
+        job_id: str,
+        request: Request,
+        erase: Annotated[
+            bool,
+            Query(
+                description="delete its input, result and metadata now (cancelling it first), leaving a tombstone "
+                "that answers 410"
+            ),
+        ] = False,
+    ) -> Any:
         await self._job(request, job_id)
         if erase:
             _, job = await self.store.erase.remote(job_id)
@@ -222,8 +247,12 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         if outcome == "over_quota":
             raise self._over_active(job.tenant, quota.max_active_jobs, where)
         if outcome == "not_retryable":
-            raise ApiError(409, "not_retryable",
-                           f"job {job_id} is {job.status}; only failed or cancelled jobs run again", job_id=job_id)
+            raise ApiError(
+                409,
+                "not_retryable",
+                f"job {job_id} is {job.status}; only failed or cancelled jobs run again",
+                job_id=job_id,
+            )
         return accepted(job)
 
     @app.get("/v1/jobs", dependencies=BEARER, response_model=JobPage, response_model_exclude_unset=True)
@@ -243,8 +272,14 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         if tenant is not None and not caller.owns(tenant):
             raise ApiError(403, "forbidden", "only an admin key lists another tenant's jobs", scope="admin")
         jobs, next_cursor = await self.store.list.remote(
-            model, status, limit, cursor, tenant if caller.admin else caller.tenant,
-            created_after and created_after.timestamp(), created_before and created_before.timestamp())
+            model,
+            status,
+            limit,
+            cursor,
+            tenant if caller.admin else caller.tenant,
+            created_after and created_after.timestamp(),
+            created_before and created_before.timestamp(),
+        )
         return {"jobs": [job.view(with_result=False) for job in jobs], "next_cursor": next_cursor}
 
     @app.get("/v1/models", dependencies=BEARER, response_model=ModelList)
@@ -291,8 +326,9 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         except Exception as exc:  # restarting, or its backend is unreachable
             jobs, ready = f"job store unavailable: {type(exc).__name__}", False
         if not ready:
-            raise ApiError(503, "not_ready", "models are loading or unhealthy, or the job store is down",
-                           models=states, jobs=jobs)
+            raise ApiError(
+                503, "not_ready", "models are loading or unhealthy, or the job store is down", models=states, jobs=jobs
+            )
         return {"status": "ready", "models": states, "jobs": jobs}
 
     # -- helpers --------------------------------------------------------------
@@ -311,7 +347,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             class_path=model.class_path,
             timeout_s=timeout.seconds,
             timeout_source=timeout.source,
-            auto_timeout=model.auto_timeout.model_dump() if model.timeout == AUTO else None,
+            auto_timeout=model.auto_timeout.model_dump() if model.timeout == AUTO and model.auto_timeout else None,
             max_timeout_s=self.config.max_timeout,
             batching=model.batching.model_dump() if model.batching else None,
             max_ongoing_requests=model.max_ongoing_requests,
@@ -358,25 +394,41 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         job_id = new_job_id()
         if options.input_url is not None:
             job_request = await self._input_url_request(model, request, options, params)
-            outcome, job = await self._store_job(model, job_id, job_request, None, metadata, options, request,
-                                                 callback, caller)
+            outcome, job = await self._store_job(
+                model, job_id, job_request, None, metadata, options, request, callback, caller
+            )
         else:
             if options.input_type is not None:
-                raise ApiError(400, "invalid_request", "input_type describes an input_url; send Content-Type "
-                                                       "with a body")
-            outcome, job = await self._submit_upload(model, job_id, request, params, metadata, options, callback,
-                                                     caller)
+                raise ApiError(
+                    400, "invalid_request", "input_type describes an input_url; send Content-Type with a body"
+                )
+            outcome, job = await self._submit_upload(
+                model, job_id, request, params, metadata, options, callback, caller
+            )
         if outcome == "over_quota":
             quota, where = self.config.tenant(caller.tenant)
             raise self._over_active(caller.tenant, quota.max_active_jobs, where)
         if outcome == "conflict":  # the other job's id stays unsaid: the key is no way to find jobs
-            raise ApiError(422, "idempotency_conflict",
-                           "this Idempotency-Key was used with a different request (body, content type, query, "
-                           "callback, ttl_s or metadata); send a new key for a new request", model=model)
+            raise ApiError(
+                422,
+                "idempotency_conflict",
+                "this Idempotency-Key was used with a different request (body, content type, query, "
+                "callback, ttl_s or metadata); send a new key for a new request",
+                model=model,
+            )
         return job, outcome == "existing"
 
-    async def _submit_upload(self, model: str, job_id: str, request: Request, params: dict, metadata: dict,
-                             options: JobOptions, callback: Optional[Callback], caller: Caller):
+    async def _submit_upload(
+        self,
+        model: str,
+        job_id: str,
+        request: Request,
+        params: dict,
+        metadata: dict,
+        options: JobOptions,
+        callback: Optional[Callback],
+        caller: Caller,
+    ):
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
         key = input_key(job_id)
@@ -396,8 +448,17 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             elif written.size == 0 and not is_json(media_type):
                 raise InvalidRequest(f"empty body; model '{model}' expects {self.classes[model].raw_body_field} data")
             ref = BlobRef(key=key, size=written.size, sha256=written.sha256)
-            outcome, job = await self._store_job(model, job_id, JobRequest(media_type=media_type, params=params),
-                                                 ref, metadata, options, request, callback, caller)
+            outcome, job = await self._store_job(
+                model,
+                job_id,
+                JobRequest(media_type=media_type, params=params),
+                ref,
+                metadata,
+                options,
+                request,
+                callback,
+                caller,
+            )
         except BaseException:  # refused or not stored: the blob has no job
             await forget(self.blobs, key)
             raise
@@ -415,27 +476,53 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             check_media_type(self.classes[model], model, media_type)
         return JobRequest(media_type=media_type, params=params, input_url=options.input_url)
 
-    async def _store_job(self, model: str, job_id: str, job_request: JobRequest, ref: Optional[BlobRef],
-                         metadata: dict, options: JobOptions, request: Request, callback: Optional[Callback],
-                         caller: Caller):
+    async def _store_job(
+        self,
+        model: str,
+        job_id: str,
+        job_request: JobRequest,
+        ref: Optional[BlobRef],
+        metadata: dict,
+        options: JobOptions,
+        request: Request,
+        callback: Optional[Callback],
+        caller: Caller,
+    ):
         jobs, (quota, _) = self.config.jobs, self.config.tenant(caller.tenant)
         try:
             return await self.store.submit.remote(
-                job_id, model, job_request, None, metadata,
-                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s), idempotency_key(request),
-                callback, input=ref, tenant=caller.tenant, max_active=quota.max_active_jobs,
+                job_id,
+                model,
+                job_request,
+                None,
+                metadata,
+                min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s),
+                idempotency_key(request),
+                callback,
+                input=ref,
+                tenant=caller.tenant,
+                max_active=quota.max_active_jobs,
             )
         except RayTaskError as exc:  # the store's backend failed the write (redis restarting): not accepted
             logger.error("job store could not store a %s job: %s", model, exc)
             raise ApiError(
-                503, "jobs_unavailable",
+                503,
+                "jobs_unavailable",
                 f"the job store could not store the job ({first_line(exc)}); it was not accepted. "
                 f"Retry after {RETRY_AFTER_S} s.",
-                {"Retry-After": str(RETRY_AFTER_S)}, model=model,
+                {"Retry-After": str(RETRY_AFTER_S)},
+                model=model,
             ) from None
 
-    async def _predict_as_job(self, model: str, request: Request, options: JobOptions, respond_async: bool,
-                              wait_s: Optional[float], caller: Caller):
+    async def _predict_as_job(
+        self,
+        model: str,
+        request: Request,
+        options: JobOptions,
+        respond_async: bool,
+        wait_s: Optional[float],
+        caller: Caller,
+    ):
         """RFC 7240: run predict as a job; answer with the result if it ends
         within `wait` seconds, else 202 with the job, which goes on."""
         job, _ = await self._submit(model, request, options, caller)
@@ -450,7 +537,11 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         raise sync_error(job)
 
     async def _sync(
-        self, model: str, request: Request, arrival: float, read: Callable[[], Awaitable[BaseModel]],
+        self,
+        model: str,
+        request: Request,
+        arrival: float,
+        read: Callable[[], Awaitable[BaseModel]],
         caller: Caller = OPEN,
     ) -> Any:
         """One sync call of `model` (native predict and the OpenAI routes): the
@@ -459,8 +550,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         loop = asyncio.get_running_loop()
         timing, outcome = Timing(), "ok"
         try:
-            timeout = timeout_in_force(self.config, model, request.headers.get(TIMEOUT_HEADER), self.monitor.auto,
-                                       client_deadline(request.headers))
+            timeout = timeout_in_force(
+                self.config,
+                model,
+                request.headers.get(TIMEOUT_HEADER),
+                self.monitor.auto,
+                client_deadline(request.headers),
+            )
             inputs = await read()
             remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
             return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
@@ -468,8 +564,16 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             outcome = outcome_of(exc)
             raise
         finally:
-            self.monitor.record(model, "sync", outcome, timing.queue_s, timing.run_s, loop.time() - arrival,
-                                request_id(request), caller.tenant)
+            self.monitor.record(
+                model,
+                "sync",
+                outcome,
+                timing.queue_s,
+                timing.run_s,
+                loop.time() - arrival,
+                request_id(request),
+                caller.tenant,
+            )
             self._count(caller.tenant, model, timing.run_s)
 
     async def _read_input(self, model: str, request: Request, caller: Caller) -> BaseModel:
@@ -497,10 +601,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
     def _too_large_input(self, size: int) -> ApiError:
         limit = self.max_input_bytes
-        return ApiError(413, "payload_too_large",
-                        f"job input of {size} bytes (or more) is over the limit of {limit} bytes "
-                        f"(jobs.max_input_mb={self.config.jobs.max_input_mb:g} in serve_config.yaml)",
-                        limit_bytes=limit)
+        return ApiError(
+            413,
+            "payload_too_large",
+            f"job input of {size} bytes (or more) is over the limit of {limit} bytes "
+            f"(jobs.max_input_mb={self.config.jobs.max_input_mb:g} in serve_config.yaml)",
+            limit_bytes=limit,
+        )
 
     def _too_large(self, size: int, limit: int, setting: str) -> ApiError:
         # A tenant's max_input_mb is a quota too, but 413, not 429: waiting would not help.
@@ -511,9 +618,17 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             limit_bytes=limit,
         )
 
-    def _over_active(self, tenant: str, limit: int, where: dict[str, str]) -> ApiError:
-        return over_quota(tenant, "active_jobs", where["max_active_jobs"], limit,
-                          f"tenant {tenant} has {limit} jobs queued or running, its most", RETRY_AFTER_S, RETRY_AFTER_S)
+    def _over_active(self, tenant: str, limit: Optional[int], where: dict[str, str]) -> ApiError:
+        assert limit is not None  # only a tenant with max_active_jobs is ever over it
+        return over_quota(
+            tenant,
+            "active_jobs",
+            where["max_active_jobs"],
+            limit,
+            f"tenant {tenant} has {limit} jobs queued or running, its most",
+            RETRY_AFTER_S,
+            RETRY_AFTER_S,
+        )
 
     def _count(self, tenant: str, model: str, run_s: Optional[float]) -> None:
         self.usage_counts[(tenant, model, "requests")] += 1
@@ -534,7 +649,8 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         pairs = {(tenant, model) for tenant, model, _ in counts}
         if pairs:
             await self.store.record_usage.remote(
-                [(t, m, int(counts[(t, m, "requests")]), counts[(t, m, "seconds")]) for t, m in pairs])
+                [(t, m, int(counts[(t, m, "requests")]), counts[(t, m, "seconds")]) for t, m in pairs]
+            )
 
     async def _caller(self, request: Request, scope: str) -> Caller:
         """The authenticated caller, within their tenant's request rate (tenants.<name>.requests_per_s)."""
@@ -544,13 +660,24 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             rate, burst = tenant.requests_per_s, burst_of(tenant.requests_per_s, tenant.burst)
             allowed, wait_s, _ = await self.store.take.remote(caller.tenant, rate, burst)
             if not allowed:
-                raise over_quota(caller.tenant, "requests", where["requests_per_s"], burst,
-                                 f"tenant {caller.tenant} is over its {rate:g} requests/s (burst {burst})",
-                                 wait_s, burst / rate)
+                raise over_quota(
+                    caller.tenant,
+                    "requests",
+                    where["requests_per_s"],
+                    burst,
+                    f"tenant {caller.tenant} is over its {rate:g} requests/s (burst {burst})",
+                    wait_s,
+                    burst / rate,
+                )
         return caller
 
     async def _call(
-        self, model: str, inputs: BaseModel, timeout: TimeoutInForce, remaining: Optional[float], rid: str,
+        self,
+        model: str,
+        inputs: BaseModel,
+        timeout: TimeoutInForce,
+        remaining: Optional[float],
+        rid: str,
         timing: "Timing",
     ) -> Any:
         loop = asyncio.get_running_loop()
@@ -568,7 +695,12 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             error = timeout_error(model, timeout, stage, self.config.max_timeout, note)
             logger.error(
                 "timeout: model=%s timeout_s=%s timeout_source=%r stage=%s request_id=%s; %s",
-                model, timeout.seconds, timeout.source, stage, rid, error.fields["hint"],
+                model,
+                timeout.seconds,
+                timeout.source,
+                stage,
+                rid,
+                error.fields["hint"],
             )
             raise error from None
         except ModelFailed as exc:

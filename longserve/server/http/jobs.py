@@ -21,11 +21,17 @@ class JobOptions(BaseModel):
 
     ttl_s: Optional[float] = Field(None, gt=0, description="Keep the finished job this long (capped by result_ttl_s).")
     metadata: Optional[str] = Field(None, description="A JSON object stored with the job.")
-    callback_url: Optional[str] = Field(None, description="POST the job here when it ends (signed; see docs/callbacks.md).")
+    callback_url: Optional[str] = Field(
+        None, description="POST the job here when it ends (signed; see docs/callbacks.md)."
+    )
     callback_events: CallbackEvents = Field("completed", description="all: also when it starts and progresses.")
-    input_url: Optional[str] = Field(None, description=(
-        "Fetch the input from here (http, https, or s3:// in the blob store's bucket) when the job runs; "
-        "the body must be empty."))
+    input_url: Optional[str] = Field(
+        None,
+        description=(
+            "Fetch the input from here (http, https, or s3:// in the blob store's bucket) when the job runs; "
+            "the body must be empty."
+        ),
+    )
     input_type: Optional[str] = Field(None, description="input_url's media type; default: the origin's Content-Type.")
 
 
@@ -44,9 +50,10 @@ def parse_prefer(header: Optional[str], max_wait_s: float) -> tuple[bool, Option
             try:  # inf and nan are refused: nan would slip past the max_wait_s cap
                 seconds = parse_seconds(value.strip().strip('"'), positive=False)
             except ValueError:
-                raise ApiError(400, "invalid_header", f"Prefer: wait={value!r} is not a number of seconds",
-                               header="Prefer") from None
-            wait = min(max(seconds, 0.0), max_wait_s)
+                raise ApiError(
+                    400, "invalid_header", f"Prefer: wait={value!r} is not a number of seconds", header="Prefer"
+                ) from None
+            wait = min(max(seconds or 0.0, 0.0), max_wait_s)
     return respond_async, wait
 
 
@@ -84,12 +91,13 @@ def job_error(job: Job) -> ApiError:
         return ApiError(410, "expired", f"job {job.id} finished and its result expired", job_id=job.id)
     error = job.error or {}
     kind = "job_cancelled" if job.status == "cancelled" else "job_failed"
-    return ApiError(409, kind, f"job {job.id} {job.status}: {error.get('message', '')}".strip(),
-                    job_id=job.id, job_error=error)
+    return ApiError(
+        409, kind, f"job {job.id} {job.status}: {error.get('message', '')}".strip(), job_id=job.id, job_error=error
+    )
 
 
 def sync_error(job: Job) -> ApiError:
     """A failed job reached through sync predict (Prefer: wait), as predict would answer."""
     error = job.error or {}
-    status = {"invalid_input": 422, "job_timeout": 504}.get(error.get("type"), 500)
+    status = {"invalid_input": 422, "job_timeout": 504}.get(str(error.get("type")), 500)
     return ApiError(status, error.get("type", "job_failed"), error.get("message", ""), job_id=job.id)

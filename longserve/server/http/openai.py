@@ -59,8 +59,14 @@ class GatewayParts:
 
         async def _read_body(self, request: Request, caller: Caller) -> bytes: ...
 
-        async def _sync(self, model: str, request: Request, arrival: float,
-                        read: Callable[[], Awaitable[BaseModel]], caller: Caller = ...) -> Any: ...
+        async def _sync(
+            self,
+            model: str,
+            request: Request,
+            arrival: float,
+            read: Callable[[], Awaitable[BaseModel]],
+            caller: Caller = ...,
+        ) -> Any: ...
 
         def _openai_model(self, name: str, kind: Optional[str] = None) -> str: ...  # OpenAIRoutes'
 
@@ -92,9 +98,13 @@ class OpenAIRoutes(GatewayParts):
 
         result = await self._sync(model, request, arrival, read, caller)
         if body.dimensions is not None and body.dimensions != result["dim"]:
-            raise ApiError(400, "unsupported_option",
-                           f"model '{body.model}' makes {result['dim']}-dimensional vectors and cannot shorten "
-                           f"them; omit dimensions or send {result['dim']}", param="dimensions")
+            raise ApiError(
+                400,
+                "unsupported_option",
+                f"model '{body.model}' makes {result['dim']}-dimensional vectors and cannot shorten "
+                f"them; omit dimensions or send {result['dim']}",
+                param="dimensions",
+            )
         return formats.embedding_list(result, body.model, body.encoding_format)
 
     @router.post("/audio/transcriptions")
@@ -112,15 +122,21 @@ class OpenAIRoutes(GatewayParts):
         caller = await self._openai_caller(request)
         fields, (_, audio) = parse_form(request.headers.get("content-type", ""), await self._read_body(request, caller))
         if task == "translate" and "language" in fields:
-            raise ApiError(400, "unsupported_option", "translations take no language: the output is English",
-                           param="language")
+            raise ApiError(
+                400, "unsupported_option", "translations take no language: the output is English", param="language"
+            )
         options = parse_body(AudioRequest, fields)
         model = self._openai_model(options.model, "audio")
         check_audio_options(options)
         words = "word" in options.timestamp_granularities
-        params = {"task": task, "language": options.language, "prompt": options.prompt,
-                  "temperature": options.temperature, "word_timestamps": words,
-                  "segment_details": options.response_format == "verbose_json"}
+        params = {
+            "task": task,
+            "language": options.language,
+            "prompt": options.prompt,
+            "temperature": options.temperature,
+            "word_timestamps": words,
+            "segment_details": options.response_format == "verbose_json",
+        }
         # As the native route's query parameters: the model's Input checks them again.
         params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items() if v is not None}
 
@@ -129,8 +145,11 @@ class OpenAIRoutes(GatewayParts):
 
         result = await self._sync(model, request, arrival, read, caller)
         if options.stream:
-            return StreamingResponse(formats.text_events(result["text"]), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                formats.text_events(result["text"]),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         answer = formats.transcription(result, options.response_format, task, set(options.timestamp_granularities))
         if isinstance(answer, str):
             return PlainTextResponse(answer, media_type=formats.MEDIA_TYPES[options.response_format])
@@ -148,15 +167,26 @@ class OpenAIRoutes(GatewayParts):
         """The served model that answers for `name` (a model's name or an alias)."""
         model = self.config.openai.aliases.get(name, name)
         if model not in self.config.models:
-            raise ApiError(404, "not_found",
-                           f"no model named '{name}'; served models: {', '.join(self._openai_names())}",
-                           model=name, param="model")
+            raise ApiError(
+                404,
+                "not_found",
+                f"no model named '{name}'; served models: {', '.join(self._openai_names())}",
+                model=name,
+                param="model",
+            )
         if kind is not None and not issubclass(self.classes[model].Input, KINDS[kind]):
-            able = [n for n in self._openai_names()
-                    if issubclass(self.classes[self.config.openai.aliases.get(n, n)].Input, KINDS[kind])]
-            raise ApiError(400, "unsupported_model",
-                           f"model '{name}' does not serve {kind}; models that do: {', '.join(able) or 'none'}",
-                           model=name, param="model")
+            able = [
+                n
+                for n in self._openai_names()
+                if issubclass(self.classes[self.config.openai.aliases.get(n, n)].Input, KINDS[kind])
+            ]
+            raise ApiError(
+                400,
+                "unsupported_model",
+                f"model '{name}' does not serve {kind}; models that do: {', '.join(able) or 'none'}",
+                model=name,
+                param="model",
+            )
         return model
 
 
@@ -175,8 +205,11 @@ def parse_form(content_type: str, body: bytes) -> tuple[dict[str, Any], tuple[st
     """A multipart/form-data body -> (its text fields, the `file` part's (filename, bytes)).
     A field sent more than once (timestamp_granularities[]) becomes a list."""
     if not content_type.lower().startswith("multipart/form-data"):
-        raise ApiError(415, "unsupported_media_type",
-                       f"send multipart/form-data with the data as `file`; got '{content_type or 'none'}'")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send multipart/form-data with the data as `file`; got '{content_type or 'none'}'",
+        )
     # The standard library's MIME parser reads form-data (RFC 7578 is MIME); the body is within max_body_mb.
     message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     fields: dict[str, Any] = {}
@@ -201,8 +234,11 @@ def parse_form(content_type: str, body: bytes) -> tuple[dict[str, Any], tuple[st
 def check_audio_options(options: AudioRequest) -> None:
     """OpenAI's own rules between the options, answered as OpenAI does."""
     if options.timestamp_granularities and options.response_format != "verbose_json":
-        raise ApiError(400, "unsupported_option", "timestamp_granularities[] needs response_format verbose_json",
-                       param="timestamp_granularities")
+        raise ApiError(
+            400,
+            "unsupported_option",
+            "timestamp_granularities[] needs response_format verbose_json",
+            param="timestamp_granularities",
+        )
     if options.stream and options.response_format not in ("json", "text"):
-        raise ApiError(400, "unsupported_option", "stream=true needs response_format json or text",
-                       param="stream")
+        raise ApiError(400, "unsupported_option", "stream=true needs response_format json or text", param="stream")

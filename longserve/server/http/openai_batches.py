@@ -12,12 +12,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from longserve.server.blobs import BlobsUnavailable
+from longserve.server.http.auth import Caller
 from longserve.server.http.errors import ApiError
 from longserve.server.http.openai import PREFIX, GatewayParts, parse_body, parse_form
 from longserve.server.jobs.record import JobRequest, new_job_id
 from longserve.server.openai import batches
 from longserve.server.openai.bodies import BatchRequest
-from longserve.server.http.auth import Caller
 from longserve.server.openai.files import FileStore, new_id
 
 router = APIRouter(prefix=PREFIX, tags=["openai"])
@@ -29,16 +29,22 @@ class OpenAIBatchRoutes(GatewayParts):
     @router.post("/files")
     async def openai_upload(self, request: Request) -> Any:
         caller = await self._files_caller(request)
-        fields, (filename, data) = parse_form(request.headers.get("content-type", ""), await self._read_body(request, caller))
+        fields, (filename, data) = parse_form(
+            request.headers.get("content-type", ""), await self._read_body(request, caller)
+        )
         if fields.get("purpose") not in PURPOSES:
-            raise ApiError(400, "unsupported_option", f"purpose must be one of: {', '.join(PURPOSES)}",
-                           param="purpose")
+            raise ApiError(400, "unsupported_option", f"purpose must be one of: {', '.join(PURPOSES)}", param="purpose")
         batches.parse_lines(data)  # refused now, not when a batch reads it
         return await self._files_call(self.openai_files.put_file(data, filename, fields["purpose"]))
 
     @router.get("/files")
-    async def openai_list_files(self, request: Request, purpose: Optional[str] = None,
-                                limit: int = Query(100, ge=1, le=10_000), after: Optional[str] = None) -> dict:
+    async def openai_list_files(
+        self,
+        request: Request,
+        purpose: Optional[str] = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        after: Optional[str] = None,
+    ) -> dict:
         await self._files_caller(request)
         found = await self._files_call(self.openai_files.files())
         return page([f for f in found if purpose in (None, f["purpose"])], limit, after)
@@ -73,28 +79,48 @@ class OpenAIBatchRoutes(GatewayParts):
             model = self._openai_model(line.body.model, "embeddings")
             texts = line.body.texts()
             if texts is None:
-                raise ApiError(400, "invalid_request", f"input file line {number}: token arrays are not supported",
-                               param="input_file_id")
+                raise ApiError(
+                    400,
+                    "invalid_request",
+                    f"input file line {number}: token arrays are not supported",
+                    param="input_file_id",
+                )
             data = json.dumps({"texts": texts}).encode()
             self.parser.parse(model, "application/json", data, {})
-            items.append({"custom_id": line.custom_id, "job_id": new_job_id(), "model": line.body.model,
-                          "encoding_format": line.body.encoding_format, "dimensions": line.body.dimensions})
+            items.append(
+                {
+                    "custom_id": line.custom_id,
+                    "job_id": new_job_id(),
+                    "model": line.body.model,
+                    "encoding_format": line.body.encoding_format,
+                    "dimensions": line.body.dimensions,
+                }
+            )
             inputs.append((model, data))
         # The record first, with the job ids: a batch cut short by a crash still
         # accounts for every line (a job never submitted reads as missing).
         record = batches.new_record(new_id("batch"), body, items)
         await self._files_call(self.openai_files.put_batch(record))
         ttl = self.config.jobs.result_ttl_s
-        await asyncio.gather(*(
-            self.store.submit.remote(item["job_id"], model, JobRequest(media_type="application/json"), data,
-                                     {"openai_batch": record["id"], "custom_id": item["custom_id"]}, ttl)
-            for item, (model, data) in zip(items, inputs, strict=True)
-        ))
+        await asyncio.gather(
+            *(
+                self.store.submit.remote(
+                    item["job_id"],
+                    model,
+                    JobRequest(media_type="application/json"),
+                    data,
+                    {"openai_batch": record["id"], "custom_id": item["custom_id"]},
+                    ttl,
+                )
+                for item, (model, data) in zip(items, inputs, strict=True)
+            )
+        )
         return await self._batch_view(record)
 
     @router.get("/batches")
-    async def openai_list_batches(self, request: Request, limit: int = Query(20, ge=1, le=100),
-                                  after: Optional[str] = None) -> dict:
+    async def openai_list_batches(
+        self, request: Request, limit: int = Query(20, ge=1, le=100), after: Optional[str] = None
+    ) -> dict:
         await self._files_caller(request)
         listed = page(await self._files_call(self.openai_files.batches()), limit, after)
         return {**listed, "data": [await self._batch_view(record) for record in listed["data"]]}
@@ -130,8 +156,9 @@ class OpenAIBatchRoutes(GatewayParts):
         try:
             return await work
         except BlobsUnavailable as exc:
-            raise ApiError(503, "files_unavailable", f"{exc}; retry after {RETRY_AFTER_S} s",
-                           {"Retry-After": str(RETRY_AFTER_S)}) from None
+            raise ApiError(
+                503, "files_unavailable", f"{exc}; retry after {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
+            ) from None
 
     async def _file(self, file_id: str, param: Optional[str] = None) -> dict:
         found = await self._files_call(self.openai_files.file(file_id))
@@ -170,7 +197,12 @@ def page(items: list[dict], limit: int, after: Optional[str]) -> dict:
     The SDKs' iterators follow `has_more` and the last id."""
     if after is not None:
         ids = [item["id"] for item in items]
-        items = items[ids.index(after) + 1:] if after in ids else []
+        items = items[ids.index(after) + 1 :] if after in ids else []
     data = items[:limit]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(items) > limit}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(items) > limit,
+    }

@@ -32,8 +32,13 @@ def parse_range(header: Optional[str], size: int) -> Optional[tuple[int, int]]:
     if last and int(last) < start:
         return None  # malformed: ignored, as the RFC says
     if start >= size:
-        raise ApiError(416, "range_not_satisfiable", f"the range starts at byte {start}; the result has {size} bytes",
-                       {"Content-Range": f"bytes */{size}"}, size=size)
+        raise ApiError(
+            416,
+            "range_not_satisfiable",
+            f"the range starts at byte {start}; the result has {size} bytes",
+            {"Content-Range": f"bytes */{size}"},
+            size=size,
+        )
     return start, end
 
 
@@ -58,13 +63,14 @@ async def result_response(job: Job, blobs: Blobs, request: Request, headers: Opt
     if span is not None:
         status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{size}"
     if data is not None:
-        return Response(data[start:end + 1], status, headers, media_type=JSON)
+        return Response(data[start : end + 1], status, headers, media_type=JSON)
     assert blob is not None
     try:
         await blobs.stat(blob.key)  # a missing blob is a clean error now, not a broken stream later
     except BlobMissing:
-        raise ApiError(410, "result_missing", f"job {job.id}'s result is no longer in the blob store",
-                       job_id=job.id) from None
+        raise ApiError(
+            410, "result_missing", f"job {job.id}'s result is no longer in the blob store", job_id=job.id
+        ) from None
     except BlobsUnavailable as exc:
         raise blobs_unavailable(exc, "the result is kept") from None
     return StreamingResponse(blobs.read(blob.key, start, end + 1), status, headers, media_type=JSON)

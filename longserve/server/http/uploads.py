@@ -17,14 +17,17 @@ BLOBS_RETRY_AFTER_S = 5
 
 
 def blobs_unavailable(exc: Exception, consequence: str = "the job was not accepted") -> ApiError:
-    return ApiError(503, "blobs_unavailable",
-                    f"the blob store is unavailable ({exc}); {consequence}. "
-                    f"Retry after {BLOBS_RETRY_AFTER_S} s.",
-                    {"Retry-After": str(BLOBS_RETRY_AFTER_S)})
+    return ApiError(
+        503,
+        "blobs_unavailable",
+        f"the blob store is unavailable ({exc}); {consequence}. Retry after {BLOBS_RETRY_AFTER_S} s.",
+        {"Retry-After": str(BLOBS_RETRY_AFTER_S)},
+    )
 
 
-async def receive_upload(request: Request, blobs: Blobs, key: str, limit: int, keep: int,
-                         too_large: Callable[[int], ApiError]) -> tuple[Written, Optional[bytes]]:
+async def receive_upload(
+    request: Request, blobs: Blobs, key: str, limit: int, keep: int, too_large: Callable[[int], ApiError]
+) -> tuple[Written, Optional[bytes]]:
     """Stream the request's body into `key`, up to `limit` bytes; also the body
     itself when it is at most `keep` bytes. Over the limit (as declared by
     Content-Length, or as streamed so far): `too_large`, and nothing is kept."""

@@ -12,8 +12,9 @@ text), so a store that restarts follows the newest deploy, not its first one.
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional, Protocol
+from typing import Optional, Protocol
 
 from longserve.server.jobs.record import Job
 

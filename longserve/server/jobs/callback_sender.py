@@ -11,6 +11,7 @@ attempt each, never retried.
 import asyncio
 import logging
 import time
+from typing import Any
 
 from longserve.server.config import CallbacksConfig
 from longserve.server.errors import InvalidCallbackUrl
@@ -52,11 +53,17 @@ class CallbackSender:
         task.add_done_callback(self.tasks.discard)
 
     async def _notify(self, job: Job, event: str, seq: int) -> None:
+        assert job.callback is not None  # notify is called for jobs with a callback
         try:
             address = await check_url(job.callback.url, self.config)
             body = payload(event, job.view())
-            await deliver(self.client, job.callback.url, address, body,
-                          headers_for(self.secret, message_id(job, event, seq), body))
+            await deliver(
+                self.client,
+                job.callback.url,
+                address,
+                body,
+                headers_for(self.secret, message_id(job, event, seq), body),
+            )
         except Exception as exc:  # best effort: the completed event is the one that is retried
             logger.info("job %s: %s callback not sent: %s", loggable(job.id), event, exc)
 
@@ -76,7 +83,8 @@ class CallbackSender:
 
     async def _deliver(self, job: Job) -> None:
         callback = job.callback
-        update = dict(attempts=callback.attempts + 1)
+        assert callback is not None  # claim_callbacks hands out only jobs with one
+        update: dict[str, Any] = dict(attempts=callback.attempts + 1)
         try:
             address = await check_url(callback.url, self.config)  # again: DNS may have changed since submit
         except InvalidCallbackUrl as exc:
@@ -84,8 +92,9 @@ class CallbackSender:
             await self._record(job, callback.model_copy(update=update), "failed")
             return
         body = payload("completed", job.view())
-        outcome = await deliver(self.client, callback.url, address, body,
-                                headers_for(self.secret, message_id(job, "completed"), body))
+        outcome = await deliver(
+            self.client, callback.url, address, body, headers_for(self.secret, message_id(job, "completed"), body)
+        )
         update.update(last_status=outcome.status, last_error=outcome.error)
         if outcome.delivered:
             update.update(status="delivered", delivered_at=time.time(), last_error=None)
@@ -101,8 +110,13 @@ class CallbackSender:
     async def _record(self, job: Job, callback: Callback, label: str) -> None:
         self.monitor.inc("longserve_callback_attempts_total", model=job.model, outcome=label)
         log = logger.warning if label != "delivered" else logger.info
-        log("job %s: callback attempt %d %s (%s)", loggable(job.id), callback.attempts, label,
-            callback.last_error or callback.last_status)
+        log(
+            "job %s: callback attempt %d %s (%s)",
+            loggable(job.id),
+            callback.attempts,
+            label,
+            callback.last_error or callback.last_status,
+        )
         try:
             await self.store.record_callback.remote(job.id, self.runner_id, callback)
         except Exception:  # the lease ends and another attempt is made: at least once

@@ -47,7 +47,8 @@ def load_secret(config: CallbacksConfig) -> Optional[bytes]:
         return base64.b64decode(text.removeprefix(SECRET_PREFIX), validate=True)
     except ValueError:
         raise ValueError(
-            f"${config.secret_env} must be {SECRET_PREFIX}<base64>, as Standard Webhooks secrets are") from None
+            f"${config.secret_env} must be {SECRET_PREFIX}<base64>, as Standard Webhooks secrets are"
+        ) from None
 
 
 def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -57,16 +58,21 @@ def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def headers_for(secret: Optional[bytes], msg_id: str, body: bytes) -> dict[str, str]:
     timestamp = int(time.time())
-    headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-               "user-agent": "longserve-webhooks"}
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "user-agent": "longserve-webhooks",
+    }
     if secret is not None:
         headers["webhook-signature"] = sign(secret, msg_id, timestamp, body)
     return headers
 
 
 def payload(event: str, job_view: dict) -> bytes:
-    return json.dumps({"type": f"job.{event}", "timestamp": int(time.time()), "data": job_view},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"type": f"job.{event}", "timestamp": int(time.time()), "data": job_view}, separators=(",", ":")
+    ).encode()
 
 
 # -- where callbacks may go (SSRF guard) -------------------------------------------
@@ -84,7 +90,7 @@ def _allowed(host: str, address: ipaddress._BaseAddress, allow: list[str]) -> bo
     return False
 
 
-def _internal(address: ipaddress._BaseAddress) -> bool:
+def _internal(address: "ipaddress.IPv4Address | ipaddress.IPv6Address") -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return not address.is_global or address.is_multicast
@@ -99,8 +105,7 @@ async def check_url(url: str, config: CallbacksConfig) -> str:
     return await check_public_url(url, config.allow, "callback_url", "callbacks.allow", InvalidCallbackUrl)
 
 
-async def check_public_url(url: str, allow: list[str], field: str, allow_key: str,
-                           error: type[ServeError]) -> str:
+async def check_public_url(url: str, allow: list[str], field: str, allow_key: str, error: type[ServeError]) -> str:
     """check_url's rules for any URL the server will fetch or post to (`field` names
     it in the error, `allow_key` the setting that permits internal addresses)."""
 
@@ -134,13 +139,15 @@ async def check_public_url(url: str, allow: list[str], field: str, allow_key: st
     except TimeoutError:
         raise refuse(f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if str(address) in METADATA_HOSTS:
             raise refuse(f"{host} resolves to the cloud metadata address {address}")
         if _internal(address) and not _allowed(host, address, allow):
-            raise refuse(f"{host} resolves to {address}, a loopback, private or link-local address; "
-                         f"add it to {allow_key} in serve_config.yaml to permit it")
-    return infos[0][4][0]  # getaddrinfo's first choice, as a plain connect would take
+            raise refuse(
+                f"{host} resolves to {address}, a loopback, private or link-local address; "
+                f"add it to {allow_key} in serve_config.yaml to permit it"
+            )
+    return str(infos[0][4][0])  # getaddrinfo's first choice, as a plain connect would take
 
 
 # -- one delivery -------------------------------------------------------------------
@@ -181,8 +188,12 @@ def new_client(config: CallbacksConfig) -> httpx.AsyncClient:
     # Redirects are never followed: a public URL could redirect inside. No
     # kept-alive connections: they are pooled by address, and one verified for
     # one name must not carry a request for another name on the same address.
-    return httpx.AsyncClient(timeout=config.timeout_s, follow_redirects=False, trust_env=False,
-                             limits=httpx.Limits(max_keepalive_connections=0))
+    return httpx.AsyncClient(
+        timeout=config.timeout_s,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
 
 
 async def deliver(client: httpx.AsyncClient, url: str, address: str, body: bytes, headers: dict[str, str]) -> Outcome:
@@ -193,12 +204,21 @@ async def deliver(client: httpx.AsyncClient, url: str, address: str, body: bytes
     named = httpx.URL(url)
     extensions = {"sni_hostname": named.host} if named.scheme == "https" else {}
     try:
-        response = await client.post(named.copy_with(host=address), content=body, extensions=extensions,
-                                     headers={**headers, "host": named.netloc.decode("ascii")})
+        response = await client.post(
+            named.copy_with(host=address),
+            content=body,
+            extensions=extensions,
+            headers={**headers, "host": named.netloc.decode("ascii")},
+        )
     except httpx.HTTPError as exc:
         return Outcome(False, True, error=f"{type(exc).__name__}: {exc}"[:300])
     if 200 <= response.status_code < 300:
         return Outcome(True, False, response.status_code)
     retry = response.status_code in RETRY_STATUSES or response.status_code >= 500
-    return Outcome(False, retry, response.status_code, f"HTTP {response.status_code}",
-                   retry_after_s(response.headers.get("retry-after")))
+    return Outcome(
+        False,
+        retry,
+        response.status_code,
+        f"HTTP {response.status_code}",
+        retry_after_s(response.headers.get("retry-after")),
+    )

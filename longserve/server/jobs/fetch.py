@@ -45,9 +45,11 @@ async def check_input_url(url: str, inputs: InputsConfig, blobs: BlobsConfig) ->
     if url.lower().startswith("s3://"):
         bucket, key = s3_location(url)
         if blobs.backend != "s3" or bucket != blobs.bucket or not key:
-            raise InvalidInputUrl(f"input_url refused: s3:// inputs are read from the blob store's bucket "
-                                  f"({blobs.bucket or 'none: blobs.backend is ' + blobs.backend}), as s3://<bucket>/<key>",
-                                  input_url=without_query(url))
+            raise InvalidInputUrl(
+                f"input_url refused: s3:// inputs are read from the blob store's bucket "
+                f"({blobs.bucket or 'none: blobs.backend is ' + blobs.backend}), as s3://<bucket>/<key>",
+                input_url=without_query(url),
+            )
         return
     await check_public_url(url, inputs.allow, "input_url", "inputs.allow", InvalidInputUrl)
 
@@ -77,19 +79,28 @@ class Fetcher:
     async def _fetch_once(self, url: str, blobs: Blobs, key: str) -> tuple[Written, str]:
         # Redirects are followed by hand, each target checked; no pooled connections
         # (they are pooled by address, and one checked for one name must not serve another).
-        async with httpx.AsyncClient(timeout=self.inputs.timeout_s, follow_redirects=False, trust_env=False,
-                                     limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        async with httpx.AsyncClient(
+            timeout=self.inputs.timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        ) as client:
             current = url
             for _ in range(MAX_REDIRECTS + 1):
                 try:
-                    address = await check_public_url(current, self.inputs.allow, "input_url", "inputs.allow",
-                                                     InvalidInputUrl)
+                    address = await check_public_url(
+                        current, self.inputs.allow, "input_url", "inputs.allow", InvalidInputUrl
+                    )
                 except InvalidInputUrl as exc:
                     raise self._failed(url, exc.message) from None
                 named = httpx.URL(current)
                 extensions = {"sni_hostname": named.host} if named.scheme == "https" else {}
-                request = client.build_request("GET", named.copy_with(host=address), extensions=extensions,
-                                               headers={"host": named.netloc.decode("ascii")})
+                request = client.build_request(
+                    "GET",
+                    named.copy_with(host=address),
+                    extensions=extensions,
+                    headers={"host": named.netloc.decode("ascii")},
+                )
                 try:
                     response = await client.send(request, stream=True)
                 except httpx.HTTPError as exc:
@@ -124,8 +135,9 @@ class Fetcher:
         return written, media_type
 
     def _too_large(self, url: str, size: int) -> InputUnavailable:
-        return self._failed(url, f"the input is {size} bytes (or more), over the limit of {self.limit} bytes "
-                                 f"(jobs.max_input_mb)")
+        return self._failed(
+            url, f"the input is {size} bytes (or more), over the limit of {self.limit} bytes (jobs.max_input_mb)"
+        )
 
     @staticmethod
     def _failed(url: str, reason: str, status: Optional[int] = None) -> InputUnavailable:

@@ -52,8 +52,9 @@ class JobIOSettings:
 
     @classmethod
     def of(cls, config: AppConfig) -> "JobIOSettings":
-        return cls(config.blobs, config.inputs, config.max_json_depth, config.jobs.inline_result_kb,
-                   config.jobs.max_input_mb)
+        return cls(
+            config.blobs, config.inputs, config.max_json_depth, config.jobs.inline_result_kb, config.jobs.max_input_mb
+        )
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,9 @@ def result_json(result: Any) -> bytes:
     """A result as GET /v1/jobs/{id}/result sends it (FastAPI's encoding, compact)."""
     import json
 
-    return json.dumps(jsonable_encoder(result), ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(jsonable_encoder(result), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
 
 
 class JobIO:
@@ -103,8 +105,9 @@ class JobIO:
                 yield inputs
         except BlobMissing:
             where = job.url or "the blob store"
-            raise InputUnavailable(f"the job's input is no longer in {where} (deleted outside longserve?)",
-                                   key=key) from None
+            raise InputUnavailable(
+                f"the job's input is no longer in {where} (deleted outside longserve?)", key=key
+            ) from None
         except BlobsUnavailable as exc:
             raise InputUnavailable(f"the blob store is unavailable: {exc}", retryable=True) from None
 

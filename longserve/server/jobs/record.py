@@ -2,15 +2,20 @@
 
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
 from longserve.api.jobs import (
-    CallbackEvents, CallbackStatus, CallbackView, JobView, Links, ProgressView, Status,
+    CallbackEvents,
+    CallbackStatus,
+    CallbackView,
+    JobView,
+    Links,
+    ProgressView,
+    Status,
 )
-
 
 
 def new_job_id() -> str:
@@ -33,7 +38,6 @@ class Progress(BaseModel):
         if not self.total:
             return None
         return round(min(self.done / self.total, 1.0), 4)
-
 
 
 class Callback(BaseModel):
@@ -121,9 +125,15 @@ class Job(BaseModel):
             view.error = self.error
         if self.callback is not None:
             cb = self.callback
-            view.callback = CallbackView(url=cb.url, events=cb.events, status=cb.status, attempts=cb.attempts,
-                                         last_status=cb.last_status, last_error=cb.last_error,
-                                         delivered_at=_iso(cb.delivered_at))
+            view.callback = CallbackView(
+                url=cb.url,
+                events=cb.events,
+                status=cb.status,
+                attempts=cb.attempts,
+                last_status=cb.last_status,
+                last_error=cb.last_error,
+                delivered_at=_iso(cb.delivered_at),
+            )
         if with_result and self.status == "succeeded":
             if self.result_blob is not None:  # too large to show inline: its size, and links.result
                 view.result_size = self.result_blob.size
@@ -134,4 +144,4 @@ class Job(BaseModel):
 
 
 def _iso(ts: Optional[float]) -> Optional[str]:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")

@@ -45,7 +45,8 @@ STORE_RETRY_S = 0.5  # between attempts to store an outcome while the store's ba
 
 @serve.deployment
 class JobRunner:
-    async def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle]):
+    async def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle]) -> None:  # type: ignore[misc]
+        # Ray Serve awaits an async __init__; mypy knows no such thing.
         self.config = config
         self.store = get_job_store(config.jobs, config.blobs)
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
@@ -72,8 +73,9 @@ class JobRunner:
     async def _claim_forever(self) -> None:
         while True:
             try:
-                claimed = await self.store.claim.remote(self.id, self.limits, CLAIM_WAIT_S, self.weights,
-                                                        self.default_weight)
+                claimed = await self.store.claim.remote(
+                    self.id, self.limits, CLAIM_WAIT_S, self.weights, self.default_weight
+                )
             except Exception:
                 logger.exception("claiming from the job store failed; retrying")
                 await asyncio.sleep(BUSY_BACKOFF_S)
@@ -117,8 +119,9 @@ class JobRunner:
         settings = self.config.models[job.model]  # claims only ask for configured models
         inputs: Any
         if job.input is not None or job.request.input_url is not None:  # the replica reads it: no bytes pass here
-            inputs = JobInput(job.id, job.request.media_type, input_key(job.id), job.request.params,
-                              job.request.input_url)
+            inputs = JobInput(
+                job.id, job.request.media_type, input_key(job.id), job.request.params, job.request.input_url
+            )
         else:  # a job stored before inputs went to the blob store: its body is in the backend
             try:
                 inputs = self.parser.parse(job.model, job.request.media_type, body or b"", job.request.params)
@@ -138,13 +141,16 @@ class JobRunner:
             # job_timeout bounds the run, from the moment a replica starts it: waiting
             # for a replica (a model scaled to zero, cold-starting) does not count.
             async with asyncio.timeout(None) as run_limit:
-                result = await call_model(self.handles[job.model], job.model, settings, inputs, on_started,
-                                          on_progress)
+                result = await call_model(self.handles[job.model], job.model, settings, inputs, on_started, on_progress)
         except TimeoutError:
-            await self._finish(job, "failed", error={
-                "type": "job_timeout",
-                "message": f"the job ran longer than models.{job.model}.job_timeout={settings.job_timeout:g} s",
-            })
+            await self._finish(
+                job,
+                "failed",
+                error={
+                    "type": "job_timeout",
+                    "message": f"the job ran longer than models.{job.model}.job_timeout={settings.job_timeout:g} s",
+                },
+            )
         except InputRejected as exc:
             await self._finish(job, "failed", error={"type": exc.type, "message": exc.message})
         except InputUnavailable as exc:
@@ -164,21 +170,31 @@ class JobRunner:
             else:
                 await self._finish(job, "succeeded", result=result)
 
-    async def _finish(self, job: Job, status: str, result=None, error: Optional[dict] = None,
-                      result_blob: Optional[BlobRef] = None) -> None:
+    async def _finish(
+        self, job: Job, status: str, result=None, error: Optional[dict] = None, result_blob: Optional[BlobRef] = None
+    ) -> None:
         if not await self._store_outcome(job, status, result, error, result_blob):
             return  # cancelled meanwhile, or the lease was lost: not this runner's outcome
         now = time.time()
-        kind = (error or {}).get("type")
+        kind = str((error or {}).get("type"))
         outcome = "ok" if status == "succeeded" else JOB_OUTCOMES.get(kind, "server_error")
-        self.monitor.record(job.model, "job", outcome, job.started_at - job.created_at, now - job.started_at,
-                            now - job.created_at, job.id, job.tenant)
+        started = job.started_at or now  # set by the claim that started this run
+        self.monitor.record(
+            job.model, "job", outcome, started - job.created_at, now - started, now - job.created_at, job.id, job.tenant
+        )
         if status == "failed":
-            logger.warning("job %s (%s) failed on attempt %d: %s: %s", loggable(job.id), job.model, job.attempts,
-                           kind, (error or {}).get("message", ""))
+            logger.warning(
+                "job %s (%s) failed on attempt %d: %s: %s",
+                loggable(job.id),
+                job.model,
+                job.attempts,
+                kind,
+                (error or {}).get("message", ""),
+            )
 
-    async def _store_outcome(self, job: Job, status: str, result, error: Optional[dict],
-                             result_blob: Optional[BlobRef] = None) -> bool:
+    async def _store_outcome(
+        self, job: Job, status: str, result, error: Optional[dict], result_blob: Optional[BlobRef] = None
+    ) -> bool:
         """store.finish, retried while the store's backend fails (redis restarting).
         Its failure is the store's, not the model's: it must not reach
         _call_model's model-error handling. finish is fenced by lease and
@@ -186,11 +202,11 @@ class JobRunner:
         deadline = time.monotonic() + 3 * self.config.jobs.lease_s
         while True:
             try:
-                return await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error,
-                                                      result_blob)
+                return await self.store.finish.remote(job.id, self.id, job.attempts, status, result, error, result_blob)
             except RayTaskError as exc:
                 if time.monotonic() > deadline:  # the lease decides: the job runs again
-                    raise RuntimeError(f"job {loggable(job.id)}: the job store did not take the outcome: "
-                                       f"{first_line(exc)}") from None
+                    raise RuntimeError(
+                        f"job {loggable(job.id)}: the job store did not take the outcome: {first_line(exc)}"
+                    ) from None
                 logger.warning("job %s: storing the outcome failed (%s); retrying", loggable(job.id), first_line(exc))
                 await asyncio.sleep(STORE_RETRY_S)

@@ -26,8 +26,9 @@ so idle time banks no credit and a newcomer waits at most one turn per tenant.
 import bisect
 import heapq
 from collections import Counter, defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from longserve.api.jobs import PENDING
 from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, Progress
@@ -77,6 +78,12 @@ class Change:
         return not (self.saves or self.deletes or self.drop_bodies)
 
 
+def callback_of(job: Job) -> Callback:
+    """The callback of a job that has one (every job in callbacks_due does)."""
+    assert job.callback is not None, job.id
+    return job.callback
+
+
 def callback_due(job: Job) -> bool:
     """The job ended and its completion callback is not yet delivered (or given up)."""
     return job.callback is not None and job.callback.status == "pending" and job.status not in PENDING
@@ -108,7 +115,8 @@ class JobState:
         self.running: set[str] = set()  # the leases to watch
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
         self.active: Counter = Counter()  # tenant -> its queued and running jobs (max_active_jobs)
-        self.idempotency: dict[tuple[str, str, str], str] = {}  # (tenant, model, key) -> job id
+        # (tenant, model, key) -> job id; only jobs with a key are here
+        self.idempotency: dict[tuple[str, str, Optional[str]], str] = {}
         self.callbacks_due: set[str] = set()
         # (when, id): a finished job's next step, expiring and then being forgotten.
         # Entries may be stale (the job was retried); `reap` checks the job itself.
@@ -143,9 +151,16 @@ class JobState:
     def get(self, job_id: str) -> Optional[Job]:
         return self.records.get(job_id)
 
-    def list(self, model: Optional[str], status: Optional[str], limit: int, cursor: Optional[int],
-             tenant: Optional[str] = None, created_after: Optional[float] = None,
-             created_before: Optional[float] = None) -> tuple[list[Job], Optional[int]]:
+    def list(
+        self,
+        model: Optional[str],
+        status: Optional[str],
+        limit: int,
+        cursor: Optional[int],
+        tenant: Optional[str] = None,
+        created_after: Optional[float] = None,
+        created_before: Optional[float] = None,
+    ) -> tuple[list[Job], Optional[int]]:
         """Newest first; `cursor` is the seq to continue below. None filters nothing."""
         end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
         page: list[Job] = []
@@ -153,10 +168,13 @@ class JobState:
             job = self.records.get(self.order[index])
             if job is None:
                 continue  # forgotten
-            if ((model is None or job.model == model) and (status is None or job.status == status)
-                    and (tenant is None or job.tenant == tenant)
-                    and (created_after is None or job.created_at >= created_after)
-                    and (created_before is None or job.created_at < created_before)):
+            if (
+                (model is None or job.model == model)
+                and (status is None or job.status == status)
+                and (tenant is None or job.tenant == tenant)
+                and (created_after is None or job.created_at >= created_after)
+                and (created_before is None or job.created_at < created_before)
+            ):
                 page.append(job)
                 if len(page) == limit:
                     return page, (job.seq if index > 0 else None)
@@ -166,14 +184,26 @@ class JobState:
         return {model: {"queued": c["queued"], "running": c["running"]} for model, c in self.counts.items()}
 
     def next_callback_at(self) -> Optional[float]:
-        return min((self.records[i].callback.next_attempt_at for i in self.callbacks_due), default=None)
+        return min((callback_of(self.records[i]).next_attempt_at or 0.0 for i in self.callbacks_due), default=None)
 
     # -- client side ----------------------------------------------------------------------
 
-    def submit(self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict,
-               ttl_s: float, idempotency_key: Optional[str], callback: Optional[Callback], body_sha256: str,
-               now: float, tenant: str = "anonymous", max_active: Optional[int] = None,
-               input: Optional[BlobRef] = None) -> Change:
+    def submit(
+        self,
+        job_id: str,
+        model: str,
+        request: JobRequest,
+        body: Optional[bytes],
+        metadata: dict,
+        ttl_s: float,
+        idempotency_key: Optional[str],
+        callback: Optional[Callback],
+        body_sha256: str,
+        now: float,
+        tenant: str = "anonymous",
+        max_active: Optional[int] = None,
+        input: Optional[BlobRef] = None,
+    ) -> Change:
         """outcome "created" | "existing" (the same id, or key and request) | "conflict" (the key, another
         request) | "over_quota" (the tenant has max_active queued and running jobs; nothing stored).
         `body_sha256` fingerprints the whole request; keys are scoped to (tenant, model). The input is
@@ -190,9 +220,21 @@ class JobState:
         if max_active is not None and self.active[tenant] >= max_active:
             change.outcome = "over_quota"
             return change
-        job = Job(id=job_id, seq=self.last_seq + 1, model=model, tenant=tenant, request=request, metadata=metadata,
-                  ttl_s=ttl_s, created_at=now, max_attempts=self.settings.max_attempts, idempotency_key=idempotency_key,
-                  body_sha256=body_sha256, callback=callback, input=input)
+        job = Job(
+            id=job_id,
+            seq=self.last_seq + 1,
+            model=model,
+            tenant=tenant,
+            request=request,
+            metadata=metadata,
+            ttl_s=ttl_s,
+            created_at=now,
+            max_attempts=self.settings.max_attempts,
+            idempotency_key=idempotency_key,
+            body_sha256=body_sha256,
+            callback=callback,
+            input=input,
+        )
         change.outcome = "created"
         change.save(None, job, body=body)
         return change
@@ -206,8 +248,9 @@ class JobState:
             change.outcome, change.job = "finished", job
         else:
             change.outcome = "cancelled"
-            self._finish(change, job, "cancelled", None, {"type": "cancelled", "message": "cancelled by the client"},
-                         now)
+            self._finish(
+                change, job, "cancelled", None, {"type": "cancelled", "message": "cancelled by the client"}, now
+            )
         return change
 
     def erase(self, job_id: str, now: float) -> Change:
@@ -221,11 +264,26 @@ class JobState:
         change.outcome, change.job = "erased", job
         if job.erased:
             return change
-        change.save(job, Job(
-            id=job.id, seq=job.seq, model=job.model, tenant=job.tenant, status="expired", erased=True,
-            request=JobRequest(media_type=""), ttl_s=job.ttl_s, attempts=job.attempts, max_attempts=job.max_attempts,
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at or now,
-            expires_at=now, version=job.version))
+        change.save(
+            job,
+            Job(
+                id=job.id,
+                seq=job.seq,
+                model=job.model,
+                tenant=job.tenant,
+                status="expired",
+                erased=True,
+                request=JobRequest(media_type=""),
+                ttl_s=job.ttl_s,
+                attempts=job.attempts,
+                max_attempts=job.max_attempts,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at or now,
+                expires_at=now,
+                version=job.version,
+            ),
+        )
         change.drop_bodies.append(job_id)  # the input; the store's hook also deletes the job's blobs
         change.erased.append(job_id)
         return change
@@ -242,16 +300,34 @@ class JobState:
             change.outcome, change.job = "over_quota", job
         else:
             change.outcome = "queued"
-            change.save(job, job.model_copy(update=dict(
-                status="queued", error=None, result=None, result_blob=None, finished_at=None, expires_at=None,
-                started_at=None,
-                progress=Progress(), max_attempts=job.attempts + self.settings.max_attempts)))
+            change.save(
+                job,
+                job.model_copy(
+                    update=dict(
+                        status="queued",
+                        error=None,
+                        result=None,
+                        result_blob=None,
+                        finished_at=None,
+                        expires_at=None,
+                        started_at=None,
+                        progress=Progress(),
+                        max_attempts=job.attempts + self.settings.max_attempts,
+                    )
+                ),
+            )
         return change
 
     # -- runner side ------------------------------------------------------------------------
 
-    def claim(self, runner: str, limits: dict[str, int], now: float, weights: Optional[dict[str, float]] = None,
-              default_weight: float = 1.0) -> Change:
+    def claim(
+        self,
+        runner: str,
+        limits: dict[str, int],
+        now: float,
+        weights: Optional[dict[str, float]] = None,
+        default_weight: float = 1.0,
+    ) -> Change:
         """A queued job of a model under its limit of running jobs, now running under
         `runner`'s lease (change.job); None when there is none. Per model, the head of
         the waiting tenant whose turn it is (`next_turn`); across models, the oldest of those."""
@@ -266,9 +342,18 @@ class JobState:
             passes = self.passes[best.model]
             passes[best.tenant] = passes.get(best.tenant, 0.0) + 1 / weight  # in memory: a restart starts even
             change.outcome = "claimed"
-            change.save(best, best.model_copy(update=dict(
-                status="running", attempts=best.attempts + 1, started_at=best.started_at or now,
-                lease_owner=runner, lease_expires_at=now + self.settings.lease_s)))
+            change.save(
+                best,
+                best.model_copy(
+                    update=dict(
+                        status="running",
+                        attempts=best.attempts + 1,
+                        started_at=best.started_at or now,
+                        lease_owner=runner,
+                        lease_expires_at=now + self.settings.lease_s,
+                    )
+                ),
+            )
         return change
 
     def heartbeat(self, job_id: str, runner: str, attempt: int, progress: Optional[dict], now: float) -> Change:
@@ -284,8 +369,17 @@ class JobState:
         change.save(job, job.model_copy(update=update), visible=progress is not None)
         return change
 
-    def finish(self, job_id: str, runner: str, attempt: int, status: str, result: Any, error: Optional[dict],
-               now: float, result_blob: Optional[BlobRef] = None) -> Change:
+    def finish(
+        self,
+        job_id: str,
+        runner: str,
+        attempt: int,
+        status: str,
+        result: Any,
+        error: Optional[dict],
+        now: float,
+        result_blob: Optional[BlobRef] = None,
+    ) -> Change:
         """Store the outcome once; a runner whose lease was lost is refused."""
         change, job = Change(self.version), self._owned(job_id, runner, attempt)
         if job is None:
@@ -318,17 +412,19 @@ class JobState:
                 self._requeue_or_fail(change, job, reason, now)
         seen = set()
         for _, job_id in sorted(due_entries(self.expiry, now)):
-            job = self.records.get(job_id)
-            due = None if job is None else self.next_step_at(job)
-            if job_id in seen or due is None or due > now:
+            record = self.records.get(job_id)
+            due = None if record is None else self.next_step_at(record)
+            if record is None or job_id in seen or due is None or due > now:
                 continue  # stale: the job was retried (its new entry is queued) or is gone
             seen.add(job_id)
-            if job.status == "expired":
-                change.deletes.append(job)
+            if record.status == "expired":
+                change.deletes.append(record)
             else:  # the input goes too (and again with the record, should dropping it fail now)
-                expired = change.save(job, job.model_copy(update=dict(status="expired", result=None, result_blob=None)))
+                update = dict(status="expired", result=None, result_blob=None)
+                expired = change.save(record, record.model_copy(update=update))
                 change.drop_bodies.append(job_id)
-                if self.forget_at(expired) <= now:  # the reaper came late: both steps were due
+                forget_at = self.forget_at(expired)
+                if forget_at is not None and forget_at <= now:  # the reaper came late: both steps were due
                     change.deletes.append(expired)
         return change
 
@@ -337,10 +433,16 @@ class JobState:
     def claim_callbacks(self, runner: str, limit: int, lease_s: float, now: float) -> Change:
         """Due callbacks (change.saves), each now leased to `runner` until now + lease_s."""
         change = Change(self.version)
-        due = sorted((self.records[i] for i in self.callbacks_due if self.records[i].callback.next_attempt_at <= now),
-                     key=lambda j: (j.callback.next_attempt_at, j.seq))
+        due = sorted(
+            (
+                self.records[i]
+                for i in self.callbacks_due
+                if (callback_of(self.records[i]).next_attempt_at or 0.0) <= now
+            ),
+            key=lambda j: (callback_of(j).next_attempt_at or 0.0, j.seq),
+        )
         for job in due[:limit]:
-            callback = job.callback.model_copy(update=dict(owner=runner, next_attempt_at=now + lease_s))
+            callback = callback_of(job).model_copy(update=dict(owner=runner, next_attempt_at=now + lease_s))
             change.save(job, job.model_copy(update={"callback": callback}), visible=False)
         return change
 
@@ -421,7 +523,7 @@ class JobState:
         # per forgotten job on average, and listing scans at most 2x.
         self.stale += 1
         if self.stale * 2 > len(self.order):
-            kept = [(i, seq) for i, seq in zip(self.order, self.seqs) if i in self.records]
+            kept = [(i, seq) for i, seq in zip(self.order, self.seqs, strict=False) if i in self.records]
             self.order, self.seqs = [i for i, _ in kept], [seq for _, seq in kept]
             self.stale = 0
 
@@ -439,8 +541,11 @@ class JobState:
     def next_turn(self, model: str) -> Optional[str]:
         """Whose job of `model` is claimed next: the lowest pass, then the oldest head."""
         passes = self.passes[model]
-        return min(self.waiting(model), default=None,
-                   key=lambda t: (passes.get(t, 0.0), self.records[self.queues[model][t][0]].seq))
+        return min(
+            self.waiting(model),
+            default=None,
+            key=lambda t: (passes.get(t, 0.0), self.records[self.queues[model][t][0]].seq),
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -463,22 +568,54 @@ class JobState:
             return None
         return job
 
-    def _finish(self, change: Change, job: Job, status: str, result: Any, error: Optional[dict], now: float,
-                old: Optional[Job] = None, result_blob: Optional[BlobRef] = None) -> None:
-        update = dict(status=status, result=result, result_blob=result_blob, error=error, finished_at=now,
-                      expires_at=now + job.ttl_s, lease_owner=None, lease_expires_at=None)
+    def _finish(
+        self,
+        change: Change,
+        job: Job,
+        status: str,
+        result: Any,
+        error: Optional[dict],
+        now: float,
+        old: Optional[Job] = None,
+        result_blob: Optional[BlobRef] = None,
+    ) -> None:
+        update = dict(
+            status=status,
+            result=result,
+            result_blob=result_blob,
+            error=error,
+            finished_at=now,
+            expires_at=now + job.ttl_s,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
         if job.callback is not None:  # due now, from its first attempt (a retried job's ending is news again)
-            update["callback"] = job.callback.model_copy(update=dict(
-                status="pending", attempts=0, last_status=None, last_error=None, delivered_at=None,
-                next_attempt_at=now, owner=None))
+            update["callback"] = job.callback.model_copy(
+                update=dict(
+                    status="pending",
+                    attempts=0,
+                    last_status=None,
+                    last_error=None,
+                    delivered_at=None,
+                    next_attempt_at=now,
+                    owner=None,
+                )
+            )
         change.save(old or job, job.model_copy(update=update))
 
     def _requeue_or_fail(self, change: Change, job: Job, reason: str, now: float) -> None:
         if job.attempts >= job.max_attempts:
-            self._finish(change, job, "failed", None, {
-                "type": "attempts_exhausted",
-                "message": f"gave up after {job.attempts} attempts; the last ended because {reason}",
-            }, now)
+            self._finish(
+                change,
+                job,
+                "failed",
+                None,
+                {
+                    "type": "attempts_exhausted",
+                    "message": f"gave up after {job.attempts} attempts; the last ended because {reason}",
+                },
+                now,
+            )
             return
         change.warnings.append((job.id, f"attempt {job.attempts} lost ({reason}); queued again"))
         change.save(job, job.model_copy(update=dict(status="queued", lease_owner=None, lease_expires_at=None)))

@@ -25,6 +25,8 @@ and removes the detached actors.
 """
 
 import asyncio
+import builtins
+import contextlib
 import functools
 import hashlib
 import json
@@ -71,15 +73,18 @@ def get_job_store(config: JobsConfig, blobs: Optional[BlobsConfig] = None) -> "r
     )
     if config.backend == "sqlite":  # the file lives on the head node's disk
         options["resources"] = {"node:__internal_head__": 0.001}
-    store = ray.remote(JobStore).options(**options).remote(config, blobs)
+    store: Any = ray.remote(JobStore).options(**options).remote(config, blobs)
     store.configure.remote(config, config.deployed_ns, blobs)  # ordered before this caller's later calls
     return store
 
 
 def fingerprint(request: JobRequest, body: bytes, metadata: dict, ttl_s: float, callback: Optional[Callback]) -> str:
     """What makes two submits "the same request" for an Idempotency-Key: everything the client sent."""
-    head = json.dumps([request.model_dump(mode="json"), metadata, ttl_s,
-                       callback and [callback.url, callback.events]], sort_keys=True, default=str)
+    head = json.dumps(
+        [request.model_dump(mode="json"), metadata, ttl_s, callback and [callback.url, callback.events]],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(head.encode() + b"\0" + body).hexdigest()
 
 
@@ -112,8 +117,12 @@ class JobStore:
             self.backend.delete(job.id)  # its time to be forgotten passed while the store was down
         self.blobs.delete_jobs(job.id for job in loaded.deletes)
         self._publish(loaded)
-        logger.info("job store %s loaded %d jobs, deleted %d past their forget time",
-                    config.backend, len(self.state.records), len(loaded.deletes))
+        logger.info(
+            "job store %s loaded %d jobs, deleted %d past their forget time",
+            config.backend,
+            len(self.state.records),
+            len(loaded.deletes),
+        )
 
     async def configure(self, config: JobsConfig, deployed_ns: int, blobs: Optional[BlobsConfig] = None) -> bool:
         """Follow a deploy's settings (lease_s, max_attempts, forget_after_s, the blob
@@ -130,16 +139,29 @@ class JobStore:
             await asyncio.to_thread(self.backend.save_settings, text)
             self.config, self.deployed_ns = config, deployed_ns
             self.state.configure(settings)
-            logger.info("job store now uses lease_s=%g max_attempts=%d forget_after_s=%g",
-                        settings.lease_s, settings.max_attempts, settings.forget_after_s)
+            logger.info(
+                "job store now uses lease_s=%g max_attempts=%d forget_after_s=%g",
+                settings.lease_s,
+                settings.max_attempts,
+                settings.forget_after_s,
+            )
             return True
 
     # -- client side ------------------------------------------------------------
 
     async def submit(
-        self, job_id: str, model: str, request: JobRequest, body: Optional[bytes], metadata: dict, ttl_s: float,
-        idempotency_key: Optional[str] = None, callback: Optional[Callback] = None, input: Optional[BlobRef] = None,
-        tenant: str = "anonymous", max_active: Optional[int] = None,
+        self,
+        job_id: str,
+        model: str,
+        request: JobRequest,
+        body: Optional[bytes],
+        metadata: dict,
+        ttl_s: float,
+        idempotency_key: Optional[str] = None,
+        callback: Optional[Callback] = None,
+        input: Optional[BlobRef] = None,
+        tenant: str = "anonymous",
+        max_active: Optional[int] = None,
     ) -> tuple[str, Optional[Job]]:
         """("created" | "existing" | "conflict" | "over_quota", job). Retried calls with the same id are no-ops.
         The input is either `body` (kept in the backend) or `input`, a blob the gateway streamed it
@@ -150,9 +172,23 @@ class JobStore:
         content = body if input is None else input.sha256.encode()
         digest = fingerprint(request, content or b"", metadata, ttl_s, callback)
         async with self.lock:
-            change = await self._commit(self.state.submit(
-                job_id, model, request, body, metadata, ttl_s, idempotency_key, callback, digest, time.time(),
-                input=input, tenant=tenant, max_active=max_active))
+            change = await self._commit(
+                self.state.submit(
+                    job_id,
+                    model,
+                    request,
+                    body,
+                    metadata,
+                    ttl_s,
+                    idempotency_key,
+                    callback,
+                    digest,
+                    time.time(),
+                    input=input,
+                    tenant=tenant,
+                    max_active=max_active,
+                )
+            )
             return change.outcome, change.job
 
     async def take(self, tenant: str, rate: float, burst: int) -> tuple[bool, float, int]:
@@ -189,7 +225,7 @@ class JobStore:
             event = self.changed.setdefault(job_id, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             job = self.state.get(job_id)
             if job is not None and not until_finished and job.version != seen:
@@ -211,7 +247,7 @@ class JobStore:
         async with self.lock:
             before = self.state.get(job_id)
             change = await self._commit(self.state.erase(job_id, time.time()))
-            if change.erased:  # what happened, never what it held
+            if change.erased and before is not None:  # what happened, never what it held
                 logger.info("job %s erased on request (it was %s)", loggable(job_id), before.status)
             return change.outcome, change.job
 
@@ -223,8 +259,14 @@ class JobStore:
             return change.outcome, change.job
 
     async def list(
-        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None,
-        tenant: Optional[str] = None, created_after: Optional[float] = None, created_before: Optional[float] = None,
+        self,
+        model: Optional[str] = None,
+        status: Optional[str] = None,
+        limit: int = 50,
+        cursor: Optional[int] = None,
+        tenant: Optional[str] = None,
+        created_after: Optional[float] = None,
+        created_before: Optional[float] = None,
     ) -> tuple[list[Job], Optional[int]]:
         """Newest first; `cursor` is the seq to continue below."""
         self._start()
@@ -237,7 +279,11 @@ class JobStore:
     # -- runner side ------------------------------------------------------------
 
     async def claim(
-        self, runner: str, limits: dict[str, int], wait_s: float, weights: Optional[dict[str, float]] = None,
+        self,
+        runner: str,
+        limits: dict[str, int],
+        wait_s: float,
+        weights: Optional[dict[str, float]] = None,
         default_weight: float = 1.0,
     ) -> Optional[tuple[Job, Optional[bytes]]]:
         """A queued job of a model under its limit of running jobs (tenants take turns, by
@@ -259,15 +305,23 @@ class JobStore:
                 return None
             try:
                 await asyncio.wait_for(work.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
     async def heartbeat(self, job_id: str, runner: str, attempt: int, progress: Optional[dict] = None) -> bool:
         """Renew the lease (and record progress). False: stop, the job is no longer yours."""
         return await self._runner_call(self.state.heartbeat, job_id, runner, attempt, progress)
 
-    async def finish(self, job_id: str, runner: str, attempt: int, status: str, result: Any = None,
-                     error: Optional[dict] = None, result_blob: Optional[BlobRef] = None) -> bool:
+    async def finish(
+        self,
+        job_id: str,
+        runner: str,
+        attempt: int,
+        status: str,
+        result: Any = None,
+        error: Optional[dict] = None,
+        result_blob: Optional[BlobRef] = None,
+    ) -> bool:
         """Store the outcome once; a runner whose lease was lost is ignored."""
         finish = functools.partial(self.state.finish, result_blob=result_blob)
         return await self._runner_call(finish, job_id, runner, attempt, status, result, error)
@@ -278,7 +332,7 @@ class JobStore:
 
     # -- callback delivery (runner side) ------------------------------------------
 
-    async def claim_callbacks(self, runner: str, limit: int, lease_s: float, wait_s: float) -> "list[Job]":
+    async def claim_callbacks(self, runner: str, limit: int, lease_s: float, wait_s: float) -> builtins.list[Job]:
         """Finished jobs whose callback is due, each now leased to `runner` for
         lease_s: a runner that dies mid-delivery leaves it to another after that."""
         self._start()
@@ -292,10 +346,8 @@ class JobStore:
                 return [job for job, _ in change.saves]
             upcoming = self.state.next_callback_at()
             upcoming = now + remaining if upcoming is None else upcoming
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(work.wait(), max(min(remaining, upcoming - now), 0.01))
-            except asyncio.TimeoutError:
-                pass
 
     async def record_callback(self, job_id: str, runner: str, callback: Callback) -> bool:
         """Store an attempt's outcome (`callback` as the runner updated it), if the runner still holds it."""

@@ -19,7 +19,8 @@ class Usage:
     def __init__(self):
         # minute -> (tenant, model) -> [jobs, requests, model_seconds]
         self.buckets: dict[int, dict[tuple[str, str], list[float]]] = defaultdict(
-            lambda: defaultdict(lambda: [0, 0, 0.0]))
+            lambda: defaultdict(lambda: [0, 0, 0.0])
+        )
 
     def add(self, tenant: str, model: str, now: float, jobs: int = 0, requests: int = 0, seconds: float = 0.0) -> None:
         row = self.buckets[int(now // BUCKET_S)][(tenant, model)]

@@ -45,7 +45,7 @@ class Monitor:
     def inc(self, name: str, **tags: str) -> None:
         """Count an event in a longserve metric (nothing with monitoring off)."""
         if self.enabled:
-            self.metrics.inc(name, **tags)
+            self.metrics.inc(name, 1, **tags)
 
     def record(
         self,
@@ -86,7 +86,7 @@ class Monitor:
                 run_s,
                 threshold,
             )
-            self.metrics.inc("longserve_slow_total", **tags)
+            self.metrics.inc("longserve_slow_total", 1, **tags)
 
     async def _run_forever(self) -> None:
         auto = {name: m.auto_timeout for name, m in self.config.models.items() if m.timeout == AUTO}
@@ -100,8 +100,9 @@ class Monitor:
                 if time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + REFRESH_S
                     # Again each time: Ray restarts a crashed Stats actor with its first settings.
-                    self.stats.configure.remote(self.config.monitoring, self.config.monitoring.deployed_ns,
-                                                self.config.callbacks)
+                    self.stats.configure.remote(
+                        self.config.monitoring, self.config.monitoring.deployed_ns, self.config.callbacks
+                    )
                     if auto:
                         self.auto = await self.stats.auto_timeouts.remote(auto)
                     self.slow = await self.stats.slow_thresholds.remote(list(self.config.models))

@@ -31,12 +31,15 @@ def parse_lines(data: bytes) -> list[BatchLine]:
         try:
             line = BatchLine.model_validate_json(text)
         except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                for e in exc.errors(include_url=False, include_input=False))
+            problem = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False)
+            )
             raise InvalidRequest(f"input file line {number}: {problem}", param="input_file_id") from None
         if line.custom_id in seen:
-            raise InvalidRequest(f"input file line {number}: custom_id {line.custom_id!r} is used twice",
-                                 param="input_file_id")
+            raise InvalidRequest(
+                f"input file line {number}: custom_id {line.custom_id!r} is used twice", param="input_file_id"
+            )
         seen.add(line.custom_id)
         lines.append(line)
     if not lines:
@@ -66,15 +69,26 @@ def view(record: dict, jobs: list[Any]) -> dict:
     else:
         status = "in_progress"
     return {
-        "id": record["id"], "object": "batch", "endpoint": record["endpoint"], "errors": None,
-        "input_file_id": record["input_file_id"], "completion_window": record["completion_window"],
-        "status": status, "output_file_id": record.get("output_file_id"),
-        "error_file_id": record.get("error_file_id"), "created_at": record["created_at"],
-        "in_progress_at": record["created_at"], "expires_at": record["created_at"] + WINDOW_S,
-        "finalizing_at": finalized, "completed_at": finalized if cancelled is None else None,
-        "failed_at": None, "expired_at": None, "cancelling_at": cancelled,
+        "id": record["id"],
+        "object": "batch",
+        "endpoint": record["endpoint"],
+        "errors": None,
+        "input_file_id": record["input_file_id"],
+        "completion_window": record["completion_window"],
+        "status": status,
+        "output_file_id": record.get("output_file_id"),
+        "error_file_id": record.get("error_file_id"),
+        "created_at": record["created_at"],
+        "in_progress_at": record["created_at"],
+        "expires_at": record["created_at"] + WINDOW_S,
+        "finalizing_at": finalized,
+        "completed_at": finalized if cancelled is None else None,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": cancelled,
         "cancelled_at": finalized if cancelled is not None else None,
-        "request_counts": counts(jobs), "metadata": record.get("metadata"),
+        "request_counts": counts(jobs),
+        "metadata": record.get("metadata"),
     }
 
 
@@ -102,17 +116,37 @@ def response_of(item: dict, job: Any) -> dict:
     if job.status == "failed":
         error = job.error or {}
         status = 400 if error.get("type") == "invalid_input" else 500
-        return {"status_code": status, "request_id": job.id,
-                "body": {"error": {"message": error.get("message", "failed"), "type": "server_error"
-                                   if status == 500 else "invalid_request_error", "param": None,
-                                   "code": error.get("type")}}}
+        return {
+            "status_code": status,
+            "request_id": job.id,
+            "body": {
+                "error": {
+                    "message": error.get("message", "failed"),
+                    "type": "server_error" if status == 500 else "invalid_request_error",
+                    "param": None,
+                    "code": error.get("type"),
+                }
+            },
+        }
     result = job.result
     if item.get("dimensions") is not None and item["dimensions"] != result["dim"]:
-        return {"status_code": 400, "request_id": job.id, "body": {"error": {
-            "message": f"the model makes {result['dim']}-dimensional vectors and cannot shorten them",
-            "type": "invalid_request_error", "param": "dimensions", "code": "unsupported_option"}}}
-    return {"status_code": 200, "request_id": job.id,
-            "body": embedding_list(result, item["model"], item["encoding_format"])}
+        return {
+            "status_code": 400,
+            "request_id": job.id,
+            "body": {
+                "error": {
+                    "message": f"the model makes {result['dim']}-dimensional vectors and cannot shorten them",
+                    "type": "invalid_request_error",
+                    "param": "dimensions",
+                    "code": "unsupported_option",
+                }
+            },
+        }
+    return {
+        "status_code": 200,
+        "request_id": job.id,
+        "body": embedding_list(result, item["model"], item["encoding_format"]),
+    }
 
 
 def jsonl(lines: list[dict]) -> bytes:
@@ -120,10 +154,19 @@ def jsonl(lines: list[dict]) -> bytes:
 
 
 def new_record(batch_id: str, request: Any, items: list[dict]) -> dict:
-    return {"id": batch_id, "endpoint": request.endpoint, "input_file_id": request.input_file_id,
-            "completion_window": request.completion_window, "metadata": request.metadata,
-            "created_at": int(time.time()), "items": items, "cancelled_at": None, "finalized_at": None,
-            "output_file_id": None, "error_file_id": None}
+    return {
+        "id": batch_id,
+        "endpoint": request.endpoint,
+        "input_file_id": request.input_file_id,
+        "completion_window": request.completion_window,
+        "metadata": request.metadata,
+        "created_at": int(time.time()),
+        "items": items,
+        "cancelled_at": None,
+        "finalized_at": None,
+        "output_file_id": None,
+        "error_file_id": None,
+    }
 
 
 def output_file_ids(batch_id: str) -> tuple[str, str]:

@@ -39,8 +39,16 @@ class FileStore:
     async def put_file(self, data: bytes, filename: str, purpose: str, file_id: Optional[str] = None) -> dict:
         file_id = file_id or new_id("file")
         await self.blobs.put(f"{FILES}{file_id}.jsonl", data)
-        meta = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None}
+        meta = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "expires_at": None,
+        }
         await self.blobs.put(f"{FILES}{file_id}.json", json.dumps(meta).encode())  # last: a listed file is whole
         return meta
 

@@ -8,17 +8,23 @@ from typing import Any, Literal
 import numpy as np
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
-MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "text": "text/plain",
-               "srt": "application/x-subrip", "vtt": "text/vtt"}
+MEDIA_TYPES = {
+    "json": "application/json",
+    "verbose_json": "application/json",
+    "text": "text/plain",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+}
 
 
 def embedding_list(result: dict, model: str, encoding_format: str) -> dict:
     """The embedder's {"embeddings", "tokens"} as OpenAI's CreateEmbeddingResponse."""
-    data = [{"object": "embedding", "index": i, "embedding": encode_vector(vector, encoding_format)}
-            for i, vector in enumerate(result["embeddings"])]
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode_vector(vector, encoding_format)}
+        for i, vector in enumerate(result["embeddings"])
+    ]
     tokens = sum(result.get("tokens", []))
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def encode_vector(vector: list[float], encoding_format: str) -> Any:
@@ -41,13 +47,20 @@ def transcription(result: dict, response_format: str, task: str, granularities: 
     usage = {"type": "duration", "seconds": result["duration"]}
     if response_format == "json":
         return {"text": result["text"], "usage": usage}
-    verbose: dict[str, Any] = {"task": task, "language": result["language"], "duration": result["duration"],
-                               "text": result["text"]}
+    verbose: dict[str, Any] = {
+        "task": task,
+        "language": result["language"],
+        "duration": result["duration"],
+        "text": result["text"],
+    }
     if "segment" in granularities or not granularities:
         verbose["segments"] = [{k: v for k, v in segment.items() if k != "words"} for segment in result["segments"]]
     if "word" in granularities:
-        verbose["words"] = [{k: word[k] for k in ("word", "start", "end")}
-                            for segment in result["segments"] for word in segment.get("words", [])]
+        verbose["words"] = [
+            {k: word[k] for k in ("word", "start", "end")}
+            for segment in result["segments"]
+            for word in segment.get("words", [])
+        ]
     verbose["usage"] = usage
     return verbose
 
@@ -61,8 +74,10 @@ def timestamp(seconds: float, separator: str) -> str:
 
 
 def srt(segments: list[dict]) -> str:
-    cues = [f"{i}\n{timestamp(s['start'], ',')} --> {timestamp(s['end'], ',')}\n{s['text']}\n"
-            for i, s in enumerate(segments, start=1)]
+    cues = [
+        f"{i}\n{timestamp(s['start'], ',')} --> {timestamp(s['end'], ',')}\n{s['text']}\n"
+        for i, s in enumerate(segments, start=1)
+    ]
     return "\n".join(cues) + ("\n" if cues else "")
 
 
