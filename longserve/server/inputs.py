@@ -2,6 +2,7 @@
 the job runner, which parses a job's stored request again on every attempt."""
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -43,36 +44,32 @@ class InputParser:
         """A raw body kept in a file (a job's input) -> the model's Input, via `Model.parse_file`."""
         cls = self.classes[model]
         check_media_type(cls, model, media_type)
-        try:
-            if path.stat().st_size == 0:
-                raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")
-            inputs = cls.parse_file(path, params)
-            cls.check_input(inputs, self.options[model])
-            return inputs
-        except ValidationError as exc:
-            raise InvalidRequest.from_errors(exc.errors(include_url=False, include_input=False)) from None
-        except InvalidInput as exc:
-            raise InputRejected(str(exc), model=model) from None
+        if path.stat().st_size == 0:
+            raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")
+        return self._validated(model, lambda: cls.parse_file(path, params))
 
     def parse(self, model: str, media_type: str, body: bytes, params: dict[str, str]) -> BaseModel:
         cls = self.classes[model]
         check_media_type(cls, model, media_type)
+        if is_json(media_type):
+            # Fewer brackets than the limit cannot nest deeper: skip the scan (most bodies).
+            openers = body.count(b"[") + body.count(b"{")
+            depth = json_depth(body) if openers > self.max_json_depth else 0
+            if depth > self.max_json_depth:
+                raise InvalidRequest(
+                    f"JSON nested {depth} levels deep; "
+                    f"at most {self.max_json_depth} (max_json_depth in serve_config.yaml)"
+                )
+            return self._validated(model, lambda: cls.Input.model_validate_json(body))
+        if not body:
+            raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")
+        return self._validated(model, lambda: cls.parse_raw(body, params))
+
+    def _validated(self, model: str, make: Callable[[], BaseModel]) -> BaseModel:
+        """`make()`'s Input, within the model's own limits; its failures as domain errors."""
         try:
-            if is_json(media_type):
-                # Fewer brackets than the limit cannot nest deeper: skip the scan (most bodies).
-                openers = body.count(b"[") + body.count(b"{")
-                depth = json_depth(body) if openers > self.max_json_depth else 0
-                if depth > self.max_json_depth:
-                    raise InvalidRequest(
-                        f"JSON nested {depth} levels deep; "
-                        f"at most {self.max_json_depth} (max_json_depth in serve_config.yaml)"
-                    )
-                inputs = cls.Input.model_validate_json(body)
-            elif not body:
-                raise InvalidRequest(f"empty body; model '{model}' expects {cls.raw_body_field} data")
-            else:
-                inputs = cls.parse_raw(body, params)
-            cls.check_input(inputs, self.options[model])
+            inputs = make()
+            self.classes[model].check_input(inputs, self.options[model])
             return inputs
         except ValidationError as exc:
             raise InvalidRequest.from_errors(exc.errors(include_url=False, include_input=False)) from None
