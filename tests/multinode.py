@@ -69,6 +69,8 @@ def gpu_app_args() -> dict:
     args = next(a for a in v2["applications"] if a["import_path"] == "longserve.server.app:build_app")["args"]
     placed = args["models"]["transcriber"]  # num_gpus: 1, scales to zero
     args["jobs"] = {"backend": "memory", "lease_s": 5}  # no Redis here
+    # No S3 here: the fake nodes share this machine's disk, as a shared volume would be shared.
+    args["blobs"] = {"backend": "file", "path": tempfile.mkdtemp(prefix="longserve-multinode-blobs-")}
     args["gateway"] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
     args["monitoring"] = {"enabled": False}
     args["models"] = {MODEL: {

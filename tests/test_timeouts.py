@@ -33,7 +33,7 @@ def gateway_log_lines(request_id: str, marker: str = "timeout: model=") -> list[
 
 def began(serve_app, tag: str, timeout_s: float = 30) -> None:
     """Wait until the sleeper replica has begun the run tagged `tag` (it logs each run it starts)."""
-    log = Path(serve_app.config.models["sleeper"].options["log"])
+    log = Path(serve_app.config.models["sleeper"].options.log)
     deadline = time.monotonic() + timeout_s
     while not (log.exists() and f"{tag} " in log.read_text()):
         assert time.monotonic() < deadline, f"the sleeper did not begin {tag} in {timeout_s} s"
