@@ -131,7 +131,7 @@ class RedisBackend:
         self.settings = f"{prefix}:settings"
 
     def load(self) -> Iterator[Job]:
-        ids = [i.decode() for i in self.redis.smembers(self.index)]
+        ids = [_text(i) for i in self.redis.smembers(self.index)]
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             for record in self.redis.mget([self.jobs + i for i in chunk]):
@@ -150,7 +150,7 @@ class RedisBackend:
         body = self.redis.get(self.bodies + job_id)
         if body is None:
             raise KeyError(job_id)
-        return body
+        return body if isinstance(body, bytes) else body.encode()
 
     def drop_body(self, job_id: str) -> None:
         self.redis.delete(self.bodies + job_id)
@@ -163,7 +163,7 @@ class RedisBackend:
 
     def load_settings(self) -> Optional[str]:
         text = self.redis.get(self.settings)
-        return None if text is None else text.decode()
+        return None if text is None else _text(text)
 
     def save_settings(self, text: str) -> None:
         self.redis.set(self.settings, text)
@@ -175,3 +175,8 @@ def make_backend(kind: str, sqlite_path: str, redis_url: str) -> Backend:
     if kind == "sqlite":
         return SqliteBackend(sqlite_path)
     return RedisBackend(redis_url)
+
+
+def _text(value: "bytes | str") -> str:
+    # redis-py types its answers as bytes | str; without decode_responses they are bytes.
+    return value.decode() if isinstance(value, bytes) else value
