@@ -432,15 +432,14 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         media_type = media_type_of(request)
         check_media_type(self.classes[model], model, media_type)
         key = input_key(job_id)
-        limit, too_large = self.max_input_bytes, self._too_large_input
-        tenant, where = self.config.tenant(caller.tenant)
-        if tenant.max_input_mb is not None and tenant.max_input_mb * 1024 * 1024 < limit:
-            limit = int(tenant.max_input_mb * 1024 * 1024)
-            setting = f"{where['max_input_mb']}={tenant.max_input_mb:g}"
-            too_large = lambda size: self._too_large(size, limit, setting)  # noqa: E731
+        limit, setting = self._limit(
+            caller, self.max_input_bytes, f"jobs.max_input_mb={self.config.jobs.max_input_mb:g}"
+        )
         # Streamed into the blob store as it arrives; a JSON body small enough for predict is kept to validate now.
         keep = self.max_body_bytes if is_json(media_type) else 0
-        written, body = await receive_upload(request, self.blobs, key, limit, keep, too_large)
+        written, body = await receive_upload(
+            request, self.blobs, key, limit, keep, lambda size: self._too_large(size, limit, setting, "job input")
+        )
         try:
             # Validated like predict (a JSON body in memory); a raw body is parsed where it is read, on the replica.
             if body is not None:
@@ -584,10 +583,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
     async def _read_body(self, request: Request, caller: Caller) -> bytes:
         # Refuse before holding the body: by its declared length, else as it streams in.
-        limit, setting = self.max_body_bytes, f"max_body_mb={self.config.max_body_mb:g}"
-        tenant, where = self.config.tenant(caller.tenant)
-        if tenant.max_input_mb is not None and tenant.max_input_mb * 1024 * 1024 < limit:
-            limit, setting = int(tenant.max_input_mb * 1024 * 1024), f"{where['max_input_mb']}={tenant.max_input_mb:g}"
+        limit, setting = self._limit(caller, self.max_body_bytes, f"max_body_mb={self.config.max_body_mb:g}")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise self._too_large(int(declared), limit, setting)
@@ -599,22 +595,19 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _too_large_input(self, size: int) -> ApiError:
-        limit = self.max_input_bytes
-        return ApiError(
-            413,
-            "payload_too_large",
-            f"job input of {size} bytes (or more) is over the limit of {limit} bytes "
-            f"(jobs.max_input_mb={self.config.jobs.max_input_mb:g} in serve_config.yaml)",
-            limit_bytes=limit,
-        )
+    def _limit(self, caller: Caller, limit: int, setting: str) -> tuple[int, str]:
+        """The smaller of `limit` (set by `setting`) and the caller's tenant's max_input_mb, and the setting
+        that sets it. A tenant's max_input_mb is a quota too, but answered 413, not 429: waiting would not help."""
+        tenant, where = self.config.tenant(caller.tenant)
+        if tenant.max_input_mb is not None and tenant.max_input_mb * 1024 * 1024 < limit:
+            return int(tenant.max_input_mb * 1024 * 1024), f"{where['max_input_mb']}={tenant.max_input_mb:g}"
+        return limit, setting
 
-    def _too_large(self, size: int, limit: int, setting: str) -> ApiError:
-        # A tenant's max_input_mb is a quota too, but 413, not 429: waiting would not help.
+    def _too_large(self, size: int, limit: int, setting: str, what: str = "body") -> ApiError:
         return ApiError(
             413,
             "payload_too_large",
-            f"body of {size} bytes (or more) is over the limit of {limit} bytes ({setting} in serve_config.yaml)",
+            f"{what} of {size} bytes (or more) is over the limit of {limit} bytes ({setting} in serve_config.yaml)",
             limit_bytes=limit,
         )
 
