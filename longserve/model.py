@@ -20,6 +20,20 @@ A replica that Ray gave a GPU gets device "cuda" only when the model's
 `predict` runs in a worker thread, so it may block. Long loops call
 `ctx.report_progress(done, total)` and `ctx.check_cancelled()` between steps:
 a request that timed out or was cancelled then stops at the next step.
+
+Long work can also show and keep what it has done so far:
+
+- `ctx.emit(partial)` sends a JSON-serializable partial output to whoever
+  watches: the SSE stream of a streamed predict, a job's events.
+- `ctx.checkpoint(state)` saves a small JSON state with a job, durably, before
+  it returns. It is fenced by the job's attempt: once the job was cancelled or
+  another attempt took it over, it raises Cancelled, so a stale attempt stops
+  there. A sync request has nothing to resume: there it does nothing.
+- `ctx.resume` is the last checkpointed state when a later attempt of the job
+  runs (after a fault), else None: start from there, not from zero.
+
+A batched model (`predict_batch`) gets no Context: no progress, partials or
+checkpoints.
 """
 
 import threading
@@ -39,11 +53,23 @@ class Cancelled(Exception):
 
 
 class Context:
-    """Per-request handle a model uses to report progress and see cancellation."""
+    """Per-request handle a model uses to report progress and partial outputs,
+    to checkpoint, and to see cancellation. The callables are the server's:
+    a Context built with none (a test, a script) accepts every call and keeps nothing."""
 
-    def __init__(self, on_progress: Optional[Callable[[dict], None]] = None):
+    def __init__(
+        self,
+        on_progress: Optional[Callable[[dict], None]] = None,
+        on_partial: Optional[Callable[[Any], None]] = None,
+        on_checkpoint: Optional[Callable[[Any, Optional[float]], bool]] = None,
+        resume: Any = None,
+    ):
         self._cancelled = threading.Event()
         self._on_progress = on_progress
+        self._on_partial = on_partial
+        self._on_checkpoint = on_checkpoint
+        self._done: Optional[float] = None  # the last progress reported, kept with a checkpoint
+        self.resume = resume
 
     @property
     def cancelled(self) -> bool:
@@ -57,8 +83,22 @@ class Context:
             raise Cancelled()
 
     def report_progress(self, done: float, total: Optional[float] = None, message: str = "") -> None:
+        self._done = done
         if self._on_progress is not None:
             self._on_progress({"done": done, "total": total, "message": message})
+
+    def emit(self, partial: Any) -> None:
+        """Send a partial output (JSON-serializable) to whoever watches."""
+        if self._on_partial is not None:
+            self._on_partial(partial)
+
+    def checkpoint(self, state: Any) -> None:
+        """Save `state` (small, JSON-serializable) with the job; a later attempt
+        gets it as `ctx.resume`. Raises Cancelled when this attempt is no longer
+        the job's (cancelled, or its lease passed to another attempt)."""
+        if self._on_checkpoint is not None and not self._on_checkpoint(state, self._done):
+            self.cancel()
+            raise Cancelled()
 
 
 class Model:

@@ -13,6 +13,7 @@ from the request's arrival, a job's timeout from STARTED.
 """
 
 import enum
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, Optional
@@ -41,6 +42,7 @@ class Event(enum.StrEnum):
 
     STARTED = "started"  # the replica began the request; value: its device
     PROGRESS = "progress"  # value: {"done", "total", "message"} from ctx.report_progress
+    PARTIAL = "partial"  # value: what the model passed to ctx.emit
     RESULT = "result"  # value: what predict returned
     INVALID = "invalid"  # value: the message of the model's InvalidInput
     UNAVAILABLE = "unavailable"  # value: InputUnavailable's body and `retryable` (jobs only)
@@ -53,13 +55,17 @@ async def call_model(
     inputs: BaseModel,
     on_started: Optional[Callable[[], None]] = None,
     on_progress: Optional[Callable[[dict], None]] = None,
+    on_partial: Optional[Callable[[Any], Any]] = None,
 ) -> Any:
     """The model's result for `inputs`, from `handle` (a streaming handle of
-    the model `name`). Progress is streamed only when `on_progress` is given.
+    the model `name`). Progress and partial outputs are streamed only when
+    `on_progress` / `on_partial` is given; `on_partial` may be a coroutine
+    function (awaited before the next event: a slow reader slows the stream).
 
     Raises InputRejected, InputUnavailable, Overloaded, ReplicaDied, ModelFailed, or ServeError
     when the stream ends without a result."""
-    response: Any = handle.run.remote(inputs, progress=on_progress is not None)  # a stream: handle.options(stream=True)
+    # A stream: handle.options(stream=True).
+    response: Any = handle.run.remote(inputs, progress=on_progress is not None, partials=on_partial is not None)
     finished = False
     try:
         async for kind, value in response:
@@ -67,6 +73,10 @@ async def call_model(
                 on_started()
             elif kind == Event.PROGRESS and on_progress is not None:
                 on_progress(value)
+            elif kind == Event.PARTIAL and on_partial is not None:
+                sent = on_partial(value)
+                if inspect.isawaitable(sent):
+                    await sent
             elif kind == Event.RESULT:
                 finished = True
                 return value

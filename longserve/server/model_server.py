@@ -14,7 +14,7 @@ blob store itself and stores a large result there (jobs/job_io.py).
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Optional, Union
 
 import ray
@@ -22,16 +22,20 @@ from pydantic import BaseModel
 from ray import serve
 
 from longserve.model import Cancelled, Context, InvalidInput
+from longserve.server.actors import NAMESPACE
 from longserve.server.calls import Event
 from longserve.server.config import BlobsConfig, InputsConfig, ModelConfig, load_model_class
 from longserve.server.devices import choose_device
 from longserve.server.errors import InputRejected, InputUnavailable, InvalidRequest, UnsupportedMediaType
 from longserve.server.jobs.job_io import JobInput, JobIO, JobIOSettings
+from longserve.server.jobs.record import loggable
 
 logger = logging.getLogger("ray.serve")
 
 # How long a cancelled request may take to reach its next check_cancelled().
 CANCEL_GRACE_S = 60.0
+# How often a replica running a job asks the store whether the attempt is still the job's.
+FENCE_CHECK_S = 1.0
 
 
 def replica_device(name: str = "replica", runtime: str = "torch") -> str:
@@ -57,15 +61,17 @@ class ModelServer:
             batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
         logger.info("model %s loaded on %s", name, self.device)
 
-    async def run(self, inputs: Union[BaseModel, JobInput], progress: bool = False) -> AsyncIterator[tuple]:
+    async def run(
+        self, inputs: Union[BaseModel, JobInput], progress: bool = False, partials: bool = False
+    ) -> AsyncIterator[tuple]:
         yield (Event.STARTED, self.device)
         try:
             if not isinstance(inputs, JobInput):
-                async for event in self._predict(inputs, progress):
+                async for event in self._predict(inputs, progress, partials):
                     yield event
                 return
             async with self.io.open(inputs) as parsed:  # a local file may back it until the model is done
-                async for kind, value in self._predict(parsed, progress):
+                async for kind, value in self._predict(parsed, progress, partials, inputs):
                     yield (kind, await self.io.store_result(inputs.job_id, value) if kind == Event.RESULT else value)
         except InvalidInput as exc:
             yield (Event.INVALID, str(exc))
@@ -74,37 +80,54 @@ class ModelServer:
         except InputUnavailable as exc:
             yield (Event.UNAVAILABLE, {**exc.body, "retryable": exc.retryable})
 
-    async def _predict(self, inputs: BaseModel, progress: bool) -> AsyncIterator[tuple]:
+    async def _predict(
+        self, inputs: BaseModel, progress: bool, partials: bool, job: Optional[JobInput] = None
+    ) -> AsyncIterator[tuple]:
         if self.batching:
             yield (Event.RESULT, await self._predict_batched(inputs))
         else:
-            async for event in self._predict_in_thread(inputs, progress):
+            async for event in self._predict_in_thread(inputs, progress, partials, job):
                 yield event
 
-    async def _predict_in_thread(self, inputs: BaseModel, progress: bool) -> AsyncIterator[tuple]:
+    async def _predict_in_thread(
+        self, inputs: BaseModel, progress: bool, partials: bool, job: Optional[JobInput]
+    ) -> AsyncIterator[tuple]:
         loop = asyncio.get_running_loop()
-        updates: asyncio.Queue = asyncio.Queue()
+        updates: asyncio.Queue = asyncio.Queue()  # (Event.PROGRESS | Event.PARTIAL, value), from the model's thread
 
-        def on_progress(update: dict) -> None:  # called from the model's thread
-            loop.call_soon_threadsafe(updates.put_nowait, update)
+        def send(kind: Event) -> Callable[[Any], None]:
+            def put(value: Any) -> None:  # called in the model's thread
+                loop.call_soon_threadsafe(updates.put_nowait, (kind, value))
 
-        ctx = Context(on_progress=on_progress if progress else None)
+            return put
+
+        fence = JobFence(self.io.settings.store_name, job) if job is not None and job.attempt else None
+        ctx = Context(
+            on_progress=send(Event.PROGRESS) if progress else None,
+            on_partial=send(Event.PARTIAL) if partials else None,
+            on_checkpoint=fence.checkpoint if fence is not None else None,
+            resume=job.resume if job is not None else None,
+        )
         work = asyncio.ensure_future(asyncio.to_thread(self.model.predict, inputs, ctx))
+        watch = asyncio.ensure_future(fence.watch(ctx)) if fence is not None else None
         try:
             while not work.done():
                 update = asyncio.ensure_future(updates.get())
                 await asyncio.wait({work, update}, return_when=asyncio.FIRST_COMPLETED)
                 if update.done():
-                    yield (Event.PROGRESS, update.result())
+                    yield update.result()
                 else:
                     update.cancel()
             while not updates.empty():
-                yield (Event.PROGRESS, updates.get_nowait())
+                yield updates.get_nowait()
             yield (Event.RESULT, work.result())
         except asyncio.CancelledError:
             ctx.cancel()
             await _wait_stopped(work, self.name)
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     @serve.batch
     async def _predict_batched(self, batch: list[BaseModel]) -> list[Any]:
@@ -118,6 +141,38 @@ class ModelServer:
         # together; with the loop free but the GIL held by the model, they were
         # taken in one at a time.
         return self.model.predict_batch(batch)
+
+
+class JobFence:
+    """A job attempt's tie to the JobStore, seen from the replica that runs it:
+    checkpoints are stored fenced by the attempt, and the attempt stops once it
+    is no longer the job's (cancelled, finished, or its lease passed to another
+    attempt because its runner died), so a GPU does not compute one job twice."""
+
+    def __init__(self, store_name: Optional[str], job: JobInput):
+        self.job = job
+        self.store: Any = ray.get_actor(store_name, namespace=NAMESPACE) if store_name else None
+
+    def checkpoint(self, state: Any, done: Optional[float]) -> bool:
+        # Called in the model's thread: it waits until the store holds the state.
+        if self.store is None:
+            return True
+        return bool(ray.get(self.store.checkpoint.remote(self.job.job_id, self.job.attempt, state, done)))
+
+    async def watch(self, ctx: Context) -> None:
+        if self.store is None:
+            return
+        while not ctx.cancelled:
+            await asyncio.sleep(FENCE_CHECK_S)
+            try:
+                current = await self.store.is_current.remote(self.job.job_id, self.job.attempt)
+            except Exception:  # the store restarting is no reason to stop; ask again
+                logger.warning("job %s: could not ask the job store whether to go on", loggable(self.job.job_id))
+                continue
+            if not current:
+                job_id = loggable(self.job.job_id)
+                logger.info("job %s: attempt %d is no longer the job's; stopping", job_id, self.job.attempt)
+                ctx.cancel()
 
 
 async def _wait_stopped(work: asyncio.Future, name: str) -> None:

@@ -27,6 +27,7 @@ from longserve.server.inputs import InputParser, is_json
 from longserve.server.jobs.blob_keys import result_key
 from longserve.server.jobs.fetch import Fetcher, s3_location
 from longserve.server.jobs.record import BlobRef
+from longserve.server.jobs.store import store_name
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class JobInput:
     key: str  # in the blob store
     params: dict[str, str] = field(default_factory=dict)
     url: Optional[str] = None  # fetched into `key` first (s3:// in the blob store's bucket: read in place)
+    attempt: int = 0  # the job's attempt this run is; its checkpoints are fenced by it
+    resume: Any = None  # the job's last checkpoint, for ctx.resume
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,17 @@ class JobIOSettings:
     max_json_depth: int = 32
     inline_result_kb: float = 256.0
     max_input_mb: float = 4096.0
+    store_name: Optional[str] = None  # the JobStore actor, for checkpoints and fencing
 
     @classmethod
     def of(cls, config: AppConfig) -> "JobIOSettings":
         return cls(
-            config.blobs, config.inputs, config.max_json_depth, config.jobs.inline_result_kb, config.jobs.max_input_mb
+            config.blobs,
+            config.inputs,
+            config.max_json_depth,
+            config.jobs.inline_result_kb,
+            config.jobs.max_input_mb,
+            store_name(config.jobs),
         )
 
 
@@ -76,6 +85,7 @@ def result_json(result: Any) -> bytes:
 class JobIO:
     def __init__(self, name: str, cls: type[Model], options: Model.Options, settings: JobIOSettings):
         self.name = name
+        self.settings = settings
         self.blobs = Blobs(settings.blobs)
         # s3:// inputs name keys of the whole bucket, not under blobs.prefix.
         s3 = settings.blobs.backend == "s3"

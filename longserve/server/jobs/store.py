@@ -37,6 +37,7 @@ from typing import Any, Optional
 import ray
 
 from longserve.api.jobs import PENDING
+from longserve.server.actors import NAMESPACE
 from longserve.server.config import BlobsConfig, JobsConfig
 from longserve.server.jobs.backends import make_backend
 from longserve.server.jobs.blob_keys import BlobDeleter
@@ -48,7 +49,6 @@ from longserve.server.quotas import TokenBucket
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "longserve"
 REAP_INTERVAL_S = 0.5
 
 
