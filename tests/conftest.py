@@ -145,6 +145,7 @@ def secure_app_args(jobs_db: Path) -> dict:
         "callbacks": {"require_signing": True},
         "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": LEASE_S},
         "blobs": {"path": str(jobs_db.parent / "blobs-secure")},
+        "openai": {"files": {"path": str(jobs_db.parent / "openai-secure")}},
         "monitoring": {"enabled": False},
         "tenants": {
             "defaults": {"max_input_mb": 8},

@@ -220,3 +220,36 @@ def test_erase_on_request_leaves_a_tombstone(secure, serve_app):
     assert again.status_code == 202 and again.json()["id"] != done["id"]
     # The running job was cancelled: the model's one job slot runs the next job.
     assert finished(secure, again.json()["id"], "acme")["status"] == "succeeded"
+
+
+def test_openai_files_belong_to_the_tenant_that_uploaded_them(secure):
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "x"}}\n'
+    files = {"file": ("mine.jsonl", line, "application/jsonl")}
+    made = secure.post("/openai/v1/files", data={"purpose": "batch"}, files=files, headers=key("acme"))
+    assert made.status_code == 200, made.text
+    file_id = made.json()["id"]
+    assert "owner" not in made.json()  # OpenAI's FileObject, nothing more
+    try:
+        # The other key of acme (rotation) sees it; globex gets the answer an unknown id gets.
+        assert secure.get(f"/openai/v1/files/{file_id}", headers=key("acme2")).status_code == 200
+        unknown = "file-" + "x" * 24
+        for path in ("/openai/v1/files/{id}", "/openai/v1/files/{id}/content"):
+            theirs = secure.get(path.format(id=file_id), headers=key("globex"))
+            none = secure.get(path.format(id=unknown), headers=key("globex"))
+            assert theirs.status_code == none.status_code == 404
+            assert theirs.json()["error"]["message"].replace(file_id, "?") == none.json()["error"]["message"].replace(
+                unknown, "?"
+            )
+        assert secure.delete(f"/openai/v1/files/{file_id}", headers=key("globex")).status_code == 404
+        listed = {f["id"] for f in secure.get("/openai/v1/files", headers=key("globex")).json()["data"]}
+        assert file_id not in listed
+        assert file_id in {f["id"] for f in secure.get("/openai/v1/files", headers=key("acme")).json()["data"]}
+        assert file_id in {f["id"] for f in secure.get("/openai/v1/files", headers=key("admin")).json()["data"]}
+        refused = secure.post(
+            "/openai/v1/batches",
+            json={"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"},
+            headers=key("globex"),
+        )
+        assert refused.status_code == 404 and refused.json()["error"]["param"] == "input_file_id"
+    finally:
+        assert secure.delete(f"/openai/v1/files/{file_id}", headers=key("acme")).status_code == 200

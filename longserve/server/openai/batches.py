@@ -170,9 +170,10 @@ def jsonl(lines: list[dict]) -> bytes:
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
-def new_record(batch_id: str, request: Any, items: list[dict]) -> dict:
+def new_record(batch_id: str, request: Any, items: list[dict], owner: str) -> dict:
     return {
         "id": batch_id,
+        "owner": owner,
         "endpoint": request.endpoint,
         "input_file_id": request.input_file_id,
         "completion_window": request.completion_window,
