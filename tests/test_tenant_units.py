@@ -5,7 +5,6 @@ import pytest
 
 from longserve.server.config import AppConfig
 from longserve.server.jobs.usage import BUCKET_S, Usage
-from longserve.server.monitoring.monitor import tenant_labels
 from longserve.server.quotas import TokenBucket, burst_of
 
 MODELS = {"m": {"class": "tests.slow_models:Sleeper"}}
@@ -53,4 +52,4 @@ def test_usage_adds_up_per_tenant_and_model_within_the_window():
 
 def test_the_tenant_label_is_bounded_by_the_config():
     config = AppConfig.model_validate({"models": MODELS, "tenants": {"defaults": {}, "acme": {}}})
-    assert tenant_labels(config) == {"acme", "anonymous"}
+    assert config.jobs._tenant_labels == {"acme", "anonymous"}

@@ -163,6 +163,8 @@ class JobsConfig(Deployed):
     max_input_mb: float = Field(4096.0, gt=0)
     # A result larger than this is stored as a blob; the job then shows its size and link.
     inline_result_kb: float = Field(256.0, ge=0)
+    # Filled in by AppConfig: the values the store's metrics give the tenant label.
+    _tenant_labels: frozenset[str] = PrivateAttr(frozenset({"anonymous"}))
 
 
 class ModelConfig(DeploymentOptions):
@@ -359,6 +361,13 @@ class AppConfig(Strict):
                 )
             if alias in self.models:
                 raise ValueError(f"openai.aliases.{alias}: already the name of a served model")
+        return self
+
+    @model_validator(mode="after")
+    def _tenant_labels(self) -> "AppConfig":
+        # Those named in `tenants:` and anonymous; any other tenant is "other" in metrics,
+        # so a label's series stay bounded by the config, not by the keys.
+        self.jobs._tenant_labels = frozenset(set(self.tenants) - {"defaults"} | {"anonymous"})
         return self
 
     @model_validator(mode="after")

@@ -55,7 +55,7 @@ class Change:
     wake: list[str] = field(default_factory=list)  # jobs whose long-polls see news
     wake_runners: bool = False  # a job became claimable, or a running slot freed
     wake_callbacks: bool = False  # a callback became due
-    transitions: list[tuple[str, str]] = field(default_factory=list)  # (model, status entered)
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (model, status entered, tenant)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (job id, what happened), for the log
     reaped_until: Optional[float] = None  # expiry entries due by then are consumed
 
@@ -66,7 +66,7 @@ class Change:
             self.wake.append(new.id)
         self.saves.append((new, body))
         if old is None or old.status != new.status:
-            self.transitions.append((new.model, new.status))
+            self.transitions.append((new.model, new.status, new.tenant))
         entered_queue = new.status == "queued" and (old is None or old.status != "queued")
         self.wake_runners |= entered_queue or (old is not None and old.status == "running" != new.status)
         self.wake_callbacks |= callback_due(new) and (old is None or not callback_due(old))
@@ -114,6 +114,7 @@ class JobState:
         self.passes: dict[str, dict[str, float]] = defaultdict(dict)  # model -> tenant -> claims / weight
         self.running: set[str] = set()  # the leases to watch
         self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
+        self.tenant_counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))  # per tenant
         self.active: Counter = Counter()  # tenant -> its queued and running jobs (max_active_jobs)
         # (tenant, model, key) -> job id; only jobs with a key are here
         self.idempotency: dict[tuple[str, str, Optional[str]], str] = {}
@@ -134,7 +135,7 @@ class JobState:
                 change.deletes.append(job)
                 continue
             self._install(None, job)
-            change.transitions.append((job.model, job.status))
+            change.transitions.append((job.model, job.status, job.tenant))
         self.version += 1
         return change
 
@@ -481,11 +482,13 @@ class JobState:
                 self.idempotency[(new.tenant, new.model, new.idempotency_key)] = new.id
         else:
             self.counts[old.model][old.status] -= 1
+            self.tenant_counts[old.model][old.tenant][old.status] -= 1
             self.active[old.tenant] -= old.status in PENDING
             key = (old.tenant, old.model, old.idempotency_key)
             if new.idempotency_key is None and self.idempotency.get(key) == old.id:
                 del self.idempotency[key]  # erased: the key is free
         self.counts[new.model][new.status] += 1
+        self.tenant_counts[new.model][new.tenant][new.status] += 1
         self.active[new.tenant] += new.status in PENDING
         if new.status == "running":
             self.running.add(new.id)
@@ -513,6 +516,7 @@ class JobState:
         """Forget a job: its id is unknown from now on, its idempotency key free."""
         del self.records[job.id]
         self.counts[job.model][job.status] -= 1
+        self.tenant_counts[job.model][job.tenant][job.status] -= 1
         self.active[job.tenant] -= job.status in PENDING
         key = (job.tenant, job.model, job.idempotency_key)
         if self.idempotency.get(key) == job.id:

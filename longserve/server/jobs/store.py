@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter, defaultdict
 from typing import Any, Optional
 
 import ray
@@ -410,12 +411,17 @@ class JobStore:
             self.changed.pop(job.id, None)
         for job_id, what in change.warnings:
             logger.warning("job %s %s", loggable(job_id), what)
-        for model, status in change.transitions:
-            self.metrics.inc("longserve_job_transitions_total", model=model, status=status)
-        counts = self.state.counts
-        for model in {model for model, _ in change.transitions} | {job.model for job in change.deletes}:
-            for state in ("queued", "running"):
-                self.metrics.set("longserve_jobs_backlog", counts[model][state], model=model, state=state)
+        labels = self.config._tenant_labels
+        for model, status, tenant in change.transitions:
+            label = tenant if tenant in labels else "other"
+            self.metrics.inc("longserve_job_transitions_total", model=model, status=status, tenant=label)
+        for model in {model for model, *_ in change.transitions} | {job.model for job in change.deletes}:
+            backlog: dict[str, Counter] = defaultdict(Counter)  # label -> status -> jobs
+            for tenant, counts in self.state.tenant_counts[model].items():
+                backlog[tenant if tenant in labels else "other"].update(counts)
+            for label, counts in backlog.items():
+                for state in ("queued", "running"):
+                    self.metrics.set("longserve_jobs_backlog", counts[state], model=model, state=state, tenant=label)
         if change.wake_runners:
             self.work.set()
             self.work = asyncio.Event()

@@ -29,8 +29,8 @@ METRICS = {
         "Seconds replicas spent on requests (kind sync) and jobs (kind job), per tenant.",
         ("model", "kind", "tenant"),
     ),
-    "longserve_job_transitions_total": ("counter", "Jobs entering each status.", ("model", "status")),
-    "longserve_jobs_backlog": ("gauge", "Jobs queued or running now.", ("model", "state")),
+    "longserve_job_transitions_total": ("counter", "Jobs entering each status.", ("model", "status", "tenant")),
+    "longserve_jobs_backlog": ("gauge", "Jobs queued or running now.", ("model", "state", "tenant")),
     "longserve_timeout_seconds": ("gauge", "The sync timeout in force (0: none).", ("model",)),
     "longserve_slow_total": ("counter", "Requests or jobs that ran over the slow threshold.", ("model", "kind")),
     "longserve_callback_attempts_total": (

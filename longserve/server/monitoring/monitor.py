@@ -18,12 +18,6 @@ logger = logging.getLogger("ray.serve")
 REFRESH_S = 1.0
 
 
-def tenant_labels(config: AppConfig) -> frozenset[str]:
-    """The tenant label's values: those named in `tenants:` and anonymous; any other tenant is "other",
-    so a label's series stay bounded by the config, not by the keys."""
-    return frozenset(set(config.tenants) - {"defaults"} | {"anonymous"})
-
-
 class Monitor:
     def __init__(self, app_name: str, config: AppConfig):
         self.config = config
@@ -32,7 +26,7 @@ class Monitor:
         self.slow: dict[tuple[str, str], float] = {}  # (model, kind) -> seconds
         self.pending: list[Sample] = []
         self.task: Optional[asyncio.Task] = None
-        self.tenants = tenant_labels(config)
+        self.tenants = config.jobs._tenant_labels
         if self.enabled:
             self.stats = get_stats(app_name, config.monitoring, config.callbacks)
             self.metrics = Metrics()
