@@ -4,6 +4,9 @@
     python -m tests.restart_phase resume DB IDS_FILE          # start Ray again; IDS_FILE.done: the jobs once done
 
 The model records each run it starts in DB.runs (tests.slow_models:Recorder).
+The submit phase also creates an OpenAI batch of BATCH_LINES lines (IDS_FILE.batch);
+the resume phase waits for it to end and writes its output and error files'
+custom_ids to IDS_FILE.batch.done.
 """
 
 import json
@@ -21,6 +24,7 @@ from longserve.server.app import build_app
 from longserve.server.config import AppConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+BATCH_LINES = 6
 
 
 def start(db: str) -> str:
@@ -40,12 +44,50 @@ def start(db: str) -> str:
                     "timeout": False,
                     "max_ongoing_requests": 1,
                     "ray_actor_options": {"num_cpus": 0},
-                }
+                },
+                # Batch lines: an embedder's input, each text seconds to sleep.
+                "batch_sleeper": {
+                    "class": "tests.slow_models:CountingEmbedder",
+                    "timeout": False,
+                    "max_ongoing_requests": 1,
+                    "ray_actor_options": {"num_cpus": 0},
+                },
             },
+            "openai": {"files": {"path": db + ".openai"}},
         }
     )
     serve.run(build_app(config), name="restart", route_prefix="/")
     return f"http://127.0.0.1:{port}"
+
+
+def create_batch(client: httpx.Client) -> str:
+    lines = [
+        {
+            "custom_id": f"b{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "batch_sleeper", "input": "0.5"},
+        }
+        for i in range(BATCH_LINES)
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines)
+    upload = client.post("/openai/v1/files", data={"purpose": "batch"}, files={"file": ("b.jsonl", data)})
+    body = {"input_file_id": upload.json()["id"], "endpoint": "/v1/embeddings", "completion_window": "24h"}
+    return client.post("/openai/v1/batches", json=body).json()["id"]
+
+
+def batch_answers(client: httpx.Client, batch_id: str) -> dict:
+    """The batch once ended: its status and the custom_ids in its output and error files, in file order."""
+    deadline = time.monotonic() + 120
+    while (batch := client.get(f"/openai/v1/batches/{batch_id}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.5)
+    answers: dict = {"status": batch["status"], "output": [], "error": []}
+    for kind in ("output", "error"):
+        if batch[f"{kind}_file_id"]:
+            text = client.get(f"/openai/v1/files/{batch[f'{kind}_file_id']}/content").text
+            answers[kind] = [json.loads(line)["custom_id"] for line in text.splitlines()]
+    return answers
 
 
 def main(phase: str, db: str, ids_file: str, n: str = "2", seconds: str = "0.5") -> None:
@@ -59,6 +101,7 @@ def main(phase: str, db: str, ids_file: str, n: str = "2", seconds: str = "0.5")
                     for i, s in enumerate(work)
                 ]
                 Path(ids_file).write_text(json.dumps(ids))
+                Path(ids_file + ".batch").write_text(create_batch(client))
                 while client.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
                     time.sleep(0.1)
                 ray.shutdown()  # a hard stop, like `ray stop`: the first job mid-run, two queued
@@ -72,6 +115,9 @@ def main(phase: str, db: str, ids_file: str, n: str = "2", seconds: str = "0.5")
                     break
                 time.sleep(0.5)
             Path(ids_file + ".done").write_text(json.dumps(jobs))
+            Path(ids_file + ".batch.done").write_text(
+                json.dumps(batch_answers(client, Path(ids_file + ".batch").read_text()))
+            )
     finally:
         if ray.is_initialized():
             serve.shutdown()

@@ -45,6 +45,7 @@ from tests.reliability import (
     size,
     wait_ready,
 )
+from tests.restart_phase import BATCH_LINES
 from tests.webhooks import Receiver
 
 pytestmark = pytest.mark.reliability
@@ -361,12 +362,16 @@ def test_full_ray_stop_and_start_with_sqlite(tmp_path):
         {
             "scenario": "Full Ray stop and start (sqlite backend)",
             "faults": "Ray shut down mid-job (1 running, the rest queued), a new cluster started on the same file",
-            "load": f"1 + {n} jobs; no sync traffic (the cluster is gone)",
+            "load": f"1 + {n} jobs and an OpenAI batch of {BATCH_LINES} lines; no sync traffic (the cluster is gone)",
             **figures,
         }
     )
     assert figures["lost"] == 0 and figures["duplicated"] == 0, jobs
     assert figures["completed"] == figures["acknowledged"]
+    # The OpenAI batch created before the stop: every line exactly once in its output or error file.
+    batch = json.loads(Path(ids_file + ".batch.done").read_text())
+    answered = batch["output"] + batch["error"]
+    assert batch["status"] == "completed" and sorted(answered) == [f"b{i}" for i in range(BATCH_LINES)], batch
     # The first was running when Ray stopped: its lease ended, it ran again; the rest waited.
     assert jobs[0]["attempts"] == 2 and jobs[0]["result"]["slept"] == 3
     assert [job["attempts"] for job in jobs[1:]] == [1] * n
