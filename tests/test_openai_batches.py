@@ -146,16 +146,52 @@ def test_files_upload_list_read_delete(oai):
 @pytest.mark.parametrize(
     ("lines", "problem"),
     [
-        ([{"custom_id": "a", "method": "POST", "url": "/v1/embeddings"}], "line 1: body"),
-        ([line("a", "x"), line("a", "y")], "line 2: custom_id 'a' is used twice"),
-        ([line("a", "x"), {**line("b", "y"), "url": "/v1/chat/completions"}], "line 2: url"),
+        (jsonl([line("a", "x"), line("a", "y")]), "line 2: custom_id 'a' is used twice"),
+        (io.BytesIO(b"\n  \n\n"), "holds no requests"),
     ],
 )
-def test_a_bad_input_file_is_refused_by_line(oai, lines, problem):
+def test_an_unusable_input_file_is_refused(oai, lines, problem):
     with pytest.raises(openai.BadRequestError) as caught:
-        upload(oai, lines)
+        oai.files.create(file=("batch.jsonl", lines), purpose="batch")
     error = caught.value.response.json()["error"]
     assert problem in error["message"] and error["param"] == "input_file_id"
+
+
+def test_bad_lines_are_reported_by_number_in_the_error_file_and_the_others_run(oai):
+    data = b"".join(
+        [
+            json.dumps(line("good1", "0")).encode() + b"\n",
+            b"{not json at all\n",
+            json.dumps({"custom_id": "nobody", "method": "POST", "url": "/v1/embeddings"}).encode() + b"\n",
+            json.dumps({**line("wrong_url", "0"), "url": "/v1/chat/completions"}).encode() + b"\n",
+            json.dumps(line("tokens", "0", input=[1, 2, 3])).encode() + b"\n",
+            json.dumps(line("good2", "0")).encode() + b"\n",
+        ]
+    )
+    file_id = oai.files.create(file=("mixed.jsonl", io.BytesIO(data)), purpose="batch").id
+    batch = oai.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    batch = wait_ended(oai, batch.id)
+    assert batch.status == "completed"
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (6, 2, 4)
+    assert by_custom_id(oai, batch.output_file_id).keys() == {"good1", "good2"}
+    errors = [json.loads(text) for text in oai.files.content(batch.error_file_id).text.splitlines()]
+    by_line = {entry["error"]["line"]: entry for entry in errors}
+    assert sorted(by_line) == [2, 3, 4, 5]
+    assert by_line[2]["custom_id"] is None and by_line[3]["custom_id"] == "nobody"
+    assert by_line[4]["custom_id"] == "wrong_url" and by_line[5]["custom_id"] == "tokens"
+    for number, entry in by_line.items():
+        assert entry["response"] is None and entry["error"]["code"] == "invalid_request"
+        assert entry["error"]["message"].startswith(f"line {number}: ")
+    assert "url" in by_line[4]["error"]["message"] and "token arrays" in by_line[5]["error"]["message"]
+
+
+def test_a_batch_without_one_valid_line_fails_with_its_errors(oai):
+    data = b"{broken\n" + json.dumps({"custom_id": "x", "method": "GET"}).encode() + b"\n"
+    file_id = oai.files.create(file=("bad.jsonl", io.BytesIO(data)), purpose="batch").id
+    batch = oai.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    assert batch.status == "failed" and batch.failed_at is not None and batch.output_file_id is None
+    assert [(e.line, e.code) for e in batch.errors.data] == [(1, "invalid_request"), (2, "invalid_request")]
+    assert oai.batches.retrieve(batch.id).status == "failed"
 
 
 def test_a_batch_naming_an_unknown_model_or_file_runs_nothing(oai):

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from longserve.server.blobs import BlobsUnavailable
+from longserve.server.errors import InputRejected, InvalidRequest
 from longserve.server.http.auth import ANONYMOUS, Caller
 from longserve.server.http.errors import ApiError
 from longserve.server.http.openai import PREFIX, GatewayParts, parse_body, parse_form
@@ -38,7 +39,7 @@ class OpenAIBatchRoutes(GatewayParts):
         )
         if fields.get("purpose") not in PURPOSES:
             raise ApiError(400, "unsupported_option", f"purpose must be one of: {', '.join(PURPOSES)}", param="purpose")
-        batches.parse_lines(data)  # refused now, not when a batch reads it
+        batches.parse_lines(data)  # an unusable file is refused now; a bad line is reported by its batch
         return public(
             await self._files_call(self.openai_files.put_file(data, filename, fields["purpose"], caller.tenant))
         )
@@ -77,47 +78,46 @@ class OpenAIBatchRoutes(GatewayParts):
         caller = await self._files_caller(request)
         body = parse_body(BatchRequest, await self._read_body(request, caller))
         await self._file(body.input_file_id, caller, param="input_file_id")
-        lines = batches.parse_lines(await self._files_call(self.openai_files.content(body.input_file_id)))
-        items, inputs = [], []
-        for number, line in enumerate(lines, start=1):  # every line checked before any job exists
-            model = self._openai_model(line.body.model, "embeddings")
+        lines, bad = batches.parse_lines(await self._files_call(self.openai_files.content(body.input_file_id)))
+        items: list[dict] = [{**problem, "job_id": None, "error": problem["message"]} for problem in bad]
+        inputs: dict[str, tuple[str, bytes]] = {}  # job id -> (model, body)
+        for number, line in lines:  # every line checked before any job exists
+            model = self._openai_model(line.body.model, "embeddings")  # a model not served: the whole batch is a 404
+            item: dict[str, Any] = {"custom_id": line.custom_id, "line": number, "job_id": None, "error": None}
             texts = line.body.texts()
-            if texts is None:
-                raise ApiError(
-                    400,
-                    "invalid_request",
-                    f"input file line {number}: token arrays are not supported",
-                    param="input_file_id",
-                )
             data = json.dumps({"texts": texts}).encode()
-            self.parser.parse(model, "application/json", data, {})
-            items.append(
-                {
-                    "custom_id": line.custom_id,
-                    "job_id": new_job_id(),
-                    "model": line.body.model,
-                    "encoding_format": line.body.encoding_format,
-                    "dimensions": line.body.dimensions,
-                }
-            )
-            inputs.append((model, data))
+            try:
+                if texts is None:
+                    raise InvalidRequest("token arrays are not supported")
+                self.parser.parse(model, "application/json", data, {})
+            except (InvalidRequest, InputRejected) as exc:  # this line only: reported in the error file
+                items.append({**item, "error": f"line {number}: {exc.message}"})
+                continue
+            item.update(job_id=new_job_id(), model=line.body.model, encoding_format=line.body.encoding_format)
+            items.append({**item, "dimensions": line.body.dimensions})
+            inputs[item["job_id"]] = (model, data)
+        items.sort(key=lambda item: item["line"])
         # The record first, with the job ids: a batch cut short by a crash still
         # accounts for every line (a job never submitted reads as missing).
         record = batches.new_record(new_id("batch"), body, items, caller.tenant)
+        if not inputs:  # not one line is a request: the batch fails, as OpenAI's does at validation
+            record = batches.failed(record)
         await self._files_call(self.openai_files.put_batch(record))
         ttl = self.config.jobs.result_ttl_s
         await asyncio.gather(
             *(
                 self.store.submit.remote(
-                    item["job_id"],
+                    job_id,
                     model,
                     JobRequest(media_type="application/json"),
                     data,
-                    {"openai_batch": record["id"], "custom_id": item["custom_id"]},
+                    {"openai_batch": record["id"], "custom_id": custom_id},
                     ttl,
                     tenant=caller.tenant,
                 )
-                for item, (model, data) in zip(items, inputs, strict=True)
+                for custom_id, job_id, (model, data) in (
+                    (item["custom_id"], item["job_id"], inputs[item["job_id"]]) for item in items if item["job_id"]
+                )
             )
         )
         return await self._batch_view(record)
@@ -141,7 +141,7 @@ class OpenAIBatchRoutes(GatewayParts):
         if record.get("finalized_at") is None and record.get("cancelled_at") is None:
             record = batches.stamp(record, "cancelled_at")
             await self._files_call(self.openai_files.put_batch(record))
-            await asyncio.gather(*(self.store.cancel.remote(item["job_id"]) for item in record["items"]))
+            await asyncio.gather(*(self.store.cancel.remote(job_id) for job_id in batches.job_ids(record)))
         return await self._batch_view(record)
 
     # -- helpers --------------------------------------------------------------
@@ -182,14 +182,22 @@ class OpenAIBatchRoutes(GatewayParts):
         if batches.past_window(record, jobs, time.time()):
             record = batches.stamp(record, "expired_at")
             await self._files_call(self.openai_files.put_batch(record))
-            await asyncio.gather(*(self.store.cancel.remote(item["job_id"]) for item in record["items"]))
+            await asyncio.gather(*(self.store.cancel.remote(job_id) for job_id in batches.job_ids(record)))
             jobs = await self._batch_jobs(record)
-        if batches.finished(jobs) and record.get("finalized_at") is None:
+        if batches.finished(jobs) and record.get("finalized_at") is None and record.get("failed_at") is None:
             record = await self._finish_batch(record, jobs)
         return batches.view(record, jobs)
 
     async def _batch_jobs(self, record: dict) -> list:
-        return await asyncio.gather(*(self.store.get.remote(item["job_id"]) for item in record["items"]))
+        """Each line's job, None for a line that is not a request (it has none)."""
+        found = dict(
+            zip(
+                batches.job_ids(record),
+                await asyncio.gather(*(self.store.get.remote(job_id) for job_id in batches.job_ids(record))),
+                strict=True,
+            )
+        )
+        return [found.get(item["job_id"]) for item in record["items"]]
 
     async def _finish_batch(self, record: dict, jobs: list) -> dict:
         ok, failed = batches.outputs(record, jobs)

@@ -23,9 +23,13 @@ from longserve.server.openai.formats import embedding_list
 MAX_LINES = 10_000
 
 
-def parse_lines(data: bytes) -> list[BatchLine]:
-    """The input file's lines; the first bad one is refused by its number, so nothing runs."""
-    lines: list[BatchLine] = []
+def parse_lines(data: bytes) -> tuple[list[tuple[int, BatchLine]], list[dict]]:
+    """(the requests with their line numbers, the lines that are not one: {line, custom_id, message}).
+    A bad line does not stop the others: it is reported in the batch's error file. Refused
+    whole: a file with no lines, more than MAX_LINES, or a custom_id used twice (answers
+    could not be told apart)."""
+    lines: list[tuple[int, BatchLine]] = []
+    bad: list[dict] = []
     seen: set[str] = set()
     for number, text in enumerate(data.splitlines(), start=1):
         if not text.strip():
@@ -34,21 +38,31 @@ def parse_lines(data: bytes) -> list[BatchLine]:
             line = BatchLine.model_validate_json(text)
         except ValidationError as exc:
             problem = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}".lstrip(": ")
                 for e in exc.errors(include_url=False, include_input=False)
             )
-            raise InvalidRequest(f"input file line {number}: {problem}", param="input_file_id") from None
+            bad.append({"line": number, "custom_id": custom_id_of(text), "message": f"line {number}: {problem}"})
+            continue
         if line.custom_id in seen:
             raise InvalidRequest(
                 f"input file line {number}: custom_id {line.custom_id!r} is used twice", param="input_file_id"
             )
         seen.add(line.custom_id)
-        lines.append(line)
-    if not lines:
+        lines.append((number, line))
+    if not lines and not bad:
         raise InvalidRequest("the input file holds no requests", param="input_file_id")
-    if len(lines) > MAX_LINES:
-        raise InvalidRequest(f"{len(lines)} requests; at most {MAX_LINES} per batch", param="input_file_id")
-    return lines
+    if len(lines) + len(bad) > MAX_LINES:
+        raise InvalidRequest(f"{len(lines) + len(bad)} requests; at most {MAX_LINES} per batch", param="input_file_id")
+    return lines, bad
+
+
+def custom_id_of(text: bytes) -> Optional[str]:
+    """A bad line's custom_id, when it has a readable one."""
+    try:
+        found = json.loads(text).get("custom_id")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def counts(jobs: list[Any]) -> dict[str, int]:
@@ -74,8 +88,10 @@ def past_window(record: dict, jobs: list[Any], now: float) -> bool:
 def view(record: dict, jobs: list[Any]) -> dict:
     """The batch as OpenAI's Batch object, its status from its jobs."""
     done, finalized, cancelled = finished(jobs), record.get("finalized_at"), record.get("cancelled_at")
-    expired = record.get("expired_at")
-    if cancelled is not None:
+    expired, failed = record.get("expired_at"), record.get("failed_at")
+    if failed is not None:  # no line of its file was a request: nothing ran
+        status = "failed"
+    elif cancelled is not None:
         status = "cancelled" if done and finalized else "cancelling"
     elif expired is not None:
         status = "expired" if done and finalized else "finalizing"
@@ -87,7 +103,7 @@ def view(record: dict, jobs: list[Any]) -> dict:
         "id": record["id"],
         "object": "batch",
         "endpoint": record["endpoint"],
-        "errors": None,
+        "errors": {"object": "list", "data": record["errors"]} if record.get("errors") else None,
         "input_file_id": record["input_file_id"],
         "completion_window": record["completion_window"],
         "status": status,
@@ -97,8 +113,8 @@ def view(record: dict, jobs: list[Any]) -> dict:
         "in_progress_at": record["created_at"],
         "expires_at": expires_at(record),
         "finalizing_at": finalized,
-        "completed_at": finalized if cancelled is None and expired is None else None,
-        "failed_at": None,  # a bad input file is refused at create (400): no batch fails later
+        "completed_at": finalized if cancelled is None and expired is None and failed is None else None,
+        "failed_at": failed,
         "expired_at": expired,
         "cancelling_at": cancelled,
         "cancelled_at": finalized if cancelled is not None else None,
@@ -111,7 +127,7 @@ def outputs(record: dict, jobs: list[Any]) -> tuple[bytes, bytes]:
     """(output file, error file): one JSON line per request, by custom_id."""
     ok, failed = [], []
     for item, job in zip(record["items"], jobs, strict=True):
-        line = {"id": f"batch_req_{job.id if job else item['job_id']}", "custom_id": item["custom_id"]}
+        line = {"id": f"batch_req_{job.id if job else item['job_id'] or item['line']}", "custom_id": item["custom_id"]}
         answer = response_of(item, job, expired=record.get("expired_at") is not None)
         if answer.get("status_code") == 200:
             ok.append({**line, "response": answer, "error": None})
@@ -124,6 +140,8 @@ def outputs(record: dict, jobs: list[Any]) -> tuple[bytes, bytes]:
 
 def response_of(item: dict, job: Any, expired: bool = False) -> dict:
     """A line's response ({status_code, request_id, body}), or its error ({code, message})."""
+    if item.get("error") is not None:  # the line was not a request: it never ran
+        return {"code": "invalid_request", "message": item["error"], "line": item["line"]}
     if job is None:
         return {"code": "job_missing", "message": "the request's job is gone (expired and forgotten)"}
     if expired and job.status == "cancelled":  # cancelled because the window passed
@@ -186,6 +204,20 @@ def new_record(batch_id: str, request: Any, items: list[dict], owner: str) -> di
         "output_file_id": None,
         "error_file_id": None,
     }
+
+
+def job_ids(record: dict) -> list[str]:
+    """The jobs of the lines that are requests (a bad line has none)."""
+    return [item["job_id"] for item in record["items"] if item.get("job_id")]
+
+
+def failed(record: dict) -> dict:
+    """A batch none of whose lines is a request: failed, its lines' problems as OpenAI's `errors`."""
+    errors = [
+        {"code": "invalid_request", "message": item["error"], "param": None, "line": item["line"]}
+        for item in record["items"]
+    ]
+    return {**stamp(record, "failed_at"), "errors": errors}
 
 
 def output_file_ids(batch_id: str) -> tuple[str, str]:
