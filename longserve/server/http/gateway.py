@@ -41,6 +41,7 @@ from longserve.server.http.openai import router as openai_router
 from longserve.server.http.openai_batches import OpenAIBatchRoutes
 from longserve.server.http.openai_batches import router as openai_batch_router
 from longserve.server.http.results import result_response
+from longserve.server.http.streams import CallStream, OnPartial, event_stream, native_events, wants_events
 from longserve.server.http.uploads import forget, receive_upload
 from longserve.server.inputs import InputParser, check_media_type, is_json
 from longserve.server.jobs.blob_keys import input_key
@@ -187,7 +188,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                 f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
                 f"or POST /v1/models/{model}/jobs",
             )
-        return await self._sync(model, request, arrival, lambda: self._read_input(model, request, caller), caller)
+
+        async def read() -> BaseModel:
+            return await self._read_input(model, request, caller)
+
+        if wants_events(request):
+            return await self._predict_stream(model, request, arrival, read, caller)
+        return await self._sync(model, request, arrival, read, caller)
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
@@ -535,6 +542,20 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             return accepted(job, applied)
         raise sync_error(job)
 
+    async def _predict_stream(
+        self,
+        model: str,
+        request: Request,
+        arrival: float,
+        read: Callable[[], Awaitable[BaseModel]],
+        caller: Caller,
+    ) -> Any:
+        """Predict as Server-Sent Events (server/http/streams.py): an error before
+        the first partial is answered as a plain predict's."""
+        stream = CallStream(lambda on_partial: self._sync(model, request, arrival, read, caller, on_partial))
+        first = await stream.first()
+        return event_stream(native_events(request, stream.outputs(first)))
+
     async def _sync(
         self,
         model: str,
@@ -542,10 +563,12 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         arrival: float,
         read: Callable[[], Awaitable[BaseModel]],
         caller: Caller = OPEN,
+        on_partial: Optional[OnPartial] = None,
     ) -> Any:
         """One sync call of `model` (native predict and the OpenAI routes): the
         timeout in force from the request's headers, the input from `read()`,
-        the deadline counted from `arrival`, and the call's metrics."""
+        the deadline counted from `arrival` (for a stream: until its end, partials
+        passed to `on_partial` included), and the call's metrics."""
         loop = asyncio.get_running_loop()
         timing, outcome = Timing(), "ok"
         try:
@@ -558,7 +581,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             )
             inputs = await read()
             remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
-            return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
+            return await self._call(model, inputs, timeout, remaining, request_id(request), timing, on_partial)
         except Exception as exc:
             outcome = outcome_of(exc)
             raise
@@ -672,6 +695,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         remaining: Optional[float],
         rid: str,
         timing: "Timing",
+        on_partial: Optional[OnPartial] = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         timing.dispatched = loop.time()
@@ -681,7 +705,9 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
         try:
             async with asyncio.timeout(None if remaining is None else max(remaining, 0)):
-                result = await call_model(self.handles[model], model, self.config.models[model], inputs, started)
+                result = await call_model(
+                    self.handles[model], model, self.config.models[model], inputs, started, on_partial=on_partial
+                )
         except TimeoutError:
             stage = "queued" if timing.started is None else "running"
             note = cold_start_note(model, self.config.models[model]) if stage == "queued" else ""
