@@ -41,8 +41,11 @@ def both(kind: str, url: str, **options):
             into.append(event)
         return into
 
-    yield client, lambda stream, into=None: loop.run_until_complete(collect(stream, [] if into is None else into)), \
-        loop.run_until_complete
+    yield (
+        client,
+        lambda stream, into=None: loop.run_until_complete(collect(stream, [] if into is None else into)),
+        loop.run_until_complete,
+    )
     loop.run_until_complete(client.aclose())
     loop.close()
 
@@ -73,9 +76,15 @@ def test_predict_stream_raises_what_the_unstreamed_call_raises(sdk):
 
 # -- jobs.events: reconnection ---------------------------------------------------
 
-EVENTS = [("status", {"status": "queued"}), ("status", {"status": "running"}), ("partial", {"tick": 0}),
-          ("partial", {"tick": 1}), ("progress", {"done": 2, "total": 3}), ("partial", {"tick": 2}),
-          ("result", {"ticks": 3})]
+EVENTS = [
+    ("status", {"status": "queued"}),
+    ("status", {"status": "running"}),
+    ("partial", {"tick": 0}),
+    ("partial", {"tick": 1}),
+    ("progress", {"done": 2, "total": 3}),
+    ("partial", {"tick": 2}),
+    ("result", {"ticks": 3}),
+]
 
 
 def sse(number: int) -> bytes:
@@ -164,4 +173,3 @@ def test_job_events_from_the_app_survive_a_dropped_connection(serve_app, client)
         whole = list(direct.jobs.events(job["id"]))  # the job is over: its whole record
     assert [(e.id, e.type, e.data) for e in got] == [(e.id, e.type, e.data) for e in whole]
     assert got[-1].type == "result" and [e.data for e in got if e.type == "partial"] == [{"tick": i} for i in range(4)]
-

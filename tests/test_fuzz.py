@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from longserve.server.http.jobs import JOB_PARAMS
+from tests.conftest import TENANT_KEYS
 from tests.slow_models import SleepInput
 
 # Models the fuzzer may call. Only short sleeps, and never `fail`, which
@@ -74,11 +75,28 @@ def no_internal_errors(ctx, response, case):
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_api_fuzz(case, serve_app):
     case.call_and_validate(
         base_url=serve_app.url,
+        timeout=30,
+        checks=[no_internal_errors, status_code_conformance, content_type_conformance, response_schema_conformance],
+    )
+
+
+AUTH_EXAMPLES_PER_OPERATION = 8
+
+
+@schema.parametrize()
+@settings(
+    max_examples=AUTH_EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+def test_api_fuzz_with_auth_on(case, serve_app):
+    """The same against the keyed app (tenants, quotas), with a tenant's key that has
+    predict and jobs but not admin: ownership, scopes and quota paths are reached."""
+    case.call_and_validate(
+        base_url=serve_app.secure_url,
+        headers={"Authorization": f"Bearer {TENANT_KEYS['acme']}"},
         timeout=30,
         checks=[no_internal_errors, status_code_conformance, content_type_conformance, response_schema_conformance],
     )
@@ -103,8 +121,9 @@ def test_the_fuzzer_reached_the_models(serve_app):
 
     def fuzz(path: str) -> None:
         @given(case=schema[path]["POST"].as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def call(case):
             seen[(path, case.call(base_url=serve_app.url, timeout=30).status_code // 100)] += 1
 

@@ -12,6 +12,7 @@ import pytest
 
 from longserve.server.config import JobsConfig
 from longserve.server.jobs.store import JobStore
+from tests.test_job_faults import redis_url  # noqa: F401  (a fixture)
 from longserve.server.jobs.record import JobRequest
 
 REQUEST = JobRequest(media_type="application/json")
@@ -147,3 +148,31 @@ def test_a_restarted_store_deletes_jobs_whose_forget_time_passed(tmp_path):
             assert [i for (i,) in db.execute("SELECT id FROM bodies")] == kept
 
     asyncio.run(main())
+
+
+def test_erase_on_redis_leaves_no_content_in_redis(redis_url):
+    """DELETE ?erase=true on the Redis backend: the record keeps no input, result or
+    metadata, the body's key is gone, and a new store process reloads the tombstone."""
+    import redis
+
+    from longserve.server.jobs.backends import RedisBackend
+
+    marker = "secret-" + "7" * 12
+
+    async def scenario() -> None:
+        store = JobStore(JobsConfig(backend="redis", redis_url=redis_url))
+        body = f'{{"text": "{marker}"}}'.encode()
+        await store.submit("e1", "m", REQUEST, body, {"note": marker}, 3600, idempotency_key=marker)
+        job, _ = await store.claim("runner", {"m": 1}, 0.1)
+        assert await store.finish(job.id, "runner", 1, "succeeded", {"echo": marker})
+        raw = redis.Redis.from_url(redis_url)
+        assert marker.encode() in raw.get("longserve:job:e1") and raw.exists("longserve:body:e1")
+        outcome, erased = await store.erase("e1")
+        assert outcome == "erased" and erased.erased and erased.status == "expired"
+        assert marker.encode() not in raw.get("longserve:job:e1")  # the tombstone only
+        assert not raw.exists("longserve:body:e1")
+        store.reaper.cancel()
+        reloaded = {job.id: job for job in RedisBackend(redis_url).load()}
+        assert reloaded["e1"].erased and marker not in reloaded["e1"].model_dump_json()
+
+    asyncio.run(scenario())

@@ -103,16 +103,25 @@ class Lifecycle(RuleBasedStateMachine):
         for n in range(claims):
             self.claim(n % RUNNERS)
 
-    @rule(model=st.sampled_from(MODELS), tenant=st.sampled_from(TENANTS), key=st.sampled_from([None, "k1", "k2"]),
-          body=st.sampled_from([b"x", b"y"]), ttl_s=st.sampled_from([5.0, 30.0]), with_callback=st.booleans(),
-          max_active=st.sampled_from([None, None, 1, 3]))
+    @rule(
+        model=st.sampled_from(MODELS),
+        tenant=st.sampled_from(TENANTS),
+        key=st.sampled_from([None, "k1", "k2"]),
+        body=st.sampled_from([b"x", b"y"]),
+        ttl_s=st.sampled_from([5.0, 30.0]),
+        with_callback=st.booleans(),
+        max_active=st.sampled_from([None, None, 1, 3]),
+    )
     def submit(self, model, tenant, key, body, ttl_s, with_callback, max_active=None):
         job_id = f"j{len(self.ids)}"
         mapped = self.state.idempotency.get((tenant, model, key))  # a key is scoped to (tenant, model)
         active = sum(j.tenant == tenant and j.status in PENDING for j in self.state.records.values())
         callback = Callback(url="https://example.com/hook") if with_callback else None
-        change = self.commit(self.state.submit(job_id, model, REQUEST, body, {}, ttl_s, key, callback,
-                                               body.decode(), self.now, tenant, max_active))
+        change = self.commit(
+            self.state.submit(
+                job_id, model, REQUEST, body, {}, ttl_s, key, callback, body.decode(), self.now, tenant, max_active
+            )
+        )
         if mapped is None and max_active is not None and active >= max_active:
             event("over the tenant's max_active_jobs")
             assert change.outcome == "over_quota" and change.job is None and change.empty and not change.wake
@@ -164,7 +173,13 @@ class Lifecycle(RuleBasedStateMachine):
         job = self.state.get(job_id)
         assert change.outcome == "erased" and job.erased and job.status == "expired"
         assert (job.result, job.error, job.metadata, job.request.params, job.callback, job.idempotency_key) == (
-            None, None, {}, {}, None, None)
+            None,
+            None,
+            {},
+            {},
+            None,
+            None,
+        )
         assert job_id not in self.backend.bodies and job.tenant == before.tenant
         assert before.erased or change.erased == [job_id]
 
@@ -176,8 +191,12 @@ class Lifecycle(RuleBasedStateMachine):
         before = self.state.get(job_id)
         active = before and sum(j.tenant == before.tenant and j.status in PENDING for j in self.state.records.values())
         change = self.commit(self.state.retry(job_id, self.now, max_active), retrying=True)
-        if before is not None and before.status in ("failed", "cancelled") and max_active is not None and (
-                active >= max_active):
+        if (
+            before is not None
+            and before.status in ("failed", "cancelled")
+            and max_active is not None
+            and (active >= max_active)
+        ):
             assert change.outcome == "over_quota" and change.empty
         elif before is not None and before.status in ("failed", "cancelled"):
             assert change.outcome == "queued" and change.job.status == "queued"
@@ -286,8 +305,12 @@ class Lifecycle(RuleBasedStateMachine):
         if runner in self.crashed:
             return
         job = self.state.get(job_id)
-        callback = Callback(url="https://example.com/hook", status="delivered" if delivered else "pending",
-                            attempts=1, next_attempt_at=self.now + 2)
+        callback = Callback(
+            url="https://example.com/hook",
+            status="delivered" if delivered else "pending",
+            attempts=1,
+            next_attempt_at=self.now + 2,
+        )
         operation = self.state.record_callback(job_id, runner, callback, self.now)
         if job is None or (job.callback or Callback(url="")).owner != runner or job_id not in self.state.callbacks_due:
             return self.refused(operation)
@@ -320,7 +343,8 @@ class Lifecycle(RuleBasedStateMachine):
     def no_acknowledged_job_is_lost(self):
         assert set(self.state.records) == self.acknowledged
         assert {i: j.model_dump() for i, j in self.state.records.items()} == {
-            j.id: j.model_dump() for j in self.backend.load()}
+            j.id: j.model_dump() for j in self.backend.load()
+        }
 
     @invariant()
     def indexes_agree_with_the_records(self):
@@ -337,8 +361,12 @@ class Lifecycle(RuleBasedStateMachine):
                 assert not queue or queue[0] in queued  # claims look at the head only
         assert state.idempotency == {(j.tenant, j.model, j.idempotency_key): j.id for j in jobs if j.idempotency_key}
         assert state.callbacks_due == {j.id for j in jobs if callback_due(j)}
-        assert all(state.expiry[k] <= state.expiry[c] for k in range(len(state.expiry))
-                   for c in (2 * k + 1, 2 * k + 2) if c < len(state.expiry))
+        assert all(
+            state.expiry[k] <= state.expiry[c]
+            for k in range(len(state.expiry))
+            for c in (2 * k + 1, 2 * k + 2)
+            if c < len(state.expiry)
+        )
         scheduled = set(state.expiry)
         assert all((state.next_step_at(j), j.id) in scheduled for j in jobs if state.next_step_at(j) is not None)
         assert state.seqs == sorted(set(state.seqs)) and set(state.records) <= set(state.order)
@@ -353,8 +381,11 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 @settings(max_examples=200, deadline=None)
-@given(weights=st.lists(st.sampled_from([1.0, 2.0, 3.0]), min_size=2, max_size=4), backlog=st.integers(3, 15),
-       late=st.integers(0, 12))
+@given(
+    weights=st.lists(st.sampled_from([1.0, 2.0, 3.0]), min_size=2, max_size=4),
+    backlog=st.integers(3, 15),
+    late=st.integers(0, 12),
+)
 def test_waiting_tenants_take_turns_by_weight(weights, backlog, late):
     """One model, one slot. Every tenant but the last queues `backlog` jobs; the last
     queues its own after `late` claims. While tenants all wait, their claims since the

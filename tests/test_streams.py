@@ -119,9 +119,11 @@ def test_a_batched_model_streams_just_the_result(client):
 def test_a_stream_counts_as_a_sync_request_in_the_metrics(client, serve_app):
     def timeouts() -> float:
         text = httpx.get(serve_app.metrics_url, timeout=5).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if re.match(r'ray_longserve_requests_total\{.*model="ticker"', line)
-                   and 'outcome="timeout_running"' in line)
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if re.match(r'ray_longserve_requests_total\{.*model="ticker"', line) and 'outcome="timeout_running"' in line
+        )
 
     before = timeouts()
     body, _ = ticker_body(ticks=10_000, every=0.1)

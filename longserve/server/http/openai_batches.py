@@ -1,10 +1,14 @@
 """OpenAI's files and batches under /openai/v1, on the gateway (a mixin, as
 OpenAIRoutes): a batch's lines run as durable longserve jobs, through the
 JobStore's submit, get and cancel; files and batch records live in the file
-store (server/openai/files.py). The `jobs` scope, as native jobs."""
+store (server/openai/files.py). The `jobs` scope, as native jobs; like jobs,
+files and batches belong to the caller's tenant: another tenant's answer 404
+exactly as an unknown id, lists show the caller's own (an admin's: all), and
+a batch's lines are jobs of its tenant (fair turns, usage)."""
 
 import asyncio
 import json
+import time
 from functools import cached_property
 from typing import Any, Optional
 
@@ -12,13 +16,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from longserve.server.blobs import BlobsUnavailable
-from longserve.server.http.auth import Caller
+from longserve.server.http.auth import ANONYMOUS, Caller
 from longserve.server.http.errors import ApiError
 from longserve.server.http.openai import PREFIX, GatewayParts, parse_body, parse_form
 from longserve.server.jobs.record import JobRequest, new_job_id
 from longserve.server.openai import batches
 from longserve.server.openai.bodies import BatchRequest
-from longserve.server.openai.files import FileStore, new_id
+from longserve.server.openai.files import FileStore, new_id, public
 
 router = APIRouter(prefix=PREFIX, tags=["openai"])
 PURPOSES = ("batch",)  # what uploads may be for; outputs are `batch_output`
@@ -35,7 +39,9 @@ class OpenAIBatchRoutes(GatewayParts):
         if fields.get("purpose") not in PURPOSES:
             raise ApiError(400, "unsupported_option", f"purpose must be one of: {', '.join(PURPOSES)}", param="purpose")
         batches.parse_lines(data)  # refused now, not when a batch reads it
-        return await self._files_call(self.openai_files.put_file(data, filename, fields["purpose"]))
+        return public(
+            await self._files_call(self.openai_files.put_file(data, filename, fields["purpose"], caller.tenant))
+        )
 
     @router.get("/files")
     async def openai_list_files(
@@ -45,26 +51,24 @@ class OpenAIBatchRoutes(GatewayParts):
         limit: int = Query(100, ge=1, le=10_000),
         after: Optional[str] = None,
     ) -> dict:
-        await self._files_caller(request)
+        caller = await self._files_caller(request)
         found = await self._files_call(self.openai_files.files())
-        return page([f for f in found if purpose in (None, f["purpose"])], limit, after)
+        mine = [public(f) for f in found if purpose in (None, f["purpose"]) and caller.owns(f.get("owner", ANONYMOUS))]
+        return page(mine, limit, after)
 
     @router.get("/files/{file_id}")
     async def openai_file(self, file_id: str, request: Request) -> dict:
-        await self._files_caller(request)
-        return await self._file(file_id)
+        return public(await self._file(file_id, await self._files_caller(request)))
 
     @router.get("/files/{file_id}/content")
     async def openai_file_content(self, file_id: str, request: Request) -> Response:
-        await self._files_caller(request)
-        await self._file(file_id)
+        await self._file(file_id, await self._files_caller(request))
         data = await self._files_call(self.openai_files.content(file_id))
         return Response(data, media_type="application/jsonl")
 
     @router.delete("/files/{file_id}")
     async def openai_delete_file(self, file_id: str, request: Request) -> dict:
-        await self._files_caller(request)
-        await self._file(file_id)
+        await self._file(file_id, await self._files_caller(request))
         await self._files_call(self.openai_files.delete_file(file_id))
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -72,7 +76,7 @@ class OpenAIBatchRoutes(GatewayParts):
     async def openai_create_batch(self, request: Request) -> dict:
         caller = await self._files_caller(request)
         body = parse_body(BatchRequest, await self._read_body(request, caller))
-        await self._file(body.input_file_id, param="input_file_id")
+        await self._file(body.input_file_id, caller, param="input_file_id")
         lines = batches.parse_lines(await self._files_call(self.openai_files.content(body.input_file_id)))
         items, inputs = [], []
         for number, line in enumerate(lines, start=1):  # every line checked before any job exists
@@ -99,7 +103,7 @@ class OpenAIBatchRoutes(GatewayParts):
             inputs.append((model, data))
         # The record first, with the job ids: a batch cut short by a crash still
         # accounts for every line (a job never submitted reads as missing).
-        record = batches.new_record(new_id("batch"), body, items)
+        record = batches.new_record(new_id("batch"), body, items, caller.tenant)
         await self._files_call(self.openai_files.put_batch(record))
         ttl = self.config.jobs.result_ttl_s
         await asyncio.gather(
@@ -111,6 +115,7 @@ class OpenAIBatchRoutes(GatewayParts):
                     data,
                     {"openai_batch": record["id"], "custom_id": item["custom_id"]},
                     ttl,
+                    tenant=caller.tenant,
                 )
                 for item, (model, data) in zip(items, inputs, strict=True)
             )
@@ -121,19 +126,18 @@ class OpenAIBatchRoutes(GatewayParts):
     async def openai_list_batches(
         self, request: Request, limit: int = Query(20, ge=1, le=100), after: Optional[str] = None
     ) -> dict:
-        await self._files_caller(request)
-        listed = page(await self._files_call(self.openai_files.batches()), limit, after)
+        caller = await self._files_caller(request)
+        found = await self._files_call(self.openai_files.batches())
+        listed = page([b for b in found if caller.owns(b.get("owner", ANONYMOUS))], limit, after)
         return {**listed, "data": [await self._batch_view(record) for record in listed["data"]]}
 
     @router.get("/batches/{batch_id}")
     async def openai_batch(self, batch_id: str, request: Request) -> dict:
-        await self._files_caller(request)
-        return await self._batch_view(await self._batch(batch_id))
+        return await self._batch_view(await self._batch(batch_id, await self._files_caller(request)))
 
     @router.post("/batches/{batch_id}/cancel")
     async def openai_cancel_batch(self, batch_id: str, request: Request) -> dict:
-        await self._files_caller(request)
-        record = await self._batch(batch_id)
+        record = await self._batch(batch_id, await self._files_caller(request))
         if record.get("finalized_at") is None and record.get("cancelled_at") is None:
             record = batches.stamp(record, "cancelled_at")
             await self._files_call(self.openai_files.put_batch(record))
@@ -147,7 +151,6 @@ class OpenAIBatchRoutes(GatewayParts):
         return FileStore(self.config.openai.files)
 
     async def _files_caller(self, request: Request) -> Caller:
-        # Files and batches are not yet scoped to a tenant: any key with the jobs scope sees them (docs/openai.md).
         if not self.config.openai.enabled:
             raise ApiError(404, "not_found", "the OpenAI-compatible API is off (openai.enabled in serve_config.yaml)")
         return await self._caller(request, "jobs")
@@ -160,33 +163,45 @@ class OpenAIBatchRoutes(GatewayParts):
                 503, "files_unavailable", f"{exc}; retry after {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
             ) from None
 
-    async def _file(self, file_id: str, param: Optional[str] = None) -> dict:
+    async def _file(self, file_id: str, caller: Caller, param: Optional[str] = None) -> dict:
         found = await self._files_call(self.openai_files.file(file_id))
-        if found is None:
+        if found is None or not caller.owns(found.get("owner", ANONYMOUS)):  # another tenant's: as unknown
             raise ApiError(404, "not_found", f"no file '{file_id}'", param=param)
         return found
 
-    async def _batch(self, batch_id: str) -> dict:
+    async def _batch(self, batch_id: str, caller: Caller) -> dict:
         found = await self._files_call(self.openai_files.batch(batch_id))
-        if found is None:
+        if found is None or not caller.owns(found.get("owner", ANONYMOUS)):
             raise ApiError(404, "not_found", f"no batch '{batch_id}'")
         return found
 
     async def _batch_view(self, record: dict) -> dict:
-        """The batch now; once every job ended, its output and error files are written (once)."""
-        jobs = await asyncio.gather(*(self.store.get.remote(item["job_id"]) for item in record["items"]))
+        """The batch now; once every job ended, its output and error files are written (once).
+        Past its completion_window, its pending jobs are cancelled first (it expires)."""
+        jobs = await self._batch_jobs(record)
+        if batches.past_window(record, jobs, time.time()):
+            record = batches.stamp(record, "expired_at")
+            await self._files_call(self.openai_files.put_batch(record))
+            await asyncio.gather(*(self.store.cancel.remote(item["job_id"]) for item in record["items"]))
+            jobs = await self._batch_jobs(record)
         if batches.finished(jobs) and record.get("finalized_at") is None:
             record = await self._finish_batch(record, jobs)
         return batches.view(record, jobs)
+
+    async def _batch_jobs(self, record: dict) -> list:
+        return await asyncio.gather(*(self.store.get.remote(item["job_id"]) for item in record["items"]))
 
     async def _finish_batch(self, record: dict, jobs: list) -> dict:
         ok, failed = batches.outputs(record, jobs)
         output_id, error_id = batches.output_file_ids(record["id"])
         files = self.openai_files
         record = {**record, "output_file_id": output_id, "error_file_id": error_id if failed else None}
-        await self._files_call(files.put_file(ok, f"{record['id']}_output.jsonl", "batch_output", output_id))
+        owner = record.get("owner", ANONYMOUS)
+        await self._files_call(files.put_file(ok, f"{record['id']}_output.jsonl", "batch_output", owner, output_id))
         if failed:
-            await self._files_call(files.put_file(failed, f"{record['id']}_errors.jsonl", "batch_output", error_id))
+            await self._files_call(
+                files.put_file(failed, f"{record['id']}_errors.jsonl", "batch_output", owner, error_id)
+            )
         record = batches.stamp(record, "finalized_at")
         await self._files_call(files.put_batch(record))
         return record

@@ -7,6 +7,8 @@ a blob store (a directory, or S3 on a cluster: `openai.files`).
 
 The records live here, not in the JobStore, so a batch outlives any restart
 of the store: its lines are jobs there, which the store reloads itself.
+Each file and batch records its owner (the tenant that made it) under
+`owner`; `public` strips it from what a client sees.
 """
 
 import json
@@ -32,11 +34,18 @@ def valid_id(value: str, kind: str) -> bool:
     return bool(ID.match(value)) and value.startswith(kind + "-")
 
 
+def public(meta: dict) -> dict:
+    """A file's object as OpenAI defines it: without its owner."""
+    return {key: value for key, value in meta.items() if key != "owner"}
+
+
 class FileStore:
     def __init__(self, config: BlobsConfig):
         self.blobs = Blobs(config)
 
-    async def put_file(self, data: bytes, filename: str, purpose: str, file_id: Optional[str] = None) -> dict:
+    async def put_file(
+        self, data: bytes, filename: str, purpose: str, owner: str, file_id: Optional[str] = None
+    ) -> dict:
         file_id = file_id or new_id("file")
         await self.blobs.put(f"{FILES}{file_id}.jsonl", data)
         meta = {
@@ -48,6 +57,7 @@ class FileStore:
             "purpose": purpose,
             "status": "processed",
             "expires_at": None,
+            "owner": owner,
         }
         await self.blobs.put(f"{FILES}{file_id}.json", json.dumps(meta).encode())  # last: a listed file is whole
         return meta
