@@ -49,6 +49,8 @@ class BareModel:
         return self.model.predict_batch(batch)
 
 
-def bare_app(class_path: str, batching: Optional[tuple[int, float]] = None, max_ongoing_requests: int = 32) -> Application:
+def bare_app(
+    class_path: str, batching: Optional[tuple[int, float]] = None, max_ongoing_requests: int = 32
+) -> Application:
     model = BareModel.options(max_ongoing_requests=max_ongoing_requests).bind(class_path, batching)
     return BareIngress.bind(model)

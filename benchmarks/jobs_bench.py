@@ -25,9 +25,21 @@ def preload_in_actor(store, n: int, model: str) -> int:
 
     now, state = time.time(), store.state
     for seq in range(state.last_seq + 1, state.last_seq + 1 + n):
-        job = Job(id=new_job_id(), seq=seq, model=model, status="succeeded", ttl_s=86400.0,
-                  request=JobRequest(media_type="application/json"), attempts=1, created_at=now,
-                  started_at=now, finished_at=now, expires_at=now + 86400, result={"value": 1}, version=3)
+        job = Job(
+            id=new_job_id(),
+            seq=seq,
+            model=model,
+            status="succeeded",
+            ttl_s=86400.0,
+            request=JobRequest(media_type="application/json"),
+            attempts=1,
+            created_at=now,
+            started_at=now,
+            finished_at=now,
+            expires_at=now + 86400,
+            result={"value": 1},
+            version=3,
+        )
         store.backend.save(job, BODY)
         change = Change(state.version)
         change.save(None, job, visible=False)
@@ -70,7 +82,12 @@ async def measure(http: httpx.AsyncClient, prefix: str, samples: int, seconds: f
                 return
 
     done_ms = await timed(submit_until_done, max(3, samples // 5))
-    return {"submit p50 ms": percentile(submit_ms, 50), "submit p99 ms": percentile(submit_ms, 99),
-            "poll p50 ms": percentile(poll_ms, 50), "poll p99 ms": percentile(poll_ms, 99),
-            "polls/s": polls["req/s"], "submit->done p50 ms": percentile(done_ms, 50),
-            "submit->done p99 ms": percentile(done_ms, 99)}
+    return {
+        "submit p50 ms": percentile(submit_ms, 50),
+        "submit p99 ms": percentile(submit_ms, 99),
+        "poll p50 ms": percentile(poll_ms, 50),
+        "poll p99 ms": percentile(poll_ms, 99),
+        "polls/s": polls["req/s"],
+        "submit->done p50 ms": percentile(done_ms, 50),
+        "submit->done p99 ms": percentile(done_ms, 99),
+    }

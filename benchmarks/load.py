@@ -14,8 +14,6 @@ from longserve.server.monitoring.stats import percentile
 Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
 
-
-
 def client(base_url: str = "", concurrency: int = 64, timeout: float = 120) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
@@ -42,8 +40,12 @@ async def closed_loop(http: httpx.AsyncClient, send: Send, concurrency: int, sec
     elapsed = time.perf_counter() - began  # includes the last requests' tails
     if not latencies:
         raise RuntimeError(f"every request failed ({errors})")
-    return {"req/s": len(latencies) / elapsed, "p50 ms": statistics.median(latencies),
-            "p99 ms": percentile(latencies, 99), "errors": errors}
+    return {
+        "req/s": len(latencies) / elapsed,
+        "p50 ms": statistics.median(latencies),
+        "p99 ms": percentile(latencies, 99),
+        "errors": errors,
+    }
 
 
 async def timed(send: Callable[[], Awaitable], samples: int) -> list[float]:

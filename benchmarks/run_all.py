@@ -57,8 +57,7 @@ class Sizes:
     backends: tuple = ("sqlite", "redis", "memory")
 
 
-QUICK = Sizes(concurrencies=(1, 4), rounds=1, seconds=0.5, stored=(20, 50), job_samples=5, probes=4,
-              audio="speech.ogg")
+QUICK = Sizes(concurrencies=(1, 4), rounds=1, seconds=0.5, stored=(20, 50), job_samples=5, probes=4, audio="speech.ogg")
 
 
 @dataclass
@@ -80,13 +79,24 @@ def model_config(class_path: str, batching=BATCH, monitoring=True, backend="memo
     jobs = {"backend": backend, "sqlite_path": str(Path(tempfile.mkdtemp()) / "jobs.sqlite3")}
     jobs.update(extra.pop("jobs", {}))
     name = extra.pop("name", "echo" if class_path == ECHO else "embedder")
-    return AppConfig.model_validate({
-        "monitoring": {"enabled": monitoring}, "jobs": jobs,
-        "models": {name: {"class": class_path, "max_ongoing_requests": 64, "max_queued_requests": -1,
-                          "batching": None if batching is None else {"max_batch_size": batching[0],
-                                                                     "batch_wait_timeout_s": batching[1]},
-                          "ray_actor_options": {"num_cpus": 0}, **extra}},
-    })
+    return AppConfig.model_validate(
+        {
+            "monitoring": {"enabled": monitoring},
+            "jobs": jobs,
+            "models": {
+                name: {
+                    "class": class_path,
+                    "max_ongoing_requests": 64,
+                    "max_queued_requests": -1,
+                    "batching": None
+                    if batching is None
+                    else {"max_batch_size": batching[0], "batch_wait_timeout_s": batching[1]},
+                    "ray_actor_options": {"num_cpus": 0},
+                    **extra,
+                }
+            },
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -95,9 +105,24 @@ def litserve(class_path: str, batch: int = 1) -> Iterator[str]:
     port = free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.litserve_server", "--model", class_path, "--port", str(port),
-         "--batch", str(batch), "--batch-wait", str(BATCH[1])],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.litserve_server",
+            "--model",
+            class_path,
+            "--port",
+            str(port),
+            "--batch",
+            str(batch),
+            "--batch-wait",
+            str(BATCH[1]),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -134,21 +159,28 @@ async def side_by_side(sides: dict[str, str], payload: dict, sizes: Sizes) -> di
         for concurrency in sizes.concurrencies:
             rounds: dict[str, list] = {n: [] for n in names}
             for r in range(sizes.rounds):
-                for name in names[r % len(names):] + names[:r % len(names)]:
-                    rounds[name].append(await closed_loop(
-                        http, lambda h, u=sides[name]: h.post(u, json=payload), concurrency, sizes.seconds))
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    rounds[name].append(
+                        await closed_loop(
+                            http, lambda h, u=sides[name]: h.post(u, json=payload), concurrency, sizes.seconds
+                        )
+                    )
             out[concurrency] = {n: median_stats(rs) for n, rs in rounds.items()}
     return out
 
 
 def serving_table(results: dict[int, dict[str, dict]], ours: str = "longserve") -> list[str]:
-    lines = ["| clients | server | req/s | p50 ms | p99 ms | longserve req/s ÷ this | longserve p50 ÷ this |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| clients | server | req/s | p50 ms | p99 ms | longserve req/s ÷ this | longserve p50 ÷ this |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for concurrency, sides in results.items():
         mine = sides[ours]
         for name, s in sides.items():
-            lines.append(f"| {concurrency} | {name} | {s['req/s']:.0f} | {s['p50 ms']:.1f} | {s['p99 ms']:.1f} "
-                         f"| {mine['req/s'] / s['req/s']:.2f} | {mine['p50 ms'] / s['p50 ms']:.2f} |")
+            lines.append(
+                f"| {concurrency} | {name} | {s['req/s']:.0f} | {s['p50 ms']:.1f} | {s['p99 ms']:.1f} "
+                f"| {mine['req/s'] / s['req/s']:.2f} | {mine['p50 ms'] / s['p50 ms']:.2f} |"
+            )
     return lines
 
 
@@ -159,15 +191,20 @@ def phase_echo(report: Report, url: str, sizes: Sizes) -> None:
     deploy("/ls-echo-nomon", model_config(ECHO, batching=None, monitoring=False), access_log=False)
     deploy("/bare-echo", bare_app(ECHO), access_log=False)
     with litserve(ECHO) as lit:
-        sides = {"longserve": f"{url}/ls-echo/v1/models/echo/predict",
-                 "longserve, monitoring off": f"{url}/ls-echo-nomon/v1/models/echo/predict",
-                 "bare Ray Serve": f"{url}/bare-echo/predict", "LitServe": f"{lit}/predict"}
+        sides = {
+            "longserve": f"{url}/ls-echo/v1/models/echo/predict",
+            "longserve, monitoring off": f"{url}/ls-echo-nomon/v1/models/echo/predict",
+            "bare Ray Serve": f"{url}/bare-echo/predict",
+            "LitServe": f"{lit}/predict",
+        }
         results = asyncio.run(side_by_side(sides, {"value": 1}, sizes))
     for name in ("ls-echo", "ls-echo-nomon", "bare-echo"):
         serve.delete(name)
-    report.section("Sync serving overhead: echo model",
-                   "A model that returns its input: the serving path and nothing else. "
-                   "Body `{\"value\": 1}`. Ratios > 1 in the req/s column: longserve is faster.")
+    report.section(
+        "Sync serving overhead: echo model",
+        "A model that returns its input: the serving path and nothing else. "
+        'Body `{"value": 1}`. Ratios > 1 in the req/s column: longserve is faster.',
+    )
     report.add(*serving_table(results))
 
 
@@ -178,30 +215,44 @@ def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
     deploy("/ls-emb-nobatch", model_config(EMBEDDER, batching=None), access_log=False)
     deploy("/bare-emb", bare_app(EMBEDDER, BATCH), access_log=False)
     with litserve(EMBEDDER, batch=BATCH[0]) as lit, litserve(EMBEDDER) as lit_nobatch:
-        sides = {"longserve": f"{url}/ls-emb/v1/models/embedder/predict",
-                 "bare Ray Serve": f"{url}/bare-emb/predict", "LitServe": f"{lit}/predict",
-                 "longserve, batching off": f"{url}/ls-emb-nobatch/v1/models/embedder/predict",
-                 "LitServe, batching off": f"{lit_nobatch}/predict"}
-        results = asyncio.run(side_by_side(sides, {"texts": ["A cat sits on the mat and looks out of the window."]},
-                                           sizes))
+        sides = {
+            "longserve": f"{url}/ls-emb/v1/models/embedder/predict",
+            "bare Ray Serve": f"{url}/bare-emb/predict",
+            "LitServe": f"{lit}/predict",
+            "longserve, batching off": f"{url}/ls-emb-nobatch/v1/models/embedder/predict",
+            "LitServe, batching off": f"{lit_nobatch}/predict",
+        }
+        results = asyncio.run(
+            side_by_side(sides, {"texts": ["A cat sits on the mat and looks out of the window."]}, sizes)
+        )
     for name in ("ls-emb", "ls-emb-nobatch", "bare-emb"):
         serve.delete(name)
     synced = {c: {k: v for k, v in s.items() if "batching off" not in k} for c, s in results.items()}
-    report.section("Sync serving overhead: MiniLM embedder",
-                   f"all-MiniLM-L6-v2, one sentence per request, dynamic batching on everywhere "
-                   f"(max batch {BATCH[0]}, wait {BATCH[1] * 1000:g} ms).")
+    report.section(
+        "Sync serving overhead: MiniLM embedder",
+        f"all-MiniLM-L6-v2, one sentence per request, dynamic batching on everywhere "
+        f"(max batch {BATCH[0]}, wait {BATCH[1] * 1000:g} ms).",
+    )
     report.add(*serving_table(synced))
-    report.section("Dynamic batching: embedder, batching on vs off",
-                   "Same run as the table above (all five servers in alternating rounds).")
-    lines = ["| clients | server | req/s batching on | req/s batching off | on ÷ off | p99 ms on | p99 ms off |",
-             "|---|---|---|---|---|---|---|"]
+    report.section(
+        "Dynamic batching: embedder, batching on vs off",
+        "Same run as the table above (all five servers in alternating rounds).",
+    )
+    lines = [
+        "| clients | server | req/s batching on | req/s batching off | on ÷ off | p99 ms on | p99 ms off |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for concurrency, s in results.items():
         for name in ("longserve", "LitServe"):
             on, off = s[name], s[f"{name}, batching off"]
-            lines.append(f"| {concurrency} | {name} | {on['req/s']:.0f} | {off['req/s']:.0f} "
-                         f"| {on['req/s'] / off['req/s']:.2f} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |")
-        lines.append(f"| {concurrency} | longserve ÷ LitServe (on) | | | "
-                     f"{s['longserve']['req/s'] / s['LitServe']['req/s']:.2f} | | |")
+            lines.append(
+                f"| {concurrency} | {name} | {on['req/s']:.0f} | {off['req/s']:.0f} "
+                f"| {on['req/s'] / off['req/s']:.2f} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |"
+            )
+        lines.append(
+            f"| {concurrency} | longserve ÷ LitServe (on) | | | "
+            f"{s['longserve']['req/s'] / s['LitServe']['req/s']:.2f} | | |"
+        )
     report.add(*lines)
 
 
@@ -211,12 +262,29 @@ def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
     from longserve.server.config import AppConfig
 
     timeout = 0.25
-    deploy("/ls-slow", AppConfig.model_validate({
-        "jobs": {"backend": "memory"},
-        "models": {"sleeper": {"class": "tests.slow_models:Sleeper", "max_ongoing_requests": 64,
-                               "max_queued_requests": -1, "ray_actor_options": {"num_cpus": 0}},
-                   "echo": {"class": ECHO, "max_ongoing_requests": 64, "max_queued_requests": -1,
-                            "ray_actor_options": {"num_cpus": 0}}}}), access_log=False)
+    deploy(
+        "/ls-slow",
+        AppConfig.model_validate(
+            {
+                "jobs": {"backend": "memory"},
+                "models": {
+                    "sleeper": {
+                        "class": "tests.slow_models:Sleeper",
+                        "max_ongoing_requests": 64,
+                        "max_queued_requests": -1,
+                        "ray_actor_options": {"num_cpus": 0},
+                    },
+                    "echo": {
+                        "class": ECHO,
+                        "max_ongoing_requests": 64,
+                        "max_queued_requests": -1,
+                        "ray_actor_options": {"num_cpus": 0},
+                    },
+                },
+            }
+        ),
+        access_log=False,
+    )
     probe_url = f"{url}/ls-slow/v1/models/sleeper/predict"
     load_url = f"{url}/ls-slow/v1/models/echo/predict"
 
@@ -227,15 +295,20 @@ def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
             async def prober():
                 for _ in range(sizes.probes // 4):
                     started = time.perf_counter()
-                    response = await http.post(probe_url, json={"seconds": 5},
-                                               headers={"Request-Timeout": str(timeout)})
+                    response = await http.post(
+                        probe_url, json={"seconds": 5}, headers={"Request-Timeout": str(timeout)}
+                    )
                     assert response.status_code == 504, response.text
                     late.append((time.perf_counter() - started - timeout) * 1000)
 
             background = asyncio.gather(*[prober() for _ in range(4)])
             if load:
-                stats = await closed_loop(http, lambda h: h.post(load_url, json={"value": 1}), load,
-                                          max(1.0, sizes.probes / 4 * timeout * 1.5))
+                stats = await closed_loop(
+                    http,
+                    lambda h: h.post(load_url, json={"value": 1}),
+                    load,
+                    max(1.0, sizes.probes / 4 * timeout * 1.5),
+                )
             else:
                 stats = {}
             await background
@@ -244,16 +317,23 @@ def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
     rows = []
     for load in (0, 16):
         late, stats = asyncio.run(probes(load))
-        rows.append(f"| {load} | {stats.get('req/s', 0):.0f} | {len(late)} | {percentile(late, 50):.1f} "
-                    f"| {percentile(late, 99):.1f} | {max(late):.1f} |")
+        rows.append(
+            f"| {load} | {stats.get('req/s', 0):.0f} | {len(late)} | {percentile(late, 50):.1f} "
+            f"| {percentile(late, 99):.1f} | {max(late):.1f} |"
+        )
     serve.delete("ls-slow")
-    report.section("Timeout precision",
-                   f"`Request-Timeout: {timeout}` on a model that would run 5 s; 4 concurrent probers, each 504 "
-                   f"timed at the client: lateness = client-side elapsed − {timeout} s (so it includes the proxy "
-                   "hops both ways; the deadline itself starts when the gateway gets the request). Load: "
-                   "concurrent echo clients on the same gateway meanwhile.")
-    report.add("| echo load clients | echo req/s meanwhile | 504s | late p50 ms | late p99 ms | late max ms |",
-               "|---|---|---|---|---|---|", *rows)
+    report.section(
+        "Timeout precision",
+        f"`Request-Timeout: {timeout}` on a model that would run 5 s; 4 concurrent probers, each 504 "
+        f"timed at the client: lateness = client-side elapsed − {timeout} s (so it includes the proxy "
+        "hops both ways; the deadline itself starts when the gateway gets the request). Load: "
+        "concurrent echo clients on the same gateway meanwhile.",
+    )
+    report.add(
+        "| echo load clients | echo req/s meanwhile | 504s | late p50 ms | late p99 ms | late max ms |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    )
 
 
 @contextlib.contextmanager
@@ -262,8 +342,11 @@ def redis_server() -> Iterator[str]:
     if binary is None:
         raise RuntimeError("redis-server is not on PATH")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         import redis
 
@@ -287,16 +370,19 @@ def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
 
     rows, memory_rows = [], []
     for backend in sizes.backends:
-        with (redis_server() if backend == "redis" else contextlib.nullcontext("")) as redis_url:
-            config = model_config(ECHO, batching=None, backend=backend,
-                                  jobs={"redis_url": redis_url or "redis://127.0.0.1:6379/0"})
+        with redis_server() if backend == "redis" else contextlib.nullcontext("") as redis_url:
+            config = model_config(
+                ECHO, batching=None, backend=backend, jobs={"redis_url": redis_url or "redis://127.0.0.1:6379/0"}
+            )
             deploy(f"/jobs-{backend}", config, access_log=False)
             store = get_job_store(config.jobs)
             prefix = f"{url}/jobs-{backend}"
             held, rss = {}, {}
             for stored in sizes.stored:
                 started = time.perf_counter()
-                total = ray.get(store.__ray_call__.remote(jobs_bench.preload_in_actor, stored - held.get("n", 0), "echo"))
+                total = ray.get(
+                    store.__ray_call__.remote(jobs_bench.preload_in_actor, stored - held.get("n", 0), "echo")
+                )
                 held["n"] = stored
                 preload_s = time.perf_counter() - started
                 rss[stored] = jobs_bench.actor_rss(store)
@@ -306,32 +392,41 @@ def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
                         return await jobs_bench.measure(http, prefix, sizes.job_samples, sizes.seconds, 16)
 
                 m = asyncio.run(run())
-                rows.append(f"| {backend} | {stored:,} | {m['submit p50 ms']:.1f} | {m['submit p99 ms']:.1f} "
-                            f"| {m['poll p50 ms']:.1f} | {m['poll p99 ms']:.1f} | {m['polls/s']:.0f} "
-                            f"| {m['submit->done p50 ms']:.0f} | {m['submit->done p99 ms']:.0f} "
-                            f"| {total:,} | {preload_s:.1f} |")
+                rows.append(
+                    f"| {backend} | {stored:,} | {m['submit p50 ms']:.1f} | {m['submit p99 ms']:.1f} "
+                    f"| {m['poll p50 ms']:.1f} | {m['poll p99 ms']:.1f} | {m['polls/s']:.0f} "
+                    f"| {m['submit->done p50 ms']:.0f} | {m['submit->done p99 ms']:.0f} "
+                    f"| {total:,} | {preload_s:.1f} |"
+                )
                 held["n"] = total  # jobs submitted while measuring count too
             first, last = sizes.stored[0], sizes.stored[-1]
             per_job = (rss[last] - rss[first]) / (last - first)
-            memory_rows.append(f"| {backend} | {rss[first] / 2**20:.0f} | {rss[last] / 2**20:.0f} "
-                               f"| {per_job:,.0f} |")
+            memory_rows.append(f"| {backend} | {rss[first] / 2**20:.0f} | {rss[last] / 2**20:.0f} | {per_job:,.0f} |")
             serve.delete(f"jobs-{backend}")
             ray.kill(store)
-    report.section("Jobs: latency with 1k, 10k and 100k jobs stored",
-                   "Echo model, one app per backend. Stored jobs are preloaded by a function run inside the "
-                   "JobStore actor (`__ray_call__`) that writes finished jobs through the backend and indexes them "
-                   "as submit and finish do — through HTTP that is ~90 jobs/s. Submit and poll: sequential over "
-                   "HTTP; polls/s: 16 concurrent pollers; submit->done: submit a trivial job, long-poll "
-                   "(`?wait=10`) until it succeeded.")
-    report.add("| backend | stored | submit p50 ms | submit p99 ms | poll p50 ms | poll p99 ms | polls/s "
-               "| submit->done p50 ms | submit->done p99 ms | held after | preload s |",
-               "|---|---|---|---|---|---|---|---|---|---|---|", *rows)
-    report.section("JobStore actor memory per stored job",
-                   "Resident memory of the actor's process after preloading, "
-                   f"(RSS at {sizes.stored[-1]:,} − RSS at {sizes.stored[0]:,}) ÷ the jobs added. Every backend "
-                   "keeps each job's record in the actor; the memory backend also holds its JSON and body there.")
-    report.add("| backend | RSS MiB at first size | RSS MiB at last size | bytes per job |", "|---|---|---|---|",
-               *memory_rows)
+    report.section(
+        "Jobs: latency with 1k, 10k and 100k jobs stored",
+        "Echo model, one app per backend. Stored jobs are preloaded by a function run inside the "
+        "JobStore actor (`__ray_call__`) that writes finished jobs through the backend and indexes them "
+        "as submit and finish do — through HTTP that is ~90 jobs/s. Submit and poll: sequential over "
+        "HTTP; polls/s: 16 concurrent pollers; submit->done: submit a trivial job, long-poll "
+        "(`?wait=10`) until it succeeded.",
+    )
+    report.add(
+        "| backend | stored | submit p50 ms | submit p99 ms | poll p50 ms | poll p99 ms | polls/s "
+        "| submit->done p50 ms | submit->done p99 ms | held after | preload s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    )
+    report.section(
+        "JobStore actor memory per stored job",
+        "Resident memory of the actor's process after preloading, "
+        f"(RSS at {sizes.stored[-1]:,} − RSS at {sizes.stored[0]:,}) ÷ the jobs added. Every backend "
+        "keeps each job's record in the actor; the memory backend also holds its JSON and body there.",
+    )
+    report.add(
+        "| backend | RSS MiB at first size | RSS MiB at last size | bytes per job |", "|---|---|---|---|", *memory_rows
+    )
 
 
 def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
@@ -342,9 +437,18 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
 
     audio = (ROOT / "tests" / "data" / sizes.audio).read_bytes()
     short = (ROOT / "tests" / "data" / "speech.ogg").read_bytes()
-    deploy("/ls-tx", model_config("longserve.models.transcriber:Transcriber", batching=None, name="transcriber",
-                                  options={"beam_size": 1}, timeout=False,
-                                  **{"max_ongoing_requests": 1}), access_log=False)
+    deploy(
+        "/ls-tx",
+        model_config(
+            "longserve.models.transcriber:Transcriber",
+            batching=None,
+            name="transcriber",
+            options={"beam_size": 1},
+            timeout=False,
+            **{"max_ongoing_requests": 1},
+        ),
+        access_log=False,
+    )
     direct = Transcriber(beam_size=1)
     direct.load("cpu")
     direct.predict(TranscribeInput(audio=short), Context())  # warm up, as the replica is below
@@ -357,8 +461,9 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
     async def run_job(audio: bytes) -> tuple[float, float]:
         async with httpx.AsyncClient(base_url=f"{url}/ls-tx", timeout=600) as http:
             started = time.perf_counter()
-            response = await http.post("/v1/models/transcriber/jobs", content=audio,
-                                       headers={"content-type": "audio/ogg"})
+            response = await http.post(
+                "/v1/models/transcriber/jobs", content=audio, headers={"content-type": "audio/ogg"}
+            )
             response.raise_for_status()
             job_id = response.json()["id"]
             while True:
@@ -375,22 +480,29 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
     direct_audio, direct_s = run_direct()
     serve.delete("ls-tx")
     del direct
-    report.section("Transcription: through a job vs faster-whisper in one process",
-                   f"`tests/data/{sizes.audio}` ({direct_audio:.1f} s of audio), Whisper base, int8, beam 1. "
-                   "Direct: the same Transcriber class called in the benchmark's own process (decode + "
-                   "transcribe): the physical limit on this CPU. Job: submit over HTTP, long-poll until done.")
-    report.add("| path | wall s | audio s per wall s | vs direct |", "|---|---|---|---|",
-               f"| direct, one process | {direct_s:.1f} | {direct_audio / direct_s:.2f} | 1.00 |",
-               f"| longserve job | {job_s:.1f} | {job_audio / job_s:.2f} | {(job_audio / job_s) / (direct_audio / direct_s):.2f} |")
+    report.section(
+        "Transcription: through a job vs faster-whisper in one process",
+        f"`tests/data/{sizes.audio}` ({direct_audio:.1f} s of audio), Whisper base, int8, beam 1. "
+        "Direct: the same Transcriber class called in the benchmark's own process (decode + "
+        "transcribe): the physical limit on this CPU. Job: submit over HTTP, long-poll until done.",
+    )
+    report.add(
+        "| path | wall s | audio s per wall s | vs direct |",
+        "|---|---|---|---|",
+        f"| direct, one process | {direct_s:.1f} | {direct_audio / direct_s:.2f} | 1.00 |",
+        f"| longserve job | {job_s:.1f} | {job_audio / job_s:.2f} | {(job_audio / job_s) / (direct_audio / direct_s):.2f} |",
+    )
 
 
 def phase_settings(report: Report, sizes: Sizes) -> None:
     names = ["ray defaults", SHIPPED, "tuned (access log off, one loop, no stderr log)"]
     results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
-    report.section("Ray Serve settings: defaults vs access log off (longserve's default) vs a tuned set",
-                   "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
-                   "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
-                   "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.")
+    report.section(
+        "Ray Serve settings: defaults vs access log off (longserve's default) vs a tuned set",
+        "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
+        "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
+        "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.",
+    )
     report.add(*serve_settings.table(results, 16))
 
 
@@ -400,22 +512,40 @@ def run_phase(report: Report, name: str, run) -> None:
         run()
     except Exception as exc:
         report.failed.append(name)
-        report.section(f"Phase {name}: FAILED", f"`{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}`")
+        report.section(
+            f"Phase {name}: FAILED", f"`{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}`"
+        )
         import traceback
 
         traceback.print_exc()
 
 
 def versions() -> str:
-    names = ["ray", "litserve", "fastapi", "starlette", "uvicorn", "pydantic", "torch", "sentence-transformers",
-             "faster-whisper", "ctranslate2", "httpx", "redis"]
+    names = [
+        "ray",
+        "litserve",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "pydantic",
+        "torch",
+        "sentence-transformers",
+        "faster-whisper",
+        "ctranslate2",
+        "httpx",
+        "redis",
+    ]
     found = []
     for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found.append(f"{name} {metadata.version(name)}")
     with contextlib.suppress(Exception):
-        found.append("redis-server " + subprocess.run(["redis-server", "--version"], capture_output=True,
-                                                      text=True).stdout.split()[2].removeprefix("v="))
+        found.append(
+            "redis-server "
+            + subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+            .stdout.split()[2]
+            .removeprefix("v=")
+        )
     return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
@@ -453,13 +583,17 @@ def main() -> int:
     if "settings" in phases:
         run_phase(report, "settings", lambda: phase_settings(report, sizes))
     header = [
-        "# Benchmark results", "",
+        "# Benchmark results",
+        "",
         f"Written by `{command}` (under `flock /tmp/longserve-ray.lock`: no other Ray workload ran meanwhile), "
-        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.", "",
-        f"- Machine: {machine()}", f"- Versions: {versions()}",
+        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.",
+        "",
+        f"- Machine: {machine()}",
+        f"- Versions: {versions()}",
         "- Ray Serve settings for longserve and the bare Ray Serve app: as this project ships them ("
         + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "Ray's defaults")
-        + (", access log off" if not access_log else "") + "); the last table compares other settings",
+        + (", access log off" if not access_log else "")
+        + "); the last table compares other settings",
         f"- Load: one asyncio/httpx client process (`benchmarks/load.py`), closed loop, {sizes.rounds} alternating "
         f"rounds of {sizes.seconds:g} s per server and concurrency; medians of the rounds. The client shares the "
         "2 CPUs with the servers, as every server here does.",

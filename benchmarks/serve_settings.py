@@ -29,22 +29,34 @@ SETTINGS: dict[str, tuple[dict, bool]] = {
     "router on the caller's loop": ({"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}, True),
     "gRPC between proxy and replicas": ({"RAY_SERVE_PROXY_USE_GRPC": "1"}, True),
     "log to stderr off": ({"RAY_SERVE_LOG_TO_STDERR": "0"}, True),
-    "tuned (access log off, one loop, no stderr log)": ({
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-        "RAY_SERVE_LOG_TO_STDERR": "0",
-    }, False),
+    "tuned (access log off, one loop, no stderr log)": (
+        {
+            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+            "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+            "RAY_SERVE_LOG_TO_STDERR": "0",
+        },
+        False,
+    ),
 }
 
 
 def echo_config(**models_extra):
     from longserve.server.config import AppConfig
 
-    return AppConfig.model_validate({
-        "jobs": {"backend": "memory"},
-        "models": {"echo": {"class": ECHO, "max_ongoing_requests": 32, "max_queued_requests": -1,
-                            "ray_actor_options": {"num_cpus": 0}, **models_extra}},
-    })
+    return AppConfig.model_validate(
+        {
+            "jobs": {"backend": "memory"},
+            "models": {
+                "echo": {
+                    "class": ECHO,
+                    "max_ongoing_requests": 32,
+                    "max_queued_requests": -1,
+                    "ray_actor_options": {"num_cpus": 0},
+                    **models_extra,
+                }
+            },
+        }
+    )
 
 
 def measure_one(name: str, rounds: int, seconds: float, concurrency: int) -> dict:
@@ -61,12 +73,17 @@ def measure_one(name: str, rounds: int, seconds: float, concurrency: int) -> dic
                     await closed_loop(http, lambda h, p=path: h.post(p, json={"value": 1}), 2, 1)
                 for _ in range(rounds):
                     for side, path in paths.items():
-                        results[side].append(await closed_loop(
-                            http, lambda h, p=path: h.post(p, json={"value": 1}), concurrency, seconds))
+                        results[side].append(
+                            await closed_loop(
+                                http, lambda h, p=path: h.post(p, json={"value": 1}), concurrency, seconds
+                            )
+                        )
 
         asyncio.run(run())
-    return {side: {k: statistics.median(r[k] for r in rs) for k in ("req/s", "p50 ms", "p99 ms")}
-            for side, rs in results.items()}
+    return {
+        side: {k: statistics.median(r[k] for r in rs) for k in ("req/s", "p50 ms", "p99 ms")}
+        for side, rs in results.items()
+    }
 
 
 def compare(names: list[str], rounds: int, seconds: float, concurrency: int) -> dict[str, dict]:
@@ -75,24 +92,44 @@ def compare(names: list[str], rounds: int, seconds: float, concurrency: int) -> 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for name in names:
         result = subprocess.run(
-            [sys.executable, "-m", "benchmarks.serve_settings", "--one", name, "--rounds", str(rounds),
-             "--seconds", str(seconds), "--concurrency", str(concurrency)],
-            env=env, capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.serve_settings",
+                "--one",
+                name,
+                "--rounds",
+                str(rounds),
+                "--seconds",
+                str(seconds),
+                "--concurrency",
+                str(concurrency),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"setting {name!r} failed:\n{result.stderr[-3000:]}")
         line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
-        out[name] = json.loads(line[len("RESULT "):])
+        out[name] = json.loads(line[len("RESULT ") :])
     return out
 
 
 def table(results: dict[str, dict], concurrency: int) -> list[str]:
     base = next(iter(results.values()))
-    lines = [f"| setting | longserve req/s | p50 ms | p99 ms | bare serve req/s | p50 ms | p99 ms "
-             f"| longserve vs first row |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| setting | longserve req/s | p50 ms | p99 ms | bare serve req/s | p50 ms | p99 ms "
+        f"| longserve vs first row |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         ls, bare = r["longserve"], r["bare serve"]
-        lines.append(f"| {name} | {ls['req/s']:.0f} | {ls['p50 ms']:.1f} | {ls['p99 ms']:.1f} | {bare['req/s']:.0f} "
-                     f"| {bare['p50 ms']:.1f} | {bare['p99 ms']:.1f} | {ls['req/s'] / base['longserve']['req/s']:.2f}x |")
+        lines.append(
+            f"| {name} | {ls['req/s']:.0f} | {ls['p50 ms']:.1f} | {ls['p99 ms']:.1f} | {bare['req/s']:.0f} "
+            f"| {bare['p50 ms']:.1f} | {bare['p99 ms']:.1f} | {ls['req/s'] / base['longserve']['req/s']:.2f}x |"
+        )
     return lines
 
 
@@ -108,8 +145,10 @@ def main() -> int:
         print("RESULT " + json.dumps(measure_one(args.one, args.rounds, args.seconds, args.concurrency)), flush=True)
         return 0
     results = compare(args.only or list(SETTINGS), args.rounds, args.seconds, args.concurrency)
-    print(f"# Ray Serve settings: echo model, {args.concurrency} clients, {os.cpu_count()} CPUs, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(
+        f"# Ray Serve settings: echo model, {args.concurrency} clients, {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     print("\n".join(table(results, args.concurrency)))
     return 0
 

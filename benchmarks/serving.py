@@ -24,8 +24,9 @@ def deploy(prefix: str, app, access_log: bool = True) -> None:
     from longserve.server.config import AppConfig
 
     target = build_app(app) if isinstance(app, AppConfig) else app
-    serve.run(target, name=prefix.strip("/") or "bench", route_prefix=prefix,
-              logging_config={"enable_access_log": access_log})
+    serve.run(
+        target, name=prefix.strip("/") or "bench", route_prefix=prefix, logging_config={"enable_access_log": access_log}
+    )
 
 
 @contextmanager
@@ -42,8 +43,7 @@ def serving(apps: dict, env: Optional[dict] = None, access_log: bool = True) -> 
     port = free_port()
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port},
-                    logging_config={"enable_access_log": access_log})
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": access_log})
         for prefix, app in apps.items():
             deploy(prefix, app, access_log)
         yield f"http://127.0.0.1:{port}"

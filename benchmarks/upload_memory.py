@@ -129,12 +129,14 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": 8431}, logging_config={"enable_access_log": False})
-        config = AppConfig.model_validate({
-            "jobs": {"backend": "sqlite", "sqlite_path": str(folder / "jobs.sqlite3"), "max_input_mb": 4096},
-            "blobs": {"backend": "file", "path": str(folder / "blobs")},
-            "monitoring": {"enabled": False},
-            "models": {"sizer": {"class": "benchmarks.upload_memory:Sizer", "ray_actor_options": {"num_cpus": 0}}},
-        })
+        config = AppConfig.model_validate(
+            {
+                "jobs": {"backend": "sqlite", "sqlite_path": str(folder / "jobs.sqlite3"), "max_input_mb": 4096},
+                "blobs": {"backend": "file", "path": str(folder / "blobs")},
+                "monitoring": {"enabled": False},
+                "models": {"sizer": {"class": "benchmarks.upload_memory:Sizer", "ray_actor_options": {"num_cpus": 0}}},
+            }
+        )
         serve.run(build_app(config), name="upload-bench", route_prefix="/")
         pids = actor_pids(config)
         peaks = Peaks(pids)
@@ -142,8 +144,11 @@ def main() -> None:
         digest = hashlib.sha256()
         with httpx.Client(base_url="http://127.0.0.1:8431", timeout=600) as client:
             start = time.monotonic()
-            response = client.post("/v1/models/sizer/jobs", content=body(size, digest, args.rate),
-                                   headers={"Content-Type": "application/octet-stream"})
+            response = client.post(
+                "/v1/models/sizer/jobs",
+                content=body(size, digest, args.rate),
+                headers={"Content-Type": "application/octet-stream"},
+            )
             upload_s = time.monotonic() - start
             response.raise_for_status()
             job = response.json()
@@ -155,13 +160,17 @@ def main() -> None:
         assert job["status"] == "succeeded", job
         assert job["result"] == {"size": size, "sha256": digest.hexdigest()}, job["result"]
         pace = f"{args.rate:g} MiB/s" if args.rate else "full speed"
-        print(f"body: {size / MIB:.0f} MiB, streamed chunked at {pace}; upload {upload_s:.1f} s "
-              f"({size / MIB / upload_s:.0f} MiB/s), submit to result {total_s:.1f} s")
+        print(
+            f"body: {size / MIB:.0f} MiB, streamed chunked at {pace}; upload {upload_s:.1f} s "
+            f"({size / MIB / upload_s:.0f} MiB/s), submit to result {total_s:.1f} s"
+        )
         print(f"{'process':<14} {'RSS before':>11} {'peak':>9} {'growth':>9} {'growth / body':>14}")
         for name in pids:
             base, peak = peaks.base[name], peaks.peak[name]
-            print(f"{name:<14} {base / MIB:>9.0f} M {peak / MIB:>7.0f} M {(peak - base) / MIB:>7.1f} M "
-                  f"{(peak - base) / size:>13.4f}x")
+            print(
+                f"{name:<14} {base / MIB:>9.0f} M {peak / MIB:>7.0f} M {(peak - base) / MIB:>7.1f} M "
+                f"{(peak - base) / size:>13.4f}x"
+            )
     finally:
         serve.shutdown()
         ray.shutdown()

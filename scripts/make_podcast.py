@@ -14,8 +14,12 @@ from faster_whisper import decode_audio
 
 SOURCE = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech_long.ogg"
 RATE = 16000
-CODECS = {".mp3": ("libmp3lame", "s16p"), ".ogg": ("libvorbis", "fltp"), ".wav": ("pcm_s16le", "s16"),
-          ".flac": ("flac", "s16")}
+CODECS = {
+    ".mp3": ("libmp3lame", "s16p"),
+    ".ogg": ("libvorbis", "fltp"),
+    ".wav": ("pcm_s16le", "s16"),
+    ".flac": ("flac", "s16"),
+}
 
 
 def make(path: Path, seconds: float, source: Path = SOURCE) -> float:
@@ -30,7 +34,7 @@ def make(path: Path, seconds: float, source: Path = SOURCE) -> float:
         pcm = (samples * 32767).astype(np.int16) if fmt.startswith("s16") else samples.astype(np.float32)
         step = 4096
         for start in range(0, len(pcm), step):
-            frame = av.AudioFrame.from_ndarray(pcm[None, start:start + step], format=fmt, layout="mono")
+            frame = av.AudioFrame.from_ndarray(pcm[None, start : start + step], format=fmt, layout="mono")
             frame.sample_rate = RATE
             for packet in stream.encode(frame):
                 container.mux(packet)

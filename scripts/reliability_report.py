@@ -117,24 +117,42 @@ NOTES = {
 }
 
 ROWS = [
-    ("load", "load held"), ("faults", "faults injected"), ("acknowledged", "jobs acknowledged"),
-    ("completed", "completed"), ("failed", "failed"), ("lost", "lost"), ("duplicated", "duplicated"),
-    ("reruns_counted", "re-runs (counted as attempts)"), ("max_attempts_seen", "most attempts of one job"),
-    ("lease_overdue", "jobs running past their lease"), ("lease_overdue_max_s", "most seconds past a lease"),
-    ("redis_down_s", "redis down (s)"), ("submit_status", "submit answers"),
+    ("load", "load held"),
+    ("faults", "faults injected"),
+    ("acknowledged", "jobs acknowledged"),
+    ("completed", "completed"),
+    ("failed", "failed"),
+    ("lost", "lost"),
+    ("duplicated", "duplicated"),
+    ("reruns_counted", "re-runs (counted as attempts)"),
+    ("max_attempts_seen", "most attempts of one job"),
+    ("lease_overdue", "jobs running past their lease"),
+    ("lease_overdue_max_s", "most seconds past a lease"),
+    ("redis_down_s", "redis down (s)"),
+    ("submit_status", "submit answers"),
     ("submits_resent", "submissions sent again after a lost answer"),
     ("submits_unanswered", "submissions never answered by the app"),
     ("submits_refused_badly", "submissions refused outside the promise"),
-    ("requests", "sync requests"), ("sync_status", "sync answers"), ("sync_5xx", "sync 5xx"),
-    ("sync_500", "sync 500/502"), ("sync_unexpected", "answers outside the promise"),
-    ("callbacks", "callback state on the jobs"), ("callbacks_received", "callbacks received (deduped)"),
-    ("callback_repeats", "callback repeats"), ("receiver_down_s", "receiver down (s)"),
-    ("gateway_recovered_s", "until /readyz again (s)"), ("latency", "sync latency"),
+    ("requests", "sync requests"),
+    ("sync_status", "sync answers"),
+    ("sync_5xx", "sync 5xx"),
+    ("sync_500", "sync 500/502"),
+    ("sync_unexpected", "answers outside the promise"),
+    ("callbacks", "callback state on the jobs"),
+    ("callbacks_received", "callbacks received (deduped)"),
+    ("callback_repeats", "callback repeats"),
+    ("receiver_down_s", "receiver down (s)"),
+    ("gateway_recovered_s", "until /readyz again (s)"),
+    ("latency", "sync latency"),
     ("first_request_after_burst", "first request after the burst"),
-    ("gateway_rss_mb", "gateway RSS MiB (before → after)"), ("store_rss_mb", "JobStore RSS MiB (before → after)"),
-    ("store_kib_per_job", "JobStore growth KiB per job kept"), ("submit_per_s", "submissions per s"),
-    ("poll_wake_lag", "long-poll wake-up after the job ended"), ("long_poll_round_trip", "long-poll round trip"),
-    ("get_latency", "GET /v1/jobs/{id} latency"), ("seconds", "scenario seconds"),
+    ("gateway_rss_mb", "gateway RSS MiB (before → after)"),
+    ("store_rss_mb", "JobStore RSS MiB (before → after)"),
+    ("store_kib_per_job", "JobStore growth KiB per job kept"),
+    ("submit_per_s", "submissions per s"),
+    ("poll_wake_lag", "long-poll wake-up after the job ended"),
+    ("long_poll_round_trip", "long-poll round trip"),
+    ("get_latency", "GET /v1/jobs/{id} latency"),
+    ("seconds", "scenario seconds"),
 ]
 
 PROXY_500 = "500 without the error shape"
@@ -167,13 +185,18 @@ def verdicts(f: dict) -> dict[str, tuple[Optional[bool], str]]:
         if f["lease_overdue"] == 0:
             out["lease"] = (True, "")
         elif measured(f, "redis_down_s", "lease_overdue_max_s") and f["lease_overdue_max_s"] <= f["redis_down_s"]:
-            out["lease"] = (True, f"{f['lease_overdue']} jobs, at most {f['lease_overdue_max_s']} s, "
-                                  f"while redis was down {f['redis_down_s']} s")
+            out["lease"] = (
+                True,
+                f"{f['lease_overdue']} jobs, at most {f['lease_overdue_max_s']} s, "
+                f"while redis was down {f['redis_down_s']} s",
+            )
         else:
             out["lease"] = (False, f"{f['lease_overdue']} jobs, at most {f.get('lease_overdue_max_s')} s")
     if measured(f, "callbacks_received", "acknowledged"):
-        out["callbacks"] = (f["callbacks_received"] == f["acknowledged"],
-                            f"{f['callbacks_received']} of {f['acknowledged']}")
+        out["callbacks"] = (
+            f["callbacks_received"] == f["acknowledged"],
+            f"{f['callbacks_received']} of {f['acknowledged']}",
+        )
     if measured(f, "submits_unanswered", "submits_refused_badly"):
         bad = f["submits_unanswered"] + f["submits_refused_badly"]
         out["submits"] = (bad == 0, f"{bad} not" if bad else "")
@@ -183,8 +206,10 @@ def verdicts(f: dict) -> dict[str, tuple[Optional[bool], str]]:
             out["sync"] = (True, "")
         else:
             proxy = sum(1 for p in f.get("_sync_bad", []) if p.startswith(PROXY_500))
-            out["sync"] = (False, f"{bad} bare 500 from the proxy" if proxy == bad == len(f.get("_sync_bad", []))
-                           else f"{bad} outside")
+            out["sync"] = (
+                False,
+                f"{bad} bare 500 from the proxy" if proxy == bad == len(f.get("_sync_bad", [])) else f"{bad} outside",
+            )
     return out
 
 
@@ -195,8 +220,7 @@ def mark(held: Optional[bool], note: str) -> str:
 
 def summary(lines: list[dict]) -> list[str]:
     out = ["\n## What holds\n"]
-    table = ["| scenario | " + " | ".join(label for _, label in CHECKS) + " |",
-             "|---|" + "---|" * len(CHECKS)]
+    table = ["| scenario | " + " | ".join(label for _, label in CHECKS) + " |", "|---|" + "---|" * len(CHECKS)]
     held_everywhere, failures = [], []
     results = [(f["scenario"], verdicts(f)) for f in lines]
     outage = [scenario for scenario, v in results if v["lease"][0] and v["lease"][1]]
@@ -207,10 +231,13 @@ def summary(lines: list[dict]) -> list[str]:
         bad = [(scenario, note) for scenario, (held, note) in seen if held is False]
         if seen and not bad:
             if check == "lease" and outage:
-                label += (" except while the store's backend was down (" + ", ".join(f'"{s}"' for s in outage)
-                          + ": see the notes)")
+                label += (
+                    " except while the store's backend was down ("
+                    + ", ".join(f'"{s}"' for s in outage)
+                    + ": see the notes)"
+                )
             held_everywhere.append(label)
-        failures += [f"{label}, in \"{scenario}\" ({note})" for scenario, note in bad]
+        failures += [f'{label}, in "{scenario}" ({note})' for scenario, note in bad]
     if held_everywhere:
         out.append(f"Held in every scenario that measures it: {'; '.join(held_everywhere)}.")
     if failures:
@@ -258,9 +285,12 @@ def read(path: Path) -> list[dict]:
 
 def this_machine() -> str:
     try:
-        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:"))
-        memory = f", {round(kib / 1024 ** 2)} GiB"
+        kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+        memory = f", {round(kib / 1024**2)} GiB"
     except (OSError, StopIteration):
         memory = ""
     gpu = "a GPU present" if shutil.which("nvidia-smi") else "CPU only"

@@ -40,5 +40,9 @@ class Digest(Model):
         else:
             digest.update(inputs.data)
             size = len(inputs.data)
-        return {"size": size, "sha256": digest.hexdigest(), "via_file": isinstance(inputs.data, Path),
-                "pad": "x" * inputs.pad}
+        return {
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "via_file": isinstance(inputs.data, Path),
+            "pad": "x" * inputs.pad,
+        }

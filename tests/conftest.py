@@ -34,12 +34,20 @@ API_KEYS = {"predict": "pk-predict-only-0001", "jobs": "jk-jobs-only-00000002", 
 # Keys with tenants (docs/security.md): two keys of acme (rotation), one of globex.
 # Tenants with quotas (secure_app_args): metered (a request rate), capped (active jobs, input size);
 # fair_a and fair_b share the `turns` model (fair turns).
-TENANT_KEYS = {"acme": "tk-acme-key-one-00001", "acme2": "tk-acme-key-two-00002", "globex": "tk-globex-key-000003",
-               "metered": "tk-metered-key-00004", "capped": "tk-capped-key-000005", "fair_a": "tk-fair-a-key-000006",
-               "fair_b": "tk-fair-b-key-000007"}
-TENANT_ENTRIES = [f"{TENANT_KEYS['acme']}:predict,jobs@acme", f"{TENANT_KEYS['acme2']}@acme",
-                  f"{TENANT_KEYS['globex']}:jobs@globex"] + [
-                  f"{TENANT_KEYS[name]}@{name}" for name in ("metered", "capped", "fair_a", "fair_b")]
+TENANT_KEYS = {
+    "acme": "tk-acme-key-one-00001",
+    "acme2": "tk-acme-key-two-00002",
+    "globex": "tk-globex-key-000003",
+    "metered": "tk-metered-key-00004",
+    "capped": "tk-capped-key-000005",
+    "fair_a": "tk-fair-a-key-000006",
+    "fair_b": "tk-fair-b-key-000007",
+}
+TENANT_ENTRIES = [
+    f"{TENANT_KEYS['acme']}:predict,jobs@acme",
+    f"{TENANT_KEYS['acme2']}@acme",
+    f"{TENANT_KEYS['globex']}:jobs@globex",
+] + [f"{TENANT_KEYS[name]}@{name}" for name in ("metered", "capped", "fair_a", "fair_b")]
 SECURE_PREFIX = "/secure"
 # Short, so a killed runner's job runs again soon; not 2 s: on a busy 2-core machine a
 # transcription starved the runner's heartbeats past 2 s, and the job failed after 3 lost leases.
@@ -58,41 +66,73 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
     # Input URLs from the tests' loopback origin (tests/test_job_inputs_by_url.py).
     args["inputs"] = {"allow": ["127.0.0.1"], "timeout_s": 10}
     args["monitoring"] = {
-        "slow_min_samples": 10, "alert_window_s": 30, "alert_min_requests": 6, "alert_timeout_rate": 0.5,
-        "alert_cooldown_s": 600, "alert_webhook_url": alert_url,
+        "slow_min_samples": 10,
+        "alert_window_s": 30,
+        "alert_min_requests": 6,
+        "alert_timeout_rate": 0.5,
+        "alert_cooldown_s": 600,
+        "alert_webhook_url": alert_url,
     }
     args["models"].update(
         # Its runs log lets a test wait until the replica has begun a request (tests/test_timeouts.py: began).
-        sleeper={"class": RECORDER, "options": {"log": str(jobs_db.parent / "sleeper-runs.log")}, "timeout": 1.5,
-                 "max_ongoing_requests": 1, "max_queued_requests": 2, "job_timeout": 2, "ray_actor_options": NO_CPU},
+        sleeper={
+            "class": RECORDER,
+            "options": {"log": str(jobs_db.parent / "sleeper-runs.log")},
+            "timeout": 1.5,
+            "max_ongoing_requests": 1,
+            "max_queued_requests": 2,
+            "job_timeout": 2,
+            "ray_actor_options": NO_CPU,
+        },
         sleeper_false={"class": SLEEPER, "timeout": False, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         sleeper_minus_one={"class": SLEEPER, "timeout": -1, "max_ongoing_requests": 1, "ray_actor_options": NO_CPU},
         # Only the monitoring tests use these, so their latency history is known.
         timed={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 4, "ray_actor_options": NO_CPU},
-        auto_sleeper={"class": SLEEPER, "timeout": "auto", "max_ongoing_requests": 4, "ray_actor_options": NO_CPU,
-                      "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10,
-                                       "fallback": 5}},
+        auto_sleeper={
+            "class": SLEEPER,
+            "timeout": "auto",
+            "max_ongoing_requests": 4,
+            "ray_actor_options": NO_CPU,
+            "auto_timeout": {"percentile": 99, "factor": 2, "min": 0.2, "max": 10, "min_samples": 10, "fallback": 5},
+        },
         # Job inputs and results at size (tests/test_job_blobs.py); one job at a time.
         digest={"class": DIGEST, "max_ongoing_requests": 2, "max_concurrent_jobs": 1, "ray_actor_options": NO_CPU},
         alerting={"class": SLEEPER, "timeout": 10, "max_ongoing_requests": 8, "ray_actor_options": NO_CPU},
         # The OpenAI facade's timeout tests: an embedder that sleeps and counts its calls.
-        slow_embedder={"class": "tests.slow_models:CountingEmbedder", "timeout": 6, "max_ongoing_requests": 1,
-                       "ray_actor_options": NO_CPU},
+        slow_embedder={
+            "class": "tests.slow_models:CountingEmbedder",
+            "timeout": 6,
+            "max_ongoing_requests": 1,
+            "ray_actor_options": NO_CPU,
+        },
         # Only the OpenAI batch tests use this one, so a cancelled batch's jobs meet no other test's.
-        batch_sleeper={"class": "tests.slow_models:CountingEmbedder", "max_ongoing_requests": 2,
-                       "ray_actor_options": NO_CPU},
+        batch_sleeper={
+            "class": "tests.slow_models:CountingEmbedder",
+            "max_ongoing_requests": 2,
+            "ray_actor_options": NO_CPU,
+        },
         # Never leaves its fallback; its timeout_source counts its run times, so the
         # monitoring tests can see when the gateway has reloaded what the stats hold.
-        refresh_probe={"class": SLEEPER, "timeout": "auto", "max_ongoing_requests": 4, "ray_actor_options": NO_CPU,
-                       "auto_timeout": {"min_samples": 1_000_000, "fallback": 5}},
+        refresh_probe={
+            "class": SLEEPER,
+            "timeout": "auto",
+            "max_ongoing_requests": 4,
+            "ray_actor_options": NO_CPU,
+            "auto_timeout": {"min_samples": 1_000_000, "fallback": 5},
+        },
     )
     args["openai"] = {"files": {"path": str(jobs_db.parent / "openai")}}
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)
     args["models"]["transcriber"]["options"].update(max_audio_s=600)
     args["models"]["embedder"].update(ray_actor_options=NO_CPU)
     # Callbacks to the tests' loopback receivers, retried quickly.
-    args["callbacks"] = {"allow": ["127.0.0.1"], "backoff_s": 0.2, "max_backoff_s": 2, "max_attempts": 4,
-                         "timeout_s": 3}
+    args["callbacks"] = {
+        "allow": ["127.0.0.1"],
+        "backoff_s": 0.2,
+        "max_backoff_s": 2,
+        "max_attempts": 4,
+        "timeout_s": 3,
+    }
     return args
 
 
@@ -106,11 +146,20 @@ def secure_app_args(jobs_db: Path) -> dict:
         "jobs": {"backend": "sqlite", "sqlite_path": str(jobs_db), "lease_s": LEASE_S},
         "blobs": {"path": str(jobs_db.parent / "blobs-secure")},
         "monitoring": {"enabled": False},
-        "tenants": {"defaults": {"max_input_mb": 8}, "metered": {"requests_per_s": 0.5, "burst": 2},
-                    "capped": {"max_active_jobs": 1, "max_input_mb": 0.0001}},
-        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU},
-                   "turns": {"class": SLEEPER, "max_ongoing_requests": 2, "max_concurrent_jobs": 1,
-                             "ray_actor_options": NO_CPU}},
+        "tenants": {
+            "defaults": {"max_input_mb": 8},
+            "metered": {"requests_per_s": 0.5, "burst": 2},
+            "capped": {"max_active_jobs": 1, "max_input_mb": 0.0001},
+        },
+        "models": {
+            "sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU},
+            "turns": {
+                "class": SLEEPER,
+                "max_ongoing_requests": 2,
+                "max_concurrent_jobs": 1,
+                "ray_actor_options": NO_CPU,
+            },
+        },
     }
 
 
@@ -167,10 +216,12 @@ def serve_app(tmp_path_factory, alerts):
     os.environ["LONGSERVE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     os.environ.update(S3_CREDENTIALS)  # for apps on the blob store of tests/s3_server.py
     os.environ["LONGSERVE_TEST_API_KEYS"] = "\n".join(
-        [f"{key}:{scope}" for scope, key in API_KEYS.items()] + TENANT_ENTRIES)
+        [f"{key}:{scope}" for scope, key in API_KEYS.items()] + TENANT_ENTRIES
+    )
     port, metrics_port = free_port(), free_port()
-    ray_context = ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                           _metrics_export_port=metrics_port)
+    ray_context = ray.init(
+        address="local", include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port
+    )
     try:
         # As serve_config.yaml: no access log (request paths carry job ids).
         serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
@@ -180,8 +231,13 @@ def serve_app(tmp_path_factory, alerts):
         secure = AppConfig.model_validate(secure_app_args(jobs_dir / "secure.sqlite3"))
         serve.run(build_app(secure), name="secure", route_prefix=SECURE_PREFIX)
         url = f"http://127.0.0.1:{port}"
-        yield App(url, config, f"http://127.0.0.1:{metrics_port}/metrics", url + SECURE_PREFIX,
-                  Path(ray_context.address_info["session_dir"]) / "logs")
+        yield App(
+            url,
+            config,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            url + SECURE_PREFIX,
+            Path(ray_context.address_info["session_dir"]) / "logs",
+        )
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -73,18 +73,26 @@ def gpu_app_args() -> dict:
     args["blobs"] = {"backend": "file", "path": tempfile.mkdtemp(prefix="longserve-multinode-blobs-")}
     args["gateway"] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}
     args["monitoring"] = {"enabled": False}
-    args["models"] = {MODEL: {
-        "class": "tests.slow_models:Sleeper",
-        "timeout": 2,
-        "max_ongoing_requests": 1,
-        "max_concurrent_jobs": MAX_REPLICAS,
-        # Shorter than a cold start: a job claimed at zero replicas must not time out waiting.
-        "job_timeout": JOB_TIMEOUT,
-        "autoscaling_config": {**placed["autoscaling_config"], "max_replicas": MAX_REPLICAS, "upscale_delay_s": 1,
-                               "downscale_delay_s": 2, "downscale_to_zero_delay_s": 2, "look_back_period_s": 2},
-        # num_gpus as in the cluster; no CPU so two replicas fit beside the gateway.
-        "ray_actor_options": {**placed["ray_actor_options"], "num_cpus": 0},
-    }}
+    args["models"] = {
+        MODEL: {
+            "class": "tests.slow_models:Sleeper",
+            "timeout": 2,
+            "max_ongoing_requests": 1,
+            "max_concurrent_jobs": MAX_REPLICAS,
+            # Shorter than a cold start: a job claimed at zero replicas must not time out waiting.
+            "job_timeout": JOB_TIMEOUT,
+            "autoscaling_config": {
+                **placed["autoscaling_config"],
+                "max_replicas": MAX_REPLICAS,
+                "upscale_delay_s": 1,
+                "downscale_delay_s": 2,
+                "downscale_to_zero_delay_s": 2,
+                "look_back_period_s": 2,
+            },
+            # num_gpus as in the cluster; no CPU so two replicas fit beside the gateway.
+            "ray_actor_options": {**placed["ray_actor_options"], "num_cpus": 0},
+        }
+    }
     assert args["models"][MODEL]["ray_actor_options"]["num_gpus"] == 1
     assert args["models"][MODEL]["autoscaling_config"]["min_replicas"] == 0
     return args
@@ -111,16 +119,49 @@ class Cluster:
     def _start(self, name: str, args: list[str]) -> None:
         ports = free_ports(6)
         log = open(Path(self.tmp) / f"{name}.log", "wb")
-        cmd = [RAY, "start", "--block", "--disable-usage-stats", "--temp-dir", self.tmp,
-               "--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
-               "--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port", str(ports[3]),
-               "--metrics-export-port", str(ports[4]), "--runtime-env-agent-port", str(ports[5]), *args]
-        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                           start_new_session=True, cwd=str(ROOT)))
+        cmd = [
+            RAY,
+            "start",
+            "--block",
+            "--disable-usage-stats",
+            "--temp-dir",
+            self.tmp,
+            "--node-manager-port",
+            str(ports[0]),
+            "--object-manager-port",
+            str(ports[1]),
+            "--dashboard-agent-listen-port",
+            str(ports[2]),
+            "--dashboard-agent-grpc-port",
+            str(ports[3]),
+            "--metrics-export-port",
+            str(ports[4]),
+            "--runtime-env-agent-port",
+            str(ports[5]),
+            *args,
+        ]
+        self.procs.append(
+            subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=str(ROOT)
+            )
+        )
 
     def start(self) -> None:
-        self._start("head", ["--head", "--port", str(self.gcs_port), "--include-dashboard=false",
-                             "--ray-client-server-port", str(free_ports(1)[0]), "--num-cpus", "2", "--num-gpus", "0"])
+        self._start(
+            "head",
+            [
+                "--head",
+                "--port",
+                str(self.gcs_port),
+                "--include-dashboard=false",
+                "--ray-client-server-port",
+                str(free_ports(1)[0]),
+                "--num-cpus",
+                "2",
+                "--num-gpus",
+                "0",
+            ],
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -164,7 +205,7 @@ def session_pids(sessions: set[int]) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         if fields[0] != "Z" and int(fields[3]) in sessions:
             pids.append(int(entry))
     return pids
@@ -186,7 +227,9 @@ class StalledRunner:
         self.store = store
         body = json.dumps({"seconds": JOB_SECONDS}).encode()
         for _ in range(n):
-            ray.get(store.submit.remote(new_job_id(), MODEL, JobRequest(media_type="application/json"), body, {}, 600.0))
+            ray.get(
+                store.submit.remote(new_job_id(), MODEL, JobRequest(media_type="application/json"), body, {}, 600.0)
+            )
         self.jobs = [ray.get(store.claim.remote(self.ID, {MODEL: n}, 0))[0] for _ in range(n)]
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._renew, daemon=True)
@@ -265,11 +308,13 @@ def run(out: dict) -> None:
         out["deploy_s"] = round(time.monotonic() - t, 1)
         client = _get_global_client()
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90,
-                          headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=90, headers={"Authorization": f"Bearer {API_KEY}"}
+        ) as http:
             # More jobs than the model's slots, queued: the app's runner cannot claim them.
-            ids = [http.post(f"/v1/models/{MODEL}/jobs", json={"seconds": JOB_SECONDS}).json()["id"]
-                   for _ in range(JOBS)]
+            ids = [
+                http.post(f"/v1/models/{MODEL}/jobs", json={"seconds": JOB_SECONDS}).json()["id"] for _ in range(JOBS)
+            ]
             seen_nodes, full = set(), None
             while time.monotonic() - t < 60:
                 running = replicas(client)

@@ -49,9 +49,13 @@ def record(figures: dict) -> dict:
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50_ms": round(percentile(values, 50) * 1000, 1),
-            "p99_ms": round(percentile(values, 99) * 1000, 1), "max_ms": round(max(values) * 1000, 1),
-            "mean_ms": round(statistics.fmean(values) * 1000, 1)}
+    return {
+        "n": len(values),
+        "p50_ms": round(percentile(values, 50) * 1000, 1),
+        "p99_ms": round(percentile(values, 99) * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+        "mean_ms": round(statistics.fmean(values) * 1000, 1),
+    }
 
 
 def named_actor(part: str, timeout_s: float = 60) -> tuple[str, str]:
@@ -142,8 +146,12 @@ class Workload:
             # and must not make a second job.
             for attempt in range(RESENDS + 1):
                 try:
-                    response = self.client.post(f"/v1/models/{self.model}/jobs", json={"seconds": seconds, "tag": tag},
-                                                params=params, headers={"Idempotency-Key": tag})
+                    response = self.client.post(
+                        f"/v1/models/{self.model}/jobs",
+                        json={"seconds": seconds, "tag": tag},
+                        params=params,
+                        headers={"Idempotency-Key": tag},
+                    )
                 except httpx.HTTPError as exc:
                     self.submit_status[type(exc).__name__] += 1
                 else:
@@ -164,6 +172,7 @@ class Workload:
 
     def background(self, sync_seconds: float = 0.05, sync_workers: int = 1) -> "Workload":
         """Start sync traffic and the lease watch; `close` stops them."""
+
         def sync():
             with httpx.Client(base_url=self.url, timeout=30) as client:
                 while not self.stop.is_set():
@@ -218,16 +227,20 @@ class Workload:
                     response = self.client.get(f"/v1/jobs/{job_id}")
                 except httpx.HTTPError:
                     break
-                if response.status_code == 404 or (response.status_code == 200
-                                                   and response.json()["status"] in TERMINAL):
+                if response.status_code == 404 or (
+                    response.status_code == 200 and response.json()["status"] in TERMINAL
+                ):
                     final[job_id] = response.json()
             else:
                 time.sleep(0.2)
                 continue
             time.sleep(0.5)
         self.close()
-        runs = Counter(line.split()[0] for line in self.runs_log.read_text().splitlines()) \
-            if self.runs_log.exists() else Counter()
+        runs = (
+            Counter(line.split()[0] for line in self.runs_log.read_text().splitlines())
+            if self.runs_log.exists()
+            else Counter()
+        )
         lost = [i for i in ids if i not in final or final[i].get("status") not in TERMINAL]
         statuses = Counter(job.get("status", "missing") for job in final.values())
         duplicated = []
@@ -237,8 +250,7 @@ class Workload:
                 duplicated.append(job_id)
             elif job.get("status") == "succeeded" and job["result"]["tag"] != tag:
                 duplicated.append(job_id)  # someone else's result
-        callbacks = Counter((job.get("callback") or {}).get("status") for job in final.values()
-                            if job.get("callback"))
+        callbacks = Counter((job.get("callback") or {}).get("status") for job in final.values() if job.get("callback"))
         return {
             "acknowledged": len(ids),
             "completed": statuses["succeeded"],
@@ -255,11 +267,15 @@ class Workload:
             "submits_refused_badly": len(self.submit_bad),
             "sync_status": dict(sorted((str(k), v) for k, v in self.sync_status.items())),
             "sync_5xx": sum(v for k, v in self.sync_status.items() if isinstance(k, int) and k >= 500),
-            "sync_500": sum(v for k, v in self.sync_status.items() if isinstance(k, int) and k >= 500 and k not in (503, 504)),
+            "sync_500": sum(
+                v for k, v in self.sync_status.items() if isinstance(k, int) and k >= 500 and k not in (503, 504)
+            ),
             "sync_unexpected": len(self.sync_bad),
             "callbacks": dict(callbacks) if callbacks else None,
             "seconds": round(time.monotonic() - self.started, 1),
-            "_lost_ids": lost[:5], "_duplicated_ids": duplicated[:5], "_sync_bad": self.sync_bad[:5],
+            "_lost_ids": lost[:5],
+            "_duplicated_ids": duplicated[:5],
+            "_sync_bad": self.sync_bad[:5],
             "_submit_bad": self.submit_bad[:5],
             "_overdue": dict(list(self.overdue.items())[:5]),
         }
@@ -273,8 +289,11 @@ def assert_nothing_lost(figures: dict, overdue_allowed_s: float = 0, proxy_answe
     assert figures["acknowledged"] > 0, figures
     assert figures["lost"] == 0, figures
     assert figures["duplicated"] == 0, figures
-    assert figures["lease_overdue_max_s"] <= LEASE_SLACK_S + overdue_allowed_s if overdue_allowed_s \
-        else figures["lease_overdue"] == 0, figures
+    assert (
+        figures["lease_overdue_max_s"] <= LEASE_SLACK_S + overdue_allowed_s
+        if overdue_allowed_s
+        else figures["lease_overdue"] == 0
+    ), figures
     # The app accepts a submission (202) or refuses it in the error shape with Retry-After (503), never a 500.
     assert figures["submits_refused_badly"] == 0, figures
     # Only the submissions in flight on a dying gateway get the proxy's answer instead; sent again, each is

@@ -30,11 +30,20 @@ def start(db: str) -> str:
         port = s.getsockname()[1]
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = AppConfig.model_validate({
-        "jobs": {"backend": "sqlite", "sqlite_path": db, "lease_s": 2},
-        "models": {"sleeper": {"class": "tests.slow_models:Recorder", "options": {"log": db + ".runs"}, "timeout": False,
-                               "max_ongoing_requests": 1, "ray_actor_options": {"num_cpus": 0}}},
-    })
+    config = AppConfig.model_validate(
+        {
+            "jobs": {"backend": "sqlite", "sqlite_path": db, "lease_s": 2},
+            "models": {
+                "sleeper": {
+                    "class": "tests.slow_models:Recorder",
+                    "options": {"log": db + ".runs"},
+                    "timeout": False,
+                    "max_ongoing_requests": 1,
+                    "ray_actor_options": {"num_cpus": 0},
+                }
+            },
+        }
+    )
     serve.run(build_app(config), name="restart", route_prefix="/")
     return f"http://127.0.0.1:{port}"
 
@@ -45,8 +54,10 @@ def main(phase: str, db: str, ids_file: str, n: str = "2", seconds: str = "0.5")
         with httpx.Client(base_url=url, timeout=60) as client:
             if phase == "submit":
                 work = [3.0] + [float(seconds)] * int(n)
-                ids = [client.post("/v1/models/sleeper/jobs", json={"seconds": s, "tag": f"j{i}"}).json()["id"]
-                       for i, s in enumerate(work)]
+                ids = [
+                    client.post("/v1/models/sleeper/jobs", json={"seconds": s, "tag": f"j{i}"}).json()["id"]
+                    for i, s in enumerate(work)
+                ]
                 Path(ids_file).write_text(json.dumps(ids))
                 while client.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
                     time.sleep(0.1)

@@ -9,8 +9,11 @@ import time
 
 import httpx
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "longserve-test", "AWS_SECRET_ACCESS_KEY": "longserve-test-secret",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "longserve-test",
+    "AWS_SECRET_ACCESS_KEY": "longserve-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 class S3Server:
@@ -26,7 +29,8 @@ class S3Server:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while True:

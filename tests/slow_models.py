@@ -76,5 +76,8 @@ class CountingEmbedder(Sleeper):
 
     def predict(self, inputs: EmbedInput, ctx: Context) -> dict:
         slept = super().predict(SleepInput(seconds=max(float(text) for text in inputs.texts)), ctx)
-        return {"embeddings": [[float(slept["started"])] for _ in inputs.texts], "dim": 1,
-                "tokens": [1] * len(inputs.texts)}
+        return {
+            "embeddings": [[float(slept["started"])] for _ in inputs.texts],
+            "dim": 1,
+            "tokens": [1] * len(inputs.texts),
+        }

@@ -20,7 +20,13 @@ from types import SimpleNamespace
 import pytest
 from ray.serve.config import AutoscalingConfig
 
-from longserve.server.autoscaling import POLICY_PATH, BacklogPolicy, cold_start_note, desired_replicas, model_serve_options
+from longserve.server.autoscaling import (
+    POLICY_PATH,
+    BacklogPolicy,
+    cold_start_note,
+    desired_replicas,
+    model_serve_options,
+)
 from longserve.server.config import AppConfig
 from longserve.server.devices import choose_device
 from longserve.server.timeouts import TimeoutInForce, timeout_error
@@ -54,8 +60,9 @@ def test_requests_and_jobs_the_larger_wins():
 
 
 def test_build_app_adds_the_backlog_policy_only_to_autoscaling_models():
-    cfg = config(autoscaling_config={"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 1},
-                 max_ongoing_requests=2)
+    cfg = config(
+        autoscaling_config={"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 1}, max_ongoing_requests=2
+    )
     options = model_serve_options("m", cfg.models["m"], cfg.jobs)
     policy = options["autoscaling_config"]["policy"]
     assert policy["policy_function"] == POLICY_PATH
@@ -66,12 +73,17 @@ def test_build_app_adds_the_backlog_policy_only_to_autoscaling_models():
     assert "autoscaling_config" not in model_serve_options("m", fixed.models["m"], fixed.jobs)
     own = config(autoscaling_config={"max_replicas": 2, "policy": {"policy_function": "x:y"}})
     assert model_serve_options("m", own.models["m"], own.jobs)["autoscaling_config"]["policy"] == {
-        "policy_function": "x:y"}
+        "policy_function": "x:y"
+    }
 
 
 def ctx(current=0, target=0, requests=0.0, target_ongoing=1.0):
-    return SimpleNamespace(current_num_replicas=current, target_num_replicas=target, total_num_requests=requests,
-                           config=SimpleNamespace(get_target_ongoing_requests=lambda: target_ongoing))
+    return SimpleNamespace(
+        current_num_replicas=current,
+        target_num_replicas=target,
+        total_num_requests=requests,
+        config=SimpleNamespace(get_target_ongoing_requests=lambda: target_ongoing),
+    )
 
 
 def test_policy_call_never_waits_for_the_store():
@@ -81,8 +93,15 @@ def test_policy_call_never_waits_for_the_store():
     import asyncio
 
     async def scenario():
-        policy = BacklogPolicy(store="no-such-store", namespace="nowhere", model="m", job_slots=2,
-                               refresh_s=0.05, call_timeout_s=0.2, stale_after_s=0.5)
+        policy = BacklogPolicy(
+            store="no-such-store",
+            namespace="nowhere",
+            model="m",
+            job_slots=2,
+            refresh_s=0.05,
+            call_timeout_s=0.2,
+            stale_after_s=0.5,
+        )
         policy.backlog, policy.fetched_at = 4, time.monotonic()  # as if read just now
 
         answered = []
@@ -120,8 +139,9 @@ def test_device_is_cpu_without_a_gpu_and_when_a_gpu_is_fake(caplog):
 
 
 def fake_runtimes(monkeypatch, torch_cuda: bool, ct2_cuda: bool) -> None:
-    torch = SimpleNamespace(__version__="2.x", version=SimpleNamespace(cuda="12.8"),
-                            cuda=SimpleNamespace(is_available=lambda: torch_cuda))
+    torch = SimpleNamespace(
+        __version__="2.x", version=SimpleNamespace(cuda="12.8"), cuda=SimpleNamespace(is_available=lambda: torch_cuda)
+    )
     ct2 = SimpleNamespace(__version__="4.x", get_cuda_device_count=lambda: int(ct2_cuda))
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "ctranslate2", ct2)
@@ -172,8 +192,14 @@ def test_a_queued_504_of_a_model_that_scales_to_zero_says_so():
 def test_fake_gpu_cluster_scales_on_the_backlog(tmp_path):
     out = tmp_path / "multinode.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    proc = subprocess.run([sys.executable, "-m", "tests.multinode", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.multinode", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     result = json.loads(out.read_text()) if out.exists() else {}
     print(json.dumps(result, indent=1))  # the measured numbers, with -s or on failure
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -15,11 +15,20 @@ def test_run_all_writes_its_tables(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster, not the session's
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.run_all", "--quick", "--phases", "echo,timeouts,jobs", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
-    for heading in ("## Sync serving overhead: echo model", "## Timeout precision", "## Jobs: latency",
-                    "## JobStore actor memory per stored job"):
+    for heading in (
+        "## Sync serving overhead: echo model",
+        "## Timeout precision",
+        "## Jobs: latency",
+        "## JobStore actor memory per stored job",
+    ):
         assert heading in text
     for server in ("| longserve |", "| bare Ray Serve |", "| LitServe |"):
         assert server in text

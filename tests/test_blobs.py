@@ -25,8 +25,9 @@ def blobs(request, tmp_path, s3) -> Blobs:
     if request.param == "file":
         return Blobs(BlobsConfig(backend="file", path=str(tmp_path / "blobs")))
     bucket = s3.bucket(f"blobs-{tmp_path.name.lower().replace('_', '-')[-40:]}")
-    return Blobs(BlobsConfig(backend="s3", bucket=bucket, endpoint_url=s3.url, region="us-east-1",
-                             presign_results=True))
+    return Blobs(
+        BlobsConfig(backend="s3", bucket=bucket, endpoint_url=s3.url, region="us-east-1", presign_results=True)
+    )
 
 
 async def chunks(count: int, size: int = MIB):
@@ -49,8 +50,8 @@ def test_streamed_write_reads_back_whole_and_by_range(blobs):
     async def ranged(start, end):
         return b"".join([c async for c in blobs.read("inputs/job_a", start, end)])
 
-    assert run(ranged(MIB - 2, MIB + 2)) == expected[MIB - 2: MIB + 2]
-    assert run(ranged(19 * MIB + 5, None)) == expected[19 * MIB + 5:]
+    assert run(ranged(MIB - 2, MIB + 2)) == expected[MIB - 2 : MIB + 2]
+    assert run(ranged(19 * MIB + 5, None)) == expected[19 * MIB + 5 :]
 
 
 def test_an_upload_over_its_limit_is_refused_and_nothing_is_kept(blobs):

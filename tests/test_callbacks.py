@@ -28,8 +28,15 @@ def callback_state(client, job_id: str, status: str, timeout_s: float = 20) -> d
 def test_signed_callback_is_delivered_and_verifies(client, receiver):
     url = receiver.script("/signed", [])
     job = submit(client, "sleeper", 0.1, callback_url=url, metadata='{"episode": 7}')
-    assert job["callback"] == {"url": url, "events": "completed", "status": "pending", "attempts": 0,
-                               "last_status": None, "last_error": None, "delivered_at": None}
+    assert job["callback"] == {
+        "url": url,
+        "events": "completed",
+        "status": "pending",
+        "attempts": 0,
+        "last_status": None,
+        "last_error": None,
+        "delivered_at": None,
+    }
     done = wait_for(client, job["id"], ["succeeded"])
     ((headers, body),) = receiver.wait("/signed")
     event = verify(WEBHOOK_SECRET, headers, body)
@@ -90,11 +97,16 @@ def test_all_events_include_started_and_the_cancelled_ending(client, receiver):
 def test_every_event_has_its_own_webhook_id(client, receiver):
     """Receivers dedupe on webhook-id: each progress event needs its own, or all but the first are dropped."""
     url = receiver.script("/ids", [])
-    job = client.post("/v1/models/sleeper_false/jobs", json={"seconds": 3, "progress": True},
-                      params={"callback_url": url, "callback_events": "all"}).json()
+    job = client.post(
+        "/v1/models/sleeper_false/jobs",
+        json={"seconds": 3, "progress": True},
+        params={"callback_url": url, "callback_events": "all"},
+    ).json()
     callback_state(client, job["id"], "delivered")
-    received = [(headers["webhook-id"], verify(WEBHOOK_SECRET, headers, body)["type"])
-                for headers, body in receiver.received["/ids"]]
+    received = [
+        (headers["webhook-id"], verify(WEBHOOK_SECRET, headers, body)["type"])
+        for headers, body in receiver.received["/ids"]
+    ]
     progress = [msg_id for msg_id, kind in received if kind == "job.progress"]
     assert len(progress) >= 2, received
     assert len({msg_id for msg_id, _ in received}) == len(received), received
@@ -115,21 +127,24 @@ def test_delivery_survives_a_runner_restart(client, receiver):
     wait_for(client, submit(client, "sleeper_false", 0)["id"], ["succeeded"], timeout_s=60)
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("http://10.1.2.3/hook", "private"),
-    ("http://169.254.169.254/latest/meta-data", "metadata"),
-    ("http://[::1]:8080/hook", "loopback"),
-    ("http://0.0.0.0/hook", "resolves to 0.0.0.0"),
-    ("file:///etc/passwd", "only http and https"),
-    ("gopher://example.com/", "only http and https"),
-    ("http://user:pw@127.0.0.1/hook", "credentials"),
-    ("http:///nohost", "no host"),
-    ("http://no-such-host.invalid/hook", "does not resolve"),
-    ("http://[abc]/hook", "not a valid URL"),
-    ("http://[::1/hook", "not a valid URL"),
-    ("http://example.com:99999/hook", "port"),
-    ("http://example.com:0/hook", "port"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://10.1.2.3/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data", "metadata"),
+        ("http://[::1]:8080/hook", "loopback"),
+        ("http://0.0.0.0/hook", "resolves to 0.0.0.0"),
+        ("file:///etc/passwd", "only http and https"),
+        ("gopher://example.com/", "only http and https"),
+        ("http://user:pw@127.0.0.1/hook", "credentials"),
+        ("http:///nohost", "no host"),
+        ("http://no-such-host.invalid/hook", "does not resolve"),
+        ("http://[abc]/hook", "not a valid URL"),
+        ("http://[::1/hook", "not a valid URL"),
+        ("http://example.com:99999/hook", "port"),
+        ("http://example.com:0/hook", "port"),
+    ],
+)
 def test_internal_and_odd_callback_urls_are_refused_at_submit(client, url, reason):
     before = client.get("/v1/jobs", params={"model": "sleeper", "limit": 1}).json()["jobs"]
     response = client.post("/v1/models/sleeper/jobs", json={"seconds": 0}, params={"callback_url": url})
@@ -143,8 +158,12 @@ def test_internal_and_odd_callback_urls_are_refused_at_submit(client, url, reaso
 def test_loopback_needs_the_allowlist(serve_app, receiver):
     """The test app allows 127.0.0.1; the secure app keeps the default guard."""
     keys = {"Authorization": "Bearer jk-jobs-only-00000002"}
-    response = httpx.post(f"{serve_app.secure_url}/v1/models/sleeper/jobs", json={"seconds": 0}, headers=keys,
-                          params={"callback_url": receiver.base + "/nope"})
+    response = httpx.post(
+        f"{serve_app.secure_url}/v1/models/sleeper/jobs",
+        json={"seconds": 0},
+        headers=keys,
+        params={"callback_url": receiver.base + "/nope"},
+    )
     assert response.status_code == 422
     message = error_of(response)["message"]
     assert "127.0.0.1" in message and "loopback, private or link-local" in message and "callbacks.allow" in message
@@ -161,8 +180,9 @@ def test_delivery_goes_to_the_checked_address_not_a_new_lookup(receiver):
 
     async def post() -> Outcome:
         async with new_client(CallbacksConfig()) as http:
-            return await deliver(http, f"http://rebound.invalid:{port}/pinned", checked, b"{}",
-                                 {"content-type": "application/json"})
+            return await deliver(
+                http, f"http://rebound.invalid:{port}/pinned", checked, b"{}", {"content-type": "application/json"}
+            )
 
     assert asyncio.run(post()).delivered
     ((headers, body),) = receiver.wait("/pinned")

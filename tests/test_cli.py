@@ -26,8 +26,15 @@ def env_for(url: str) -> dict:
 
 
 def longserve(app, *args: str, timeout: float = 90, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([LONGSERVE, *args], env=env_for(app.url), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(
+        [LONGSERVE, *args],
+        env=env_for(app.url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
 
 
 def test_predict_prints_the_result(serve_app):
@@ -57,8 +64,9 @@ def test_504_prints_the_hint_and_exits_6(serve_app, client):
 
 
 def test_unreachable_server_exits_3():
-    run = subprocess.run([LONGSERVE, "--url", f"http://127.0.0.1:{free_port()}", "models"], capture_output=True,
-                         text=True, timeout=30)
+    run = subprocess.run(
+        [LONGSERVE, "--url", f"http://127.0.0.1:{free_port()}", "models"], capture_output=True, text=True, timeout=30
+    )
     assert run.returncode == cli.UNREACHABLE == 3
     assert run.stderr.startswith("error: connection_failed: could not reach")
 
@@ -76,8 +84,9 @@ def test_models_table(serve_app):
 def transcribed(serve_app, tmp_path_factory):
     """`longserve transcribe` of 67 s of speech, with the progress bar, written as SRT."""
     out = tmp_path_factory.mktemp("cli") / "speech.srt"
-    run = longserve(serve_app, "transcribe", str(DATA / "speech_long.ogg"), "--progress", "--format", "srt",
-                    "-o", str(out))
+    run = longserve(
+        serve_app, "transcribe", str(DATA / "speech_long.ogg"), "--progress", "--format", "srt", "-o", str(out)
+    )
     return run, out
 
 
@@ -129,8 +138,14 @@ def interrupt_while_waiting(app, *options: str, stdin: str = "") -> tuple[subpro
     """Start `jobs wait` on a 30 s job, press Ctrl-C once it waits; (the run, the job id)."""
     submitted = longserve(app, "jobs", "submit", SLOW, "--json", '{"seconds": 30}')
     job_id = submitted.stdout.strip()
-    proc = subprocess.Popen([LONGSERVE, "jobs", "wait", job_id, *options], env=env_for(app.url), text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [LONGSERVE, "jobs", "wait", job_id, *options],
+        env=env_for(app.url),
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stderr.readline()  # "job <id> (sleeper_false) queued|running": it is waiting now
     assert first.startswith(f"job {job_id} "), first
     time.sleep(0.3)
@@ -161,7 +176,7 @@ def test_ctrl_c_cancels_the_job_when_asked_to(serve_app, client, options, stdin)
 
 def test_documented_exit_code_table_is_the_cli_s():
     page = (Path(__file__).resolve().parent.parent / "docs" / "client.md").read_text()
-    table = page[page.index("| code | meaning |"):].split("\n\n")[0]
+    table = page[page.index("| code | meaning |") :].split("\n\n")[0]
     documented = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.+?) \|$", table, re.M)}
     assert documented == cli.EXIT_CODES
     help_text = subprocess.run([LONGSERVE, "--help"], capture_output=True, text=True).stdout
@@ -185,11 +200,17 @@ def test_api_key_from_the_option_or_the_environment(serve_app):
     env = env_for(serve_app.secure_url)
     run = subprocess.run([LONGSERVE, *args], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == cli.CLIENT_ERROR and "error: 401 unauthorized" in run.stderr
-    run = subprocess.run([LONGSERVE, "--api-key", API_KEYS["predict"], *args], env=env, capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [LONGSERVE, "--api-key", API_KEYS["predict"], *args], env=env, capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == cli.OK and json.loads(run.stdout)["slept"] == 0, run.stderr
-    run = subprocess.run([LONGSERVE, "models"], env={**env, "LONGSERVE_API_KEY": API_KEYS["predict"]},
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [LONGSERVE, "models"],
+        env={**env, "LONGSERVE_API_KEY": API_KEYS["predict"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == cli.CLIENT_ERROR and "403 forbidden" in run.stderr and "'admin'" in run.stderr
 
 

@@ -14,7 +14,16 @@ from typing import Iterator
 import pytest
 
 from longserve.client import (
-    AsyncClient, Client, ConnectionFailed, JobPage, JobView, LongserveError, ModelList, ModelView, Retry, WaitTimeout,
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    JobPage,
+    JobView,
+    LongserveError,
+    ModelList,
+    ModelView,
+    Retry,
+    WaitTimeout,
 )
 from tests.conftest import DATA
 from tests.test_timeouts import SLEEP, began, tagged, wait_idle
@@ -58,6 +67,7 @@ def test_submit_wait_with_progress_result_and_listing(sdk):
     assert isinstance(job, JobView) and job.status == "queued" and job.metadata == {"episode": 1}
 
     if isinstance(client, AsyncClient):
+
         async def on_progress(view):  # AsyncClient also takes a coroutine function
             seen.append(view)
     else:
@@ -113,8 +123,9 @@ def test_503_is_retried_after_retry_after(sdk, client, caplog, serve_app):
         body, tag = tagged(1.0)
         fill = [pool.submit(client.post, SLEEP, json=body, headers={"Request-Timeout": "5"})]
         began(serve_app, tag)
-        fill += [pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"})
-                 for _ in range(2)]
+        fill += [
+            pool.submit(client.post, SLEEP, json={"seconds": 1.0}, headers={"Request-Timeout": "5"}) for _ in range(2)
+        ]
         time.sleep(0.3)  # the two reach the queue (nothing shows when they have)
         with Client(sdk_client.url, retry=Retry(attempts=0)) as no_retry:
             with pytest.raises(LongserveError) as caught:
@@ -169,9 +180,17 @@ def test_api_key_and_callback_are_sent():
     """What the client puts on the wire (the server's callback support comes with issue 3):
     the key as a bearer token, callback_url / callback_events as query parameters."""
     seen = []
-    job = {"id": "job_x", "model": "m", "status": "queued", "progress": {"done": 0}, "attempts": 0,
-           "max_attempts": 3, "created_at": "2026-01-01T00:00:00.000+00:00", "queue_wait_s": 0,
-           "links": {"self": "/v1/jobs/job_x", "result": "/v1/jobs/job_x/result"}}
+    job = {
+        "id": "job_x",
+        "model": "m",
+        "status": "queued",
+        "progress": {"done": 0},
+        "attempts": 0,
+        "max_attempts": 3,
+        "created_at": "2026-01-01T00:00:00.000+00:00",
+        "queue_wait_s": 0,
+        "links": {"self": "/v1/jobs/job_x", "result": "/v1/jobs/job_x/result"},
+    }
 
     class Recorder(StandIn):
         def do_POST(self):
@@ -181,8 +200,9 @@ def test_api_key_and_callback_are_sent():
 
     with standing_in(Recorder) as url, Client(url, api_key="k3y") as client:
         client.submit("m", {"x": 1}, callback_url="http://127.0.0.1:9/hook", callback_events="all")
-    assert seen == [("/v1/models/m/jobs?callback_url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&callback_events=all",
-                     "Bearer k3y")]
+    assert seen == [
+        ("/v1/models/m/jobs?callback_url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&callback_events=all", "Bearer k3y")
+    ]
 
 
 def test_a_submission_whose_answer_was_lost_is_sent_again_without_a_second_job(serve_app, client, caplog):

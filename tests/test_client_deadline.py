@@ -13,13 +13,15 @@ from longserve.server.timeouts import (
     within_client_deadline,
 )
 
-CONFIG = AppConfig.model_validate({
-    "max_timeout": 60,
-    "models": {
-        "slow": {"class": "tests.slow_models:Sleeper", "timeout": 10},
-        "open": {"class": "tests.slow_models:Sleeper", "timeout": False},
-    },
-})
+CONFIG = AppConfig.model_validate(
+    {
+        "max_timeout": 60,
+        "models": {
+            "slow": {"class": "tests.slow_models:Sleeper", "timeout": 10},
+            "open": {"class": "tests.slow_models:Sleeper", "timeout": False},
+        },
+    }
+)
 
 
 def in_force(model="slow", request_timeout=None, **client):

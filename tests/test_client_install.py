@@ -31,8 +31,12 @@ def client_venv(tmp_path_factory) -> Path:
     # environment without PYTHONPATH, so nothing leaks in from the test run.
     source = where / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests"))
-    subprocess.run([str(where / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
-                   check=True, env=clean_env(), timeout=600)
+    subprocess.run(
+        [str(where / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
+        check=True,
+        env=clean_env(),
+        timeout=600,
+    )
     return where
 
 

@@ -41,9 +41,11 @@ def test_sdk_submits_a_file_over_the_sync_body_limit(serve_app, tmp_path, kind):
         with Client(serve_app.url) as client:
             job = client.wait(client.submit("digest", content=path))
     else:
+
         async def run():
             async with AsyncClient(serve_app.url) as client:
                 return await client.wait(await client.submit("digest", content=str(path)))
+
         job = asyncio.run(run())
     assert job.status == "succeeded", job
     assert job.result["size"] == size and job.result["sha256"] == expected

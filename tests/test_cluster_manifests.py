@@ -32,8 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"
 RAYSERVICE = CLUSTER / "rayservice.yaml"
 SECRET = "longserve-secrets"
-SECRET_ENV = {"LONGSERVE_REDIS_PASSWORD", "LONGSERVE_API_KEYS", "LONGSERVE_WEBHOOK_SECRET", "AWS_ACCESS_KEY_ID",
-              "AWS_SECRET_ACCESS_KEY"}
+SECRET_ENV = {
+    "LONGSERVE_REDIS_PASSWORD",
+    "LONGSERVE_API_KEYS",
+    "LONGSERVE_WEBHOOK_SECRET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+}
 
 # What a cluster may set differently from the local serve_config.yaml: where
 # things run and how many of them. Everything else (timeouts, limits,
@@ -114,8 +119,11 @@ def test_every_import_path_resolves():
 
 def test_models_are_gpu_pinned_and_autoscale_within_the_gpu_group():
     spec = rayservice()["spec"]
-    gpu_groups = [g for g in spec["rayClusterConfig"]["workerGroupSpecs"]
-                  if any("nvidia.com/gpu" in c["resources"]["limits"] for c in g["template"]["spec"]["containers"])]
+    gpu_groups = [
+        g
+        for g in spec["rayClusterConfig"]["workerGroupSpecs"]
+        if any("nvidia.com/gpu" in c["resources"]["limits"] for c in g["template"]["spec"]["containers"])
+    ]
     assert len(gpu_groups) == 1
     group = gpu_groups[0]
     gpus = sum(int(c["resources"]["limits"]["nvidia.com/gpu"]) for c in group["template"]["spec"]["containers"])
@@ -168,8 +176,9 @@ def test_cluster_autoscaling_gcs_ft_and_secrets():
 
 def test_redis_syncs_every_write_before_answering():
     # An acknowledged job must survive a Redis crash: appendfsync always, not everysec.
-    deployment = next(d for d in yaml.safe_load_all((CLUSTER / "redis.yaml").read_text())
-                      if d and d.get("kind") == "Deployment")
+    deployment = next(
+        d for d in yaml.safe_load_all((CLUSTER / "redis.yaml").read_text()) if d and d.get("kind") == "Deployment"
+    )
     command = " ".join(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert "--appendonly yes" in command and "--appendfsync always" in command
 
@@ -186,12 +195,15 @@ def test_dockerfile_builds_as_ray_with_the_tested_torch():
     # The base image runs as `ray`: the source dir must be ray's before `pip install .`
     # writes build/ there (WORKDIR alone creates it owned by root on some builders).
     workdir = re.search(r"^WORKDIR\s+(\S+)", dockerfile, re.M)
-    assert re.search(rf"^RUN mkdir -p {re.escape(workdir.group(1))}$", dockerfile[:workdir.start()], re.M)
+    assert re.search(rf"^RUN mkdir -p {re.escape(workdir.group(1))}$", dockerfile[: workdir.start()], re.M)
     assert not re.search(r"^USER\s+root", dockerfile, re.M)
     # The torch the tests run (Makefile's TORCH), held while longserve's dependencies install.
     tested = re.search(r"^TORCH \?= torch==(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     assert re.search(rf"^ARG TORCH={re.escape(tested)}$", dockerfile, re.M)
-    assert '"torch==${TORCH}"' in dockerfile and "pip install --no-cache-dir -c /tmp/torch-constraint.txt '.[server]'" in dockerfile
+    assert (
+        '"torch==${TORCH}"' in dockerfile
+        and "pip install --no-cache-dir -c /tmp/torch-constraint.txt '.[server]'" in dockerfile
+    )
 
 
 def _literal_secrets(node, where=""):

@@ -57,7 +57,9 @@ def test_unknown_keys_are_errors_not_ignored():
 
 
 def test_queue_limits_reach_ray_serve_options():
-    options = load(models={"m": {**MODEL, "max_ongoing_requests": 2, "max_queued_requests": 7}}).models["m"].serve_options()
+    options = (
+        load(models={"m": {**MODEL, "max_ongoing_requests": 2, "max_queued_requests": 7}}).models["m"].serve_options()
+    )
     assert options["max_ongoing_requests"] == 2 and options["max_queued_requests"] == 7
     assert options["num_replicas"] == 1 and "timeout" not in options and "class_path" not in options
 
@@ -70,5 +72,9 @@ def test_auto_is_a_timeout_but_not_a_cap():
 def test_auto_timeout_settings_are_checked():
     with pytest.raises(ValidationError, match=r"min \(10\) is above max \(5\)"):
         load(auto_timeout={"min": 10, "max": 5})
-    config = load(timeout="auto", auto_timeout={"factor": 3}, models={"a": dict(MODEL), "b": {**MODEL, "auto_timeout": {"factor": 4}}})
+    config = load(
+        timeout="auto",
+        auto_timeout={"factor": 3},
+        models={"a": dict(MODEL), "b": {**MODEL, "auto_timeout": {"factor": 4}}},
+    )
     assert config.models["a"].auto_timeout.factor == 3 and config.models["b"].auto_timeout.factor == 4

@@ -72,8 +72,10 @@ PAGES = [README, *sorted(DOCS.glob("*.md"))]
 def anchors(page: Path) -> set[str]:
     """GitHub's anchors for a page's headings."""
     text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
-            for title in re.findall(r"^#+ (.+)$", text, re.M)}
+    return {
+        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        for title in re.findall(r"^#+ (.+)$", text, re.M)
+    }
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -93,5 +95,6 @@ def test_reliability_page_is_the_render_of_its_figures():
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     rendered = report.render(report.read(DOCS / "reliability-figures.jsonl"))
-    assert (DOCS / "reliability.md").read_text() == rendered, \
+    assert (DOCS / "reliability.md").read_text() == rendered, (
         "docs/reliability.md is not the render of docs/reliability-figures.jsonl: run scripts/reliability_report.py"
+    )

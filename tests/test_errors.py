@@ -55,7 +55,13 @@ def test_every_domain_error_has_its_own_row_in_the_table():
 
 
 def test_model_failed_and_replica_died_bodies_are_the_gateways():
-    assert errors.ModelFailed("m", "boom").body == {"type": "model_error", "message": "model 'm' failed: boom",
-                                                    "model": "m"}
+    assert errors.ModelFailed("m", "boom").body == {
+        "type": "model_error",
+        "message": "model 'm' failed: boom",
+        "model": "m",
+    }
     assert errors.ReplicaDied("m", "ActorDiedError", "gone").body == {
-        "type": "unavailable", "message": "model 'm' replica died: gone", "model": "m"}
+        "type": "unavailable",
+        "message": "model 'm' replica died: gone",
+        "model": "m",
+    }

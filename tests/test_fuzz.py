@@ -74,8 +74,7 @@ def no_internal_errors(ctx, response, case):
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_api_fuzz(case, serve_app):
     case.call_and_validate(
         base_url=serve_app.url,
@@ -103,8 +102,9 @@ def test_the_fuzzer_reached_the_models(serve_app):
 
     def fuzz(path: str) -> None:
         @given(case=schema[path]["POST"].as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def call(case):
             seen[(path, case.call(base_url=serve_app.url, timeout=30).status_code // 100)] += 1
 

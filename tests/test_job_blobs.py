@@ -120,8 +120,7 @@ def test_large_result_is_a_blob_served_with_etag_and_ranges(client, serve_app):
 
     whole = client.get(url)
     assert whole.status_code == 200 and whole.headers["Accept-Ranges"] == "bytes"
-    assert whole.json() == {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest(), "via_file": True,
-                            "pad": "x" * pad}
+    assert whole.json() == {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest(), "via_file": True, "pad": "x" * pad}
     assert whole.headers["ETag"] == f'"{hashlib.sha256(whole.content).hexdigest()}"'
     size = len(whole.content)
     assert size == job["result_size"]
@@ -192,14 +191,23 @@ def s3_app(serve_app, tmp_path_factory):
     s3 = S3Server()
     bucket = s3.bucket("longserve-jobs")
     folder = tmp_path_factory.mktemp("s3app")
-    config = AppConfig.model_validate({
-        "jobs": {"backend": "sqlite", "sqlite_path": str(folder / "jobs.sqlite3"), "lease_s": 2},
-        "blobs": {"backend": "s3", "bucket": bucket, "endpoint_url": s3.url, "region": "us-east-1",
-                  "presign_results": True},
-        "monitoring": {"enabled": False},
-        "models": {"digest": {"class": DIGEST, "ray_actor_options": NO_CPU},
-                   "sleeper": {"class": SLEEPER, "ray_actor_options": NO_CPU}},
-    })
+    config = AppConfig.model_validate(
+        {
+            "jobs": {"backend": "sqlite", "sqlite_path": str(folder / "jobs.sqlite3"), "lease_s": 2},
+            "blobs": {
+                "backend": "s3",
+                "bucket": bucket,
+                "endpoint_url": s3.url,
+                "region": "us-east-1",
+                "presign_results": True,
+            },
+            "monitoring": {"enabled": False},
+            "models": {
+                "digest": {"class": DIGEST, "ray_actor_options": NO_CPU},
+                "sleeper": {"class": SLEEPER, "ray_actor_options": NO_CPU},
+            },
+        }
+    )
     serve.run(build_app(config), name="s3app", route_prefix=S3_PREFIX)
     try:
         with httpx.Client(base_url=serve_app.url + S3_PREFIX, timeout=120) as client:

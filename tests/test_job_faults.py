@@ -99,8 +99,19 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--save", ""],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -137,11 +148,19 @@ def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
     from longserve.server.app import build_app
     from longserve.server.config import AppConfig
 
-    config = AppConfig.model_validate({
-        "jobs": {"backend": "redis", "redis_url": redis_url, "lease_s": 2},
-        "models": {"sleeper": {"class": "tests.slow_models:Sleeper", "timeout": False, "max_ongoing_requests": 1,
-                               "ray_actor_options": {"num_cpus": 0}}},
-    })
+    config = AppConfig.model_validate(
+        {
+            "jobs": {"backend": "redis", "redis_url": redis_url, "lease_s": 2},
+            "models": {
+                "sleeper": {
+                    "class": "tests.slow_models:Sleeper",
+                    "timeout": False,
+                    "max_ongoing_requests": 1,
+                    "ray_actor_options": {"num_cpus": 0},
+                }
+            },
+        }
+    )
     serve.run(build_app(config), name="redis", route_prefix="/redis")
     try:
         with httpx.Client(base_url=serve_app.url + "/redis", timeout=60) as client:
@@ -160,8 +179,10 @@ def test_killed_redis_job_store_loses_no_acknowledged_job(serve_app, redis_url):
 def test_backend_delete_removes_record_and_body(kind, tmp_path, request):
     redis_url = request.getfixturevalue("redis_url") if kind == "redis" else ""
     backend = make_backend(kind, str(tmp_path / "jobs.sqlite3"), redis_url)
-    jobs = [Job(id=new_job_id(), seq=seq, model="m", request=JobRequest(media_type="application/json"), ttl_s=60)
-            for seq in (1, 2)]
+    jobs = [
+        Job(id=new_job_id(), seq=seq, model="m", request=JobRequest(media_type="application/json"), ttl_s=60)
+        for seq in (1, 2)
+    ]
     for job in jobs:
         backend.save(job, b"body of " + job.id.encode())
     backend.delete(jobs[0].id)

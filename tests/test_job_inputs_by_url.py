@@ -59,7 +59,7 @@ class Origin(BaseHTTPRequestHandler):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             stall.wait(120)
-            body = body[len(body) // 2:]
+            body = body[len(body) // 2 :]
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -95,8 +95,9 @@ def test_a_json_input_takes_the_origins_content_type(client, origin):
 
 def test_input_type_overrides_the_origin(client, origin):
     Origin.routes["/sleep.txt"] = (b'{"seconds": 0.2}', "text/plain")
-    response = client.post("/v1/models/sleeper/jobs",
-                           params={"input_url": f"{origin}/sleep.txt", "input_type": "application/json"})
+    response = client.post(
+        "/v1/models/sleeper/jobs", params={"input_url": f"{origin}/sleep.txt", "input_type": "application/json"}
+    )
     assert wait_for(client, response.json()["id"], ["succeeded", "failed"])["result"]["slept"] == 0.2
 
 
@@ -125,8 +126,12 @@ def test_a_bad_input_url_is_refused_at_submit(client, origin):
         response = client.post(DIGEST_JOBS, params={"input_url": url})
         assert response.status_code == 422, (url, response.text)
         assert error_of(response)["type"] == "invalid_input_url"
-    both = client.post(DIGEST_JOBS, params={"input_url": f"{origin}/big.bin"}, content=b"audio",
-                       headers={"Content-Type": "application/octet-stream"})
+    both = client.post(
+        DIGEST_JOBS,
+        params={"input_url": f"{origin}/big.bin"},
+        content=b"audio",
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert both.status_code == 400 and "not both" in error_of(both)["message"]
     stray = client.post("/v1/models/sleeper/jobs", params={"input_type": "application/json"}, json={"seconds": 0})
     assert stray.status_code == 400
@@ -135,8 +140,9 @@ def test_a_bad_input_url_is_refused_at_submit(client, origin):
 def test_internal_addresses_are_refused_without_an_allowlist(serve_app, origin):
     # The secure app has no inputs.allow: loopback is refused, as for callbacks.
     headers = {"Authorization": f"Bearer {API_KEYS['jobs']}"}
-    response = httpx.post(f"{serve_app.secure_url}/v1/models/sleeper/jobs", headers=headers,
-                          params={"input_url": f"{origin}/sleep.json"})
+    response = httpx.post(
+        f"{serve_app.secure_url}/v1/models/sleeper/jobs", headers=headers, params={"input_url": f"{origin}/sleep.json"}
+    )
     assert response.status_code == 422
     error = error_of(response)
     assert error["type"] == "invalid_input_url" and "inputs.allow" in error["message"]

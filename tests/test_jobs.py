@@ -72,8 +72,12 @@ def test_prefer_makes_a_job_with_the_job_options(client, receiver):
     """Prefer turns predict into a job, so the job's query options apply: a
     callback, metadata. Without Prefer they would be ignored, so they are refused."""
     url = receiver.script("/prefer", [])
-    response = client.post(f"/v1/models/{SLOW}/predict", json={"seconds": 0.5}, headers={"Prefer": "wait=0.1"},
-                           params={"callback_url": url, "metadata": '{"from": "prefer"}'})
+    response = client.post(
+        f"/v1/models/{SLOW}/predict",
+        json={"seconds": 0.5},
+        headers={"Prefer": "wait=0.1"},
+        params={"callback_url": url, "metadata": '{"from": "prefer"}'},
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["metadata"] == {"from": "prefer"} and job["callback"]["url"] == url
@@ -177,8 +181,10 @@ def test_expired_job_is_forgotten_after_forget_after_s(client, serve_app):
     db = sqlite3.connect(serve_app.config.jobs.sqlite_path)  # the store's own file
 
     def stored() -> tuple[int, int]:
-        return tuple(db.execute(f"SELECT count(*) FROM {table} WHERE id = ?", (job_id,)).fetchone()[0]
-                     for table in ("jobs", "bodies"))
+        return tuple(
+            db.execute(f"SELECT count(*) FROM {table} WHERE id = ?", (job_id,)).fetchone()[0]
+            for table in ("jobs", "bodies")
+        )
 
     def listed() -> bool:
         page = client.get("/v1/jobs", params={"model": SLOW, "limit": 500}).json()["jobs"]
@@ -219,10 +225,15 @@ def test_pending_result_is_202(client):
     wait_for(client, job["id"], ["succeeded"])
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/v1/jobs/job_nope"), ("GET", "/v1/jobs/job_nope/result"),
-    ("DELETE", "/v1/jobs/job_nope"), ("POST", "/v1/jobs/job_nope/retry"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v1/jobs/job_nope"),
+        ("GET", "/v1/jobs/job_nope/result"),
+        ("DELETE", "/v1/jobs/job_nope"),
+        ("POST", "/v1/jobs/job_nope/retry"),
+    ],
+)
 def test_unknown_job_is_404(client, method, path):
     response = client.request(method, path)
     assert response.status_code == 404 and error_of(response)["type"] == "not_found"

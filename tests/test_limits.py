@@ -66,11 +66,14 @@ def test_audio_over_the_duration_limit_is_422_sync_and_a_failed_job_async(client
     assert job["attempts"] == 1  # bad input is not retried
 
 
-@pytest.mark.parametrize("body, media_type, message", [
-    (b"\x89PNG\r\n\x1a\n" + b"\0" * 2000, "audio/mpeg", "could not decode"),  # lies about its type
-    (silent_wav(0), "audio/wav", "no samples"),  # a valid file with no audio in it
-    (json.dumps({"not": "audio"}).encode(), "audio/ogg", "could not decode"),
-])
+@pytest.mark.parametrize(
+    "body, media_type, message",
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 2000, "audio/mpeg", "could not decode"),  # lies about its type
+        (silent_wav(0), "audio/wav", "no samples"),  # a valid file with no audio in it
+        (json.dumps({"not": "audio"}).encode(), "audio/ogg", "could not decode"),
+    ],
+)
 def test_broken_audio_fails_the_job_clearly_and_the_replica_keeps_serving(client, speech, body, media_type, message):
     response = client.post("/v1/models/transcriber/predict", content=body, headers={"Content-Type": media_type})
     assert response.status_code == 422 and message in error_of(response)["message"]

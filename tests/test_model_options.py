@@ -60,10 +60,19 @@ def test_the_shipped_and_test_configs_load_with_typed_options(tmp_path):
 
 def test_defaults_are_the_documented_ones():
     assert Embedder.Options().model_dump() == {
-        "model_path": None, "batch_size": 64, "max_texts": 256, "max_text_chars": 10_000}
+        "model_path": None,
+        "batch_size": 64,
+        "max_texts": 256,
+        "max_text_chars": 10_000,
+    }
     assert Transcriber.Options().model_dump() == {
-        "model_path": None, "compute_type": None, "beam_size": 1, "cpu_threads": 0, "max_audio_s": MAX_AUDIO_S,
-        "checkpoint_every_s": 60.0}
+        "model_path": None,
+        "compute_type": None,
+        "beam_size": 1,
+        "cpu_threads": 0,
+        "max_audio_s": MAX_AUDIO_S,
+        "checkpoint_every_s": 60.0,
+    }
 
 
 def test_a_model_built_by_hand_gets_typed_options_and_refuses_typos():

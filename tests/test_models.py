@@ -72,8 +72,12 @@ def test_undecodable_audio_is_422_and_the_replica_keeps_serving(client, speech):
 
 
 def test_a_language_the_model_does_not_know_is_422(client, speech):
-    response = client.post("/v1/models/transcriber/predict", content=speech, params={"language": "zz"},
-                           headers={"Content-Type": "audio/ogg"})
+    response = client.post(
+        "/v1/models/transcriber/predict",
+        content=speech,
+        params={"language": "zz"},
+        headers={"Content-Type": "audio/ogg"},
+    )
     assert response.status_code == 422, response.text
     assert "language 'zz' is not one this model knows" in error_of(response)["message"]
 

@@ -108,8 +108,11 @@ def test_auto_timeout_falls_back_then_follows_observed_run_times(client):
 
     def follows(requests: int, at_least: float) -> float:
         """The timeout once the gateway has read `requests` run times: 2 x their p99, which is >= the slept time."""
-        info = wait_until(lambda: (i := model_info(client, "auto_sleeper"))
-                          and f" over {requests} requests" in i["timeout_source"] and i)
+        info = wait_until(
+            lambda: (
+                (i := model_info(client, "auto_sleeper")) and f" over {requests} requests" in i["timeout_source"] and i
+            )
+        )
         observed = float(re.search(r"\(([\d.]+) s over", info["timeout_source"])[1])
         assert "auto: 2 x p99 run time" in info["timeout_source"] and observed >= at_least, info
         assert info["timeout_s"] == pytest.approx(2 * observed, abs=0.002), info

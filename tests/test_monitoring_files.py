@@ -177,7 +177,9 @@ def test_expression_uses_only_exported_metrics(query):
     assert series_in(query.expr), f"{query.where}: no ray_longserve_ metric in {query.expr}"
     for series in series_in(query.expr):
         name, suffix = split_series(series)
-        assert name in METRICS, f"{query.where}: {series} is not exported: no {name} in longserve/server/monitoring/metrics.py"
+        assert name in METRICS, (
+            f"{query.where}: {series} is not exported: no {name} in longserve/server/monitoring/metrics.py"
+        )
         kind = METRICS[name][0]
         if suffix:
             assert kind == "histogram", f"{query.where}: {series}, but {name} is a {kind}, not a histogram"

@@ -22,8 +22,11 @@ def oai(serve_app):
 
 @pytest.fixture(scope="module")
 def native_transcript(client) -> dict:
-    response = client.post("/v1/models/transcriber/predict", content=(DATA / "speech.ogg").read_bytes(),
-                           headers={"Content-Type": "audio/ogg"})
+    response = client.post(
+        "/v1/models/transcriber/predict",
+        content=(DATA / "speech.ogg").read_bytes(),
+        headers={"Content-Type": "audio/ogg"},
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -90,8 +93,11 @@ def test_dimensions_the_model_cannot_honour_are_refused(oai):
     with pytest.raises(openai.BadRequestError) as caught:
         oai.embeddings.create(model="embedder", input="hi", dimensions=256)
     error = error_body(caught.value)
-    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "dimensions",
-                                                              "unsupported_option")
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "dimensions",
+        "unsupported_option",
+    )
     assert "384" in error["message"]
 
 
@@ -147,8 +153,9 @@ def test_the_sdks_own_deadline_ends_the_work_first(oai):
 
 
 def test_the_client_deadline_header_holds_on_native_routes_too(client):
-    response = client.post("/v1/models/sleeper/predict", json={"seconds": 10},
-                           headers={"x-stainless-read-timeout": "1"})
+    response = client.post(
+        "/v1/models/sleeper/predict", json={"seconds": 10}, headers={"x-stainless-read-timeout": "1"}
+    )
     assert response.status_code == 504
     assert response.headers["x-should-retry"] == "false"
     error = response.json()["error"]
@@ -162,8 +169,9 @@ def test_waiting_for_a_job_ends_before_the_clients_deadline(serve_app):
     # A client that gives up after 3 s: without the header's cap, both waits would outlast it (ReadTimeout).
     headers = {"x-stainless-read-timeout": "2"}
     with httpx.Client(base_url=serve_app.url, timeout=3) as short:
-        response = short.post("/v1/models/sleeper_false/predict", json={"seconds": 30},
-                              headers={**headers, "Prefer": "wait=60"})
+        response = short.post(
+            "/v1/models/sleeper_false/predict", json={"seconds": 30}, headers={**headers, "Prefer": "wait=60"}
+        )
         assert response.status_code == 202 and response.headers["preference-applied"] == "wait=1.5"
         job_id = response.json()["id"]
         try:
@@ -202,8 +210,9 @@ def test_transcription_subtitles(oai, native_transcript, response_format):
 
 
 def test_transcription_verbose_json_with_words_and_segments(oai, native_transcript):
-    answer = oai.audio.transcriptions.create(model="whisper-1", file=speech(), response_format="verbose_json",
-                                             timestamp_granularities=["word", "segment"])
+    answer = oai.audio.transcriptions.create(
+        model="whisper-1", file=speech(), response_format="verbose_json", timestamp_granularities=["word", "segment"]
+    )
     assert answer.language == native_transcript["language"]
     assert answer.duration == native_transcript["duration"]
     assert answer.segments and answer.words
@@ -224,8 +233,11 @@ def test_streamed_deltas_join_to_the_final_text(oai, native_transcript):
 
 
 def test_translation_matches_the_native_translate_task(oai, client):
-    native = client.post("/v1/models/transcriber/predict?task=translate", content=(DATA / "speech.ogg").read_bytes(),
-                         headers={"Content-Type": "audio/ogg"}).json()
+    native = client.post(
+        "/v1/models/transcriber/predict?task=translate",
+        content=(DATA / "speech.ogg").read_bytes(),
+        headers={"Content-Type": "audio/ogg"},
+    ).json()
     assert oai.audio.translations.create(model="whisper-1", file=speech()).text == native["text"]
 
 

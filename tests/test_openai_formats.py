@@ -30,7 +30,9 @@ def test_vtt_has_its_header_and_uses_dots():
 
 def test_json_and_verbose_json():
     assert formats.transcription(RESULT, "json", "transcribe", set()) == {
-        "text": "Hello there. Bye.", "usage": {"type": "duration", "seconds": 3662.0}}
+        "text": "Hello there. Bye.",
+        "usage": {"type": "duration", "seconds": 3662.0},
+    }
     verbose = formats.transcription(RESULT, "verbose_json", "translate", set())
     assert verbose["task"] == "translate" and verbose["segments"] == SEGMENTS and "words" not in verbose
     words = [{"word": "Hi", "start": 0.0, "end": 0.4, "probability": 0.9}]
@@ -41,8 +43,10 @@ def test_json_and_verbose_json():
 
 def test_the_stream_is_one_delta_then_done():
     events = [json.loads(chunk.removeprefix("data: ")) for chunk in formats.text_events("Hi there.")]
-    assert events == [{"type": "transcript.text.delta", "delta": "Hi there."},
-                      {"type": "transcript.text.done", "text": "Hi there."}]
+    assert events == [
+        {"type": "transcript.text.delta", "delta": "Hi there."},
+        {"type": "transcript.text.done", "text": "Hi there."},
+    ]
 
 
 def test_base64_vectors_are_the_float32_values():
@@ -53,15 +57,28 @@ def test_base64_vectors_are_the_float32_values():
     assert answer["usage"] == {"prompt_tokens": 4, "total_tokens": 4} and answer["data"][0]["embedding"] == vector
 
 
-@pytest.mark.parametrize(("status", "body", "expected"), [
-    (504, {"type": "timeout", "message": "m", "timeout_s": 3}, ("server_error", None, "timeout")),
-    (422, {"type": "invalid_request", "message": "m", "details": [{"loc": ["body", "input"], "msg": "x"}]},
-     ("invalid_request_error", "input", "invalid_request")),
-    (404, {"type": "not_found", "message": "m", "model": "x"}, ("invalid_request_error", "model", "model_not_found")),
-    (401, {"type": "unauthorized", "message": "m"}, ("authentication_error", None, "unauthorized")),
-    (400, {"type": "invalid_header", "message": "m", "header": "Request-Timeout"},
-     ("invalid_request_error", "Request-Timeout", "invalid_header")),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (504, {"type": "timeout", "message": "m", "timeout_s": 3}, ("server_error", None, "timeout")),
+        (
+            422,
+            {"type": "invalid_request", "message": "m", "details": [{"loc": ["body", "input"], "msg": "x"}]},
+            ("invalid_request_error", "input", "invalid_request"),
+        ),
+        (
+            404,
+            {"type": "not_found", "message": "m", "model": "x"},
+            ("invalid_request_error", "model", "model_not_found"),
+        ),
+        (401, {"type": "unauthorized", "message": "m"}, ("authentication_error", None, "unauthorized")),
+        (
+            400,
+            {"type": "invalid_header", "message": "m", "header": "Request-Timeout"},
+            ("invalid_request_error", "Request-Timeout", "invalid_header"),
+        ),
+    ],
+)
 def test_errors_in_openai_shape_keep_longserve_fields(status, body, expected):
     error = openai_error(status, body)
     assert (error["type"], error["param"], error["code"]) == expected
@@ -80,18 +97,24 @@ MODELS = {"embedder": {"class": "longserve.models.embedder:Embedder"}}
 
 def test_default_aliases_name_only_served_models():
     assert AppConfig.model_validate({"models": MODELS}).openai.aliases == {
-        "text-embedding-3-small": "embedder", "text-embedding-ada-002": "embedder"}
+        "text-embedding-3-small": "embedder",
+        "text-embedding-ada-002": "embedder",
+    }
 
 
-@pytest.mark.parametrize(("aliases", "problem"), [
-    ({"whisper-1": "transcriber"}, "no model named 'transcriber'"),
-    ({"embedder": "embedder"}, "already the name of a served model"),
-])
+@pytest.mark.parametrize(
+    ("aliases", "problem"),
+    [
+        ({"whisper-1": "transcriber"}, "no model named 'transcriber'"),
+        ({"embedder": "embedder"}, "already the name of a served model"),
+    ],
+)
 def test_explicit_aliases_must_name_served_models(aliases, problem):
     with pytest.raises(ValidationError, match=problem):
         AppConfig.model_validate({"models": MODELS, "openai": {"aliases": aliases}})
     assert AppConfig.model_validate({"models": MODELS, "openai": {"aliases": {"e": "embedder"}}}).openai.aliases == {
-        "e": "embedder"}
+        "e": "embedder"
+    }
 
 
 def test_cursor_pages_follow_after_and_say_when_more_are_left():

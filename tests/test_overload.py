@@ -14,8 +14,9 @@ def test_full_queue_is_503_with_retry_after(client, serve_app):
         running = pool.submit(client.post, SLEEP, json=body, headers={"Request-Timeout": "5"})
         began(serve_app, tag)
         # One running: of these five, max_queued_requests=2 wait and 3 are refused, whichever they are.
-        rest = [pool.submit(client.post, SLEEP, json={"seconds": 0.5}, headers={"Request-Timeout": "5"})
-                for _ in range(5)]
+        rest = [
+            pool.submit(client.post, SLEEP, json={"seconds": 0.5}, headers={"Request-Timeout": "5"}) for _ in range(5)
+        ]
         first_three = [f.result() for f in islice(as_completed(rest), 3)]
         # Refused at once: answered while the running request still runs, not after a slot freed.
         refused_while_running = not running.done()

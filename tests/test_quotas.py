@@ -90,13 +90,13 @@ def test_input_size_quota(secure):
 def test_tenants_take_turns(secure):
     """fair_a queues five slow jobs on `turns` (one job slot), then fair_b one: it
     starts before fair_a's third job would have (first come, first served: after the fifth)."""
-    jobs = [secure.post("/v1/models/turns/jobs", json={"seconds": 1}, headers=key("fair_a")).json()
-            for _ in range(5)]
+    jobs = [secure.post("/v1/models/turns/jobs", json={"seconds": 1}, headers=key("fair_a")).json() for _ in range(5)]
     try:
         theirs = secure.post("/v1/models/turns/jobs", json={"seconds": 0}, headers=key("fair_b")).json()
         deadline = time.monotonic() + 60
         while (b := secure.get(f"/v1/jobs/{theirs['id']}", params={"wait": 2}, headers=key("fair_b")).json())[
-                "status"] != "succeeded":
+            "status"
+        ] != "succeeded":
             assert time.monotonic() < deadline, b
         third = secure.get(f"/v1/jobs/{jobs[2]['id']}", headers=key("fair_a")).json()
         assert third["started_at"] is None or b["started_at"] < third["started_at"], (b, third)
@@ -107,8 +107,11 @@ def test_tenants_take_turns(secure):
 
 def test_usage_shows_the_callers_own_jobs_requests_and_model_seconds(secure):
     def usage(who: str, **params) -> dict:
-        response = secure.get("/v1/usage", params=params, headers=key(who) if who != "admin" else {
-            "Authorization": f"Bearer {API_KEYS['admin']}"})
+        response = secure.get(
+            "/v1/usage",
+            params=params,
+            headers=key(who) if who != "admin" else {"Authorization": f"Bearer {API_KEYS['admin']}"},
+        )
         assert response.status_code == 200, response.text
         return response.json()["tenants"]
 
@@ -119,8 +122,9 @@ def test_usage_shows_the_callers_own_jobs_requests_and_model_seconds(secure):
         assert answer.status_code == 200
     job = secure.post("/v1/models/sleeper/jobs", json={"seconds": 0.2}, headers=key("fair_b")).json()
     deadline = time.monotonic() + 30
-    while (secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}, headers=key("fair_b")).json()["status"]
-           != "succeeded"):
+    while (
+        secure.get(f"/v1/jobs/{job['id']}", params={"wait": 2}, headers=key("fair_b")).json()["status"] != "succeeded"
+    ):
         assert time.monotonic() < deadline
     mine = usage("fair_b")
     assert set(mine) == {"fair_b"}  # only the caller's own tenant

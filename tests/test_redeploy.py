@@ -25,12 +25,14 @@ APP, PREFIX = "redeploy", "/redeploy"
 
 
 def config(jobs_db: str, lease_s: float, window_s: float) -> AppConfig:
-    return AppConfig.model_validate({
-        "timeout": 5,
-        "jobs": {"backend": "sqlite", "sqlite_path": jobs_db, "lease_s": lease_s},
-        "monitoring": {"window_s": window_s},
-        "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
-    })
+    return AppConfig.model_validate(
+        {
+            "timeout": 5,
+            "jobs": {"backend": "sqlite", "sqlite_path": jobs_db, "lease_s": lease_s},
+            "monitoring": {"window_s": window_s},
+            "models": {"sleeper": {"class": SLEEPER, "max_ongoing_requests": 2, "ray_actor_options": NO_CPU}},
+        }
+    )
 
 
 def test_a_redeploy_reaches_the_detached_actors(serve_app, tmp_path):

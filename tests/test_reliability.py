@@ -34,8 +34,16 @@ from longserve.client.core import error_body
 from longserve.server.config import AppConfig
 from longserve.server.jobs.store import store_name
 from tests.reliability import (
-    Workload, actor_rss_mb, assert_nothing_lost, check_sync, dedupe_deliveries, kill_named, percentiles, record,
-    size, wait_ready,
+    Workload,
+    actor_rss_mb,
+    assert_nothing_lost,
+    check_sync,
+    dedupe_deliveries,
+    kill_named,
+    percentiles,
+    record,
+    size,
+    wait_ready,
 )
 from tests.webhooks import Receiver
 
@@ -48,18 +56,33 @@ CAPACITY = REPLICAS * ONGOING + QUEUED  # running + queued before Serve refuses
 
 
 def rel_config(tmp: Path, jobs: dict) -> AppConfig:
-    return AppConfig.model_validate({
-        "timeout": 1.0,
-        "max_timeout": 5,
-        "jobs": {"lease_s": 2, "max_attempts": 6, **jobs},
-        # A receiver down for a while is retried for ~30 s.
-        "callbacks": {"allow": ["127.0.0.1"], "backoff_s": 0.2, "max_backoff_s": 1, "max_attempts": 40,
-                      "timeout_s": 2},
-        "monitoring": {"enabled": False},
-        "models": {MODEL: {"class": "tests.slow_models:Recorder", "options": {"log": str(tmp / "runs.log")},
-                           "timeout": 1.0, "num_replicas": REPLICAS, "max_ongoing_requests": ONGOING,
-                           "max_queued_requests": QUEUED, "ray_actor_options": {"num_cpus": 0}}},
-    })
+    return AppConfig.model_validate(
+        {
+            "timeout": 1.0,
+            "max_timeout": 5,
+            "jobs": {"lease_s": 2, "max_attempts": 6, **jobs},
+            # A receiver down for a while is retried for ~30 s.
+            "callbacks": {
+                "allow": ["127.0.0.1"],
+                "backoff_s": 0.2,
+                "max_backoff_s": 1,
+                "max_attempts": 40,
+                "timeout_s": 2,
+            },
+            "monitoring": {"enabled": False},
+            "models": {
+                MODEL: {
+                    "class": "tests.slow_models:Recorder",
+                    "options": {"log": str(tmp / "runs.log")},
+                    "timeout": 1.0,
+                    "num_replicas": REPLICAS,
+                    "max_ongoing_requests": ONGOING,
+                    "max_queued_requests": QUEUED,
+                    "ray_actor_options": {"num_cpus": 0},
+                }
+            },
+        }
+    )
 
 
 def deploy(name: str, config: AppConfig, base_url: str) -> str:
@@ -99,6 +122,7 @@ def workload(rel, callback_url=None) -> Workload:
 
 def submitting(load: Workload, count: int, seconds: float) -> threading.Thread:
     """Submit in the background, paced, so faults land among the submissions."""
+
     def paced():
         for _ in range(count // 5):
             load.submit(5, seconds)
@@ -109,8 +133,16 @@ def submitting(load: Workload, count: int, seconds: float) -> threading.Thread:
     return thread
 
 
-def conclude(load: Workload, timeout_s: float, scenario: str, faults: str, held: str, overdue_allowed_s: float = 0,
-             proxy_answers: bool = False, **extra) -> dict:
+def conclude(
+    load: Workload,
+    timeout_s: float,
+    scenario: str,
+    faults: str,
+    held: str,
+    overdue_allowed_s: float = 0,
+    proxy_answers: bool = False,
+    **extra,
+) -> dict:
     """Wait for the jobs, record the figures, and check that every job ended well."""
     figures = record({"scenario": scenario, "faults": faults, "load": held, **load.finish(timeout_s), **extra})
     assert_nothing_lost(figures, overdue_allowed_s, proxy_answers)
@@ -129,8 +161,14 @@ def test_job_store_killed_several_times(rel, receiver):
     figures = load.finish(timeout_s=size(90, 300))
     delivered, repeats = dedupe_deliveries(receiver.received, "/store")
     figures.update(callbacks_received=len(delivered), callback_repeats=repeats)
-    record({"scenario": "JobStore actor killed repeatedly", "faults": f"{kills} kills of the store actor, 2.5 s apart",
-            "load": "paced job submissions (0.05 s jobs, callbacks on) + 1 sync client", **figures})
+    record(
+        {
+            "scenario": "JobStore actor killed repeatedly",
+            "faults": f"{kills} kills of the store actor, 2.5 s apart",
+            "load": "paced job submissions (0.05 s jobs, callbacks on) + 1 sync client",
+            **figures,
+        }
+    )
     assert_nothing_lost(figures)
     assert figures["completed"] == figures["acknowledged"]
     assert figures["callbacks_received"] == figures["acknowledged"], "a callback never arrived"
@@ -148,23 +186,32 @@ def test_runner_and_model_replica_killed_mid_job(rel):
         replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if f"rel#{MODEL}#" in a["name"]]
         kill_named(replicas[0], restart=False)  # mid-run of a job: the runner sees the replica die
     figures = conclude(
-        load, size(120, 300), "Job runner and a model replica killed mid-job",
+        load,
+        size(120, 300),
+        "Job runner and a model replica killed mid-job",
         f"{rounds} x (JobRunner replica killed, then a Recorder replica killed mid-run of a sleeper job)",
-        "0.8 s sleeper jobs, 2 at once + 1 sync client")
+        "0.8 s sleeper jobs, 2 at once + 1 sync client",
+    )
     assert figures["reruns_counted"] >= 1, "no job was cut off: the faults missed"
     wait_ready(rel.url)
 
 
 def uploading(url: str, tag: str, upload_s: float) -> Future:
     """A job submission whose body takes `upload_s` to arrive: in flight on the gateway all that time."""
+
     def chunks():
         yield b'{"seconds": 0.05, '
         time.sleep(upload_s)
         yield json.dumps({"tag": tag}).encode()[1:]
 
     pool = ThreadPoolExecutor(1)
-    answer = pool.submit(httpx.post, f"{url}/v1/models/{MODEL}/jobs", content=chunks(), timeout=60,
-                         headers={"Content-Type": "application/json", "Idempotency-Key": tag})
+    answer = pool.submit(
+        httpx.post,
+        f"{url}/v1/models/{MODEL}/jobs",
+        content=chunks(),
+        timeout=60,
+        headers={"Content-Type": "application/json", "Idempotency-Key": tag},
+    )
     pool.shutdown(wait=False)  # the one request still runs
     return answer
 
@@ -189,8 +236,15 @@ def test_gateway_killed(rel):
         load.jobs[tag] = client.submit(MODEL, {"seconds": 0.05, "tag": tag}, idempotency_key=tag).id
     # Submissions in flight on the dying gateway may get the proxy's bare 500; sent
     # again under their Idempotency-Key, each is acknowledged once (checked in conclude).
-    figures = conclude(load, size(60, 200), "Gateway replica killed", "the rel app's Gateway replica killed once",
-                       "paced job submissions + 2 sync clients", proxy_answers=True, gateway_recovered_s=recovered_s)
+    figures = conclude(
+        load,
+        size(60, 200),
+        "Gateway replica killed",
+        "the rel app's Gateway replica killed once",
+        "paced job submissions + 2 sync clients",
+        proxy_answers=True,
+        gateway_recovered_s=recovered_s,
+    )
     # Sync requests in flight on the dying gateway fail with Ray Serve's proxy's
     # bare 500 (docs/reliability.md); the others wait for the new gateway.
     assert sum(figures["sync_status"].values()) > 0
@@ -212,9 +266,14 @@ def test_callback_receiver_down_then_back(rel, receiver):
     figures = load.finish(timeout_s=60)
     delivered, repeats = dedupe_deliveries(receiver.received, "/down")
     figures.update(callbacks_received=len(delivered), callback_repeats=repeats, receiver_down_s=down_s)
-    record({"scenario": "Callback receiver down, then back",
+    record(
+        {
+            "scenario": "Callback receiver down, then back",
             "faults": f"receiver not listening for {down_s} s (connections refused)",
-            "load": "job submissions with callbacks + 1 sync client", **figures})
+            "load": "job submissions with callbacks + 1 sync client",
+            **figures,
+        }
+    )
     assert_nothing_lost(figures)
     assert figures["callbacks_received"] == figures["acknowledged"]
     assert figures["callbacks"] == {"delivered": figures["acknowledged"]}
@@ -249,9 +308,15 @@ def test_redis_restarted(serve_app, tmp_path, redis_server):
         time.sleep(down_s)
         redis_server.start()
         feeder.join()
-        conclude(load, size(90, 300), "Redis restarted (redis backend)",
-                 f"redis-server stopped for {down_s} s, started again on its append-only file",
-                 "paced job submissions + 1 sync client", overdue_allowed_s=down_s + 1, redis_down_s=down_s)
+        conclude(
+            load,
+            size(90, 300),
+            "Redis restarted (redis backend)",
+            f"redis-server stopped for {down_s} s, started again on its append-only file",
+            "paced job submissions + 1 sync client",
+            overdue_allowed_s=down_s + 1,
+            redis_down_s=down_s,
+        )
     finally:
         serve.delete("relredis")
         kill_named(store_name(config.jobs), restart=False)
@@ -264,7 +329,11 @@ def test_full_ray_stop_and_start_with_sqlite(tmp_path):
     db, ids_file = str(tmp_path / "jobs.sqlite3"), str(tmp_path / "ids.json")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tests.restart_phase", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "tests.restart_phase", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=400,
     )
     started = time.monotonic()
@@ -276,18 +345,26 @@ def test_full_ray_stop_and_start_with_sqlite(tmp_path):
     runs = [line.split()[0] for line in Path(db + ".runs").read_text().splitlines()]
     duplicated = [j["id"] for i, j in enumerate(jobs) if runs.count(f"j{i}") > j["attempts"]]
     figures = {
-        "acknowledged": len(jobs), "completed": sum(j["status"] == "succeeded" for j in jobs),
+        "acknowledged": len(jobs),
+        "completed": sum(j["status"] == "succeeded" for j in jobs),
         "failed": sum(j["status"] == "failed" for j in jobs),
         "lost": sum(j["status"] not in ("succeeded", "failed", "cancelled") for j in jobs),
-        "duplicated": len(duplicated), "reruns_counted": len(runs) - len(set(runs)),
+        "duplicated": len(duplicated),
+        "reruns_counted": len(runs) - len(set(runs)),
         "max_attempts_seen": max(j["attempts"] for j in jobs),
         "lease_overdue": None,  # not measured: no store to sample while Ray is down
         "sync_5xx": None,
-        "sync_500": None, "seconds": round(time.monotonic() - started, 1),
+        "sync_500": None,
+        "seconds": round(time.monotonic() - started, 1),
     }
-    record({"scenario": "Full Ray stop and start (sqlite backend)",
+    record(
+        {
+            "scenario": "Full Ray stop and start (sqlite backend)",
             "faults": "Ray shut down mid-job (1 running, the rest queued), a new cluster started on the same file",
-            "load": f"1 + {n} jobs; no sync traffic (the cluster is gone)", **figures})
+            "load": f"1 + {n} jobs; no sync traffic (the cluster is gone)",
+            **figures,
+        }
+    )
     assert figures["lost"] == 0 and figures["duplicated"] == 0, jobs
     assert figures["completed"] == figures["acknowledged"]
     # The first was running when Ray stopped: its lease ended, it ran again; the rest waited.
@@ -323,17 +400,24 @@ def test_sync_burst_of_ten_times_capacity(rel):
     first = httpx.post(f"{rel.url}/v1/models/{MODEL}/predict", json={"seconds": 0.01}, timeout=30)
     recovered_s = round(time.monotonic() - after, 3)
     gateway_after, store_after = actor_rss_mb("rel#Gateway"), actor_rss_mb(rel.store)
-    figures = record({
-        "scenario": "Sync burst of 10x capacity", "faults": "none",
-        "load": f"{clients} concurrent clients for {burst_s} s on a model with capacity {CAPACITY} "
-                f"({REPLICAS} replicas x {ONGOING} running + {QUEUED} queued), 0.2 s requests, 1 s timeout",
-        "requests": sum(statuses.values()), "sync_status": {str(k): v for k, v in sorted(statuses.items(), key=str)},
-        "sync_5xx": sum(v for k, v in statuses.items() if isinstance(k, int) and k >= 500),
-        "sync_500": sum(v for k, v in statuses.items() if isinstance(k, int) and k >= 500 and k not in (503, 504)),
-        "sync_unexpected": len(problems), "latency": percentiles(latencies),
-        "gateway_rss_mb": [gateway_before, gateway_after], "store_rss_mb": [store_before, store_after],
-        "first_request_after_burst": {"status": first.status_code, "seconds": recovered_s}, "_problems": problems[:5],
-    })
+    figures = record(
+        {
+            "scenario": "Sync burst of 10x capacity",
+            "faults": "none",
+            "load": f"{clients} concurrent clients for {burst_s} s on a model with capacity {CAPACITY} "
+            f"({REPLICAS} replicas x {ONGOING} running + {QUEUED} queued), 0.2 s requests, 1 s timeout",
+            "requests": sum(statuses.values()),
+            "sync_status": {str(k): v for k, v in sorted(statuses.items(), key=str)},
+            "sync_5xx": sum(v for k, v in statuses.items() if isinstance(k, int) and k >= 500),
+            "sync_500": sum(v for k, v in statuses.items() if isinstance(k, int) and k >= 500 and k not in (503, 504)),
+            "sync_unexpected": len(problems),
+            "latency": percentiles(latencies),
+            "gateway_rss_mb": [gateway_before, gateway_after],
+            "store_rss_mb": [store_before, store_after],
+            "first_request_after_burst": {"status": first.status_code, "seconds": recovered_s},
+            "_problems": problems[:5],
+        }
+    )
     assert figures["sync_unexpected"] == 0, problems[:10]
     assert statuses.get(200, 0) > 0 and statuses.get(503, 0) > 0
     assert first.status_code == 200  # recovered at once
@@ -382,13 +466,19 @@ def test_job_flood_with_long_polls(rel):
         for future in futures:
             future.result()
     store_after = actor_rss_mb(rel.store)
-    figures = record({
-        "scenario": "Job flood with concurrent long-polls", "faults": "none",
-        "load": f"{count} job submissions from 8 threads, {pollers} long-pollers (?wait=10)", **figures,
-        "submit_per_s": round(count / submitted_s, 1), "poll_wake_lag": percentiles(lags),
-        "get_latency": percentiles(gets), "long_poll_round_trip": percentiles(polls),
-        "store_rss_mb": [store_before, store_after],
-        "store_kib_per_job": round((store_after - store_before) * 1024 / count, 1),
-    })
+    figures = record(
+        {
+            "scenario": "Job flood with concurrent long-polls",
+            "faults": "none",
+            "load": f"{count} job submissions from 8 threads, {pollers} long-pollers (?wait=10)",
+            **figures,
+            "submit_per_s": round(count / submitted_s, 1),
+            "poll_wake_lag": percentiles(lags),
+            "get_latency": percentiles(gets),
+            "long_poll_round_trip": percentiles(polls),
+            "store_rss_mb": [store_before, store_after],
+            "store_kib_per_job": round((store_after - store_before) * 1024 / count, 1),
+        }
+    )
     assert_nothing_lost(figures)
     assert figures["completed"] == figures["acknowledged"] == count

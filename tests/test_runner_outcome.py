@@ -30,7 +30,9 @@ class FlakyStore:
         async def finish(job_id, runner, attempt, status, result=None, error=None, result_blob=None):
             self.calls.append((status, result, error))
             if len(self.calls) <= self.failures:
-                raise RayTaskError("finish", "Traceback: redis.exceptions.ConnectionError", ConnectionError("redis down"))
+                raise RayTaskError(
+                    "finish", "Traceback: redis.exceptions.ConnectionError", ConnectionError("redis down")
+                )
             return True
 
         self.finish = Remote(finish)
@@ -59,8 +61,9 @@ class Monitor:
 def runner(store) -> JobRunner:
     cls = JobRunner.func_or_class
     self = cls.__new__(cls)
-    self.config = AppConfig.model_validate({"jobs": {"lease_s": 2}, "models": {"m": {
-        "class": "tests.slow_models:Sleeper", "timeout": False}}})
+    self.config = AppConfig.model_validate(
+        {"jobs": {"lease_s": 2}, "models": {"m": {"class": "tests.slow_models:Sleeper", "timeout": False}}}
+    )
     self.store, self.id, self.monitor = store, "runner-test", Monitor()
     model = Remote(lambda inputs, progress: Stream([(Event.STARTED, "cpu"), (Event.RESULT, {"ok": True})]))
     self.handles = {"m": type("Handle", (), {"run": model})()}
@@ -75,8 +78,16 @@ def runner(store) -> JobRunner:
 
 def test_a_store_failure_while_storing_the_result_is_not_a_model_error():
     store = FlakyStore(failures=2)
-    job = Job(id="job_x", seq=1, model="m", request=JobRequest(media_type="application/json"), ttl_s=60,
-              attempts=1, started_at=1.0, status="running")
+    job = Job(
+        id="job_x",
+        seq=1,
+        model="m",
+        request=JobRequest(media_type="application/json"),
+        ttl_s=60,
+        attempts=1,
+        started_at=1.0,
+        status="running",
+    )
     asyncio.run(runner(store)._call_model(job, b"{}", {}))
     # Retried until the store took it; never recorded as the model's failure.
     assert [status for status, _, _ in store.calls] == ["succeeded"] * 3

@@ -39,9 +39,11 @@ def test_a_bad_request_timeout_header_is_a_400_naming_the_header(value):
     with pytest.raises(InvalidHeader) as info:
         parse_header(value)
     assert info.value.body == {
-        "type": "invalid_header", "header": "Request-Timeout",
+        "type": "invalid_header",
+        "header": "Request-Timeout",
         "message": f"Request-Timeout: {value!r} is not a timeout; send a positive number of seconds, "
-                   "or 'none' for no timeout"}
+        "or 'none' for no timeout",
+    }
 
 
 @pytest.mark.parametrize("header, wait", [('wait="5"', 5.0), ("wait=-3", 0.0), ("wait=0", 0.0), ("wait=600", 60.0)])
@@ -54,5 +56,8 @@ def test_a_prefer_wait_that_is_not_a_finite_number_is_a_400(value):
     with pytest.raises(ApiError) as info:
         parse_prefer(f"wait={value}", 60.0)
     assert info.value.status == 400
-    assert info.value.body == {"type": "invalid_header", "header": "Prefer",
-                               "message": f"Prefer: wait={value!r} is not a number of seconds"}
+    assert info.value.body == {
+        "type": "invalid_header",
+        "header": "Prefer",
+        "message": f"Prefer: wait={value!r} is not a number of seconds",
+    }

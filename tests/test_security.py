@@ -57,11 +57,13 @@ def test_each_scope_opens_its_routes_only(secure, method, path, scope):
 def test_prefer_on_predict_needs_the_jobs_scope_too(secure):
     """Prefer: respond-async / wait stores a job: a predict-only key may not."""
     for prefer in ("respond-async", "wait=5"):
-        response = secure.post("/v1/models/sleeper/predict", json={"seconds": 0}, headers={
-            **bearer("predict"), "Prefer": prefer})
+        response = secure.post(
+            "/v1/models/sleeper/predict", json={"seconds": 0}, headers={**bearer("predict"), "Prefer": prefer}
+        )
         assert response.status_code == 403 and error_of(response)["scope"] == "jobs", response.text
-    response = secure.post("/v1/models/sleeper/predict", json={"seconds": 0}, headers={
-        **bearer("admin"), "Prefer": "respond-async"})
+    response = secure.post(
+        "/v1/models/sleeper/predict", json={"seconds": 0}, headers={**bearer("admin"), "Prefer": "respond-async"}
+    )
     assert response.status_code == 202
 
 
@@ -103,15 +105,24 @@ def test_keys_and_job_ids_never_reach_the_logs(secure, serve_app):
     secure.get(f"/v1/jobs/{job['id']}/result", headers=bearer("jobs"))
 
     def log_texts() -> list[str]:
-        return [p.read_text(errors="ignore") for p in serve_app.logs_dir.rglob("*")
-                if p.is_file() and p.suffix in (".log", ".out", ".err")]
+        return [
+            p.read_text(errors="ignore")
+            for p in serve_app.logs_dir.rglob("*")
+            if p.is_file() and p.suffix in (".log", ".out", ".err")
+        ]
 
     # Log files are flushed line by line: wait for the failed run's line (its id shortened).
     while not any(job["id"][:10] + "…" in text for text in log_texts()):
         assert time.monotonic() < deadline, "the failed job was not logged"
         time.sleep(0.2)
     texts = log_texts()
-    for secret in [*API_KEYS.values(), *TENANT_KEYS.values(), WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), job["id"]]:
+    for secret in [
+        *API_KEYS.values(),
+        *TENANT_KEYS.values(),
+        WEBHOOK_SECRET,
+        WEBHOOK_SECRET.removeprefix("whsec_"),
+        job["id"],
+    ]:
         assert not any(secret in text for text in texts), f"{secret} found in the logs"
 
 

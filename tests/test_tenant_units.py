@@ -22,8 +22,12 @@ def test_token_bucket_spends_its_burst_then_refills_at_its_rate():
 
 
 def test_a_tenants_settings_come_from_its_entry_over_defaults():
-    config = AppConfig.model_validate({"models": MODELS, "tenants": {
-        "defaults": {"max_active_jobs": 5, "weight": 2}, "acme": {"max_active_jobs": 50}}})
+    config = AppConfig.model_validate(
+        {
+            "models": MODELS,
+            "tenants": {"defaults": {"max_active_jobs": 5, "weight": 2}, "acme": {"max_active_jobs": 50}},
+        }
+    )
     acme, where = config.tenant("acme")
     assert (acme.max_active_jobs, acme.weight, acme.requests_per_s) == (50, 2, None)
     assert where == {"max_active_jobs": "tenants.acme.max_active_jobs", "weight": "tenants.defaults.weight"}

@@ -27,7 +27,9 @@ def secure(serve_app):
 def finished(client: httpx.Client, job_id: str, who: str) -> dict:
     deadline = time.monotonic() + 30
     while (job := client.get(f"/v1/jobs/{job_id}", params={"wait": 2}, headers=key(who)).json())["status"] in (
-            "queued", "running"):
+        "queued",
+        "running",
+    ):
         assert time.monotonic() < deadline, job
     return job
 
@@ -44,8 +46,13 @@ def test_another_tenant_gets_the_unknown_id_answer_on_every_job_route(secure):
     finished(secure, done["id"], "acme")
     running = secure.post(SLEEPER, json={"seconds": 30}, headers=key("acme")).json()  # the model's 1 job slot
     guessed = new_job_id()
-    routes = [("GET", "/v1/jobs/{id}", {}), ("GET", "/v1/jobs/{id}", {"wait": 1}), ("GET", "/v1/jobs/{id}/result", {}),
-              ("DELETE", "/v1/jobs/{id}", {}), ("POST", "/v1/jobs/{id}/retry", {})]
+    routes = [
+        ("GET", "/v1/jobs/{id}", {}),
+        ("GET", "/v1/jobs/{id}", {"wait": 1}),
+        ("GET", "/v1/jobs/{id}/result", {}),
+        ("DELETE", "/v1/jobs/{id}", {}),
+        ("POST", "/v1/jobs/{id}/retry", {}),
+    ]
     try:
         for method, path, params in routes:
             # A guessed id and another tenant's ids answer alike, field for field and header for header.
@@ -54,8 +61,10 @@ def test_another_tenant_gets_the_unknown_id_answer_on_every_job_route(secure):
             for job_id in (running["id"], done["id"]):
                 response = secure.request(method, path.format(id=job_id), params=params, headers=key("globex"))
                 got, want = unknown_answer(response, job_id), unknown_answer(expected, guessed)
-                assert got[:3] == (want[0], {**want[1], "job_id": job_id, "message": f"no job '{job_id}'"},
-                                   want[2]), (method, path)
+                assert got[:3] == (want[0], {**want[1], "job_id": job_id, "message": f"no job '{job_id}'"}, want[2]), (
+                    method,
+                    path,
+                )
                 assert want[1]["message"] == f"no job '{guessed}'"
         # Nothing was changed by globex: the running job still runs, the finished one is as it was.
         assert secure.get(f"/v1/jobs/{running['id']}", headers=key("acme")).json()["status"] in ("queued", "running")
@@ -89,8 +98,9 @@ def test_listing_filters_by_creation_time_and_pages(secure):
     ids = [secure.post(SLEEPER, json={"seconds": 0}, headers=key("globex")).json()["id"] for _ in range(3)]
     page = secure.get("/v1/jobs", params={"created_after": since, "limit": 2}, headers=key("globex")).json()
     assert [j["id"] for j in page["jobs"]] == ids[:0:-1] and page["next_cursor"]
-    rest = secure.get("/v1/jobs", params={"created_after": since, "limit": 2, "cursor": page["next_cursor"]},
-                      headers=key("globex")).json()
+    rest = secure.get(
+        "/v1/jobs", params={"created_after": since, "limit": 2, "cursor": page["next_cursor"]}, headers=key("globex")
+    ).json()
     assert [j["id"] for j in rest["jobs"]] == ids[:1]
     before = secure.get("/v1/jobs", params={"created_before": since, "limit": 500}, headers=key("globex")).json()
     assert not set(ids) & {j["id"] for j in before["jobs"]}
@@ -106,9 +116,12 @@ def test_idempotency_keys_replay_refuse_and_are_scoped_per_tenant(secure):
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     # Anything else that differs is another request: 422, and the first job's id is not revealed.
-    for change in ({"json": {"seconds": 1}}, {"params": {"ttl_s": 61}},
-                   {"params": {"ttl_s": 60, "metadata": '{"a": 1}'}},
-                   {"content": b'{"seconds": 0}', "headers": {"content-type": "application/vnd.test+json"}}):
+    for change in (
+        {"json": {"seconds": 1}},
+        {"params": {"ttl_s": 61}},
+        {"params": {"ttl_s": 60, "metadata": '{"a": 1}'}},
+        {"content": b'{"seconds": 0}', "headers": {"content-type": "application/vnd.test+json"}},
+    ):
         request = {"json": {"seconds": 0}, "params": {"ttl_s": 60}, **change}
         request["headers"] = {**key("acme"), **idem, **change.get("headers", {})}
         other = secure.post(SLEEPER, **request)
@@ -145,9 +158,13 @@ def test_key_syntax(monkeypatch):
     assert keys[_digest("dddddddddddddddd")].tenant == key_id("dddddddddddddddd") != key_id("aaaaaaaaaaaaaaaa")
     assert keys[_digest("bbbbbbbbbbbbbbbb")].tenant == keys[_digest("cccccccccccccccc")].tenant == "ops"
     assert keys[_digest("cccccccccccccccc")].scopes == {"predict", "jobs"}
-    for bad, why in (("aaaaaaaaaaaaaaaa@", "tenant ''"), ("aaaaaaaaaaaaaaaa@a/b", "tenant 'a/b'"),
-                     ("aaaaaaaaaaaaaaaa@" + ANONYMOUS, "reserved"), ("aaaaaaaaaaaaaaaa@key_1", "reserved"),
-                     ("short@ops", "shorter than 16")):
+    for bad, why in (
+        ("aaaaaaaaaaaaaaaa@", "tenant ''"),
+        ("aaaaaaaaaaaaaaaa@a/b", "tenant 'a/b'"),
+        ("aaaaaaaaaaaaaaaa@" + ANONYMOUS, "reserved"),
+        ("aaaaaaaaaaaaaaaa@key_1", "reserved"),
+        ("short@ops", "shorter than 16"),
+    ):
         with pytest.raises(ValueError, match=why) as info:
             parse_keys("x" * 16 + " " + bad)
         assert "entry 2" in str(info.value) and "aaaaaaaaaaaaaaaa" not in str(info.value)
@@ -160,8 +177,12 @@ def test_erase_on_request_leaves_a_tombstone(secure, serve_app):
     from pathlib import Path
 
     marker = uuid.uuid4().hex
-    done = secure.post(SLEEPER, json={"seconds": 0, "note": marker}, params={"metadata": f'{{"m": "{marker}"}}'},
-                       headers={**key("acme"), "Idempotency-Key": marker}).json()
+    done = secure.post(
+        SLEEPER,
+        json={"seconds": 0, "note": marker},
+        params={"metadata": f'{{"m": "{marker}"}}'},
+        headers={**key("acme"), "Idempotency-Key": marker},
+    ).json()
     assert finished(secure, done["id"], "acme")["status"] == "succeeded"
     running = secure.post(SLEEPER, json={"seconds": 30, "note": marker}, headers=key("acme")).json()
     secure_dir = Path(serve_app.config.jobs.sqlite_path).parent  # the secure app's store and blobs live here
@@ -178,8 +199,12 @@ def test_erase_on_request_leaves_a_tombstone(secure, serve_app):
     for job in (done, running):
         response = secure.delete(f"/v1/jobs/{job['id']}", params={"erase": "true"}, headers=key("acme"))
         assert response.status_code == 200 and response.json() == {"id": job["id"], "erased": True}
-        for method, path in (("GET", "/v1/jobs/{id}"), ("GET", "/v1/jobs/{id}/result"), ("DELETE", "/v1/jobs/{id}"),
-                             ("POST", "/v1/jobs/{id}/retry")):
+        for method, path in (
+            ("GET", "/v1/jobs/{id}"),
+            ("GET", "/v1/jobs/{id}/result"),
+            ("DELETE", "/v1/jobs/{id}"),
+            ("POST", "/v1/jobs/{id}/retry"),
+        ):
             answer = secure.request(method, path.format(id=job["id"]), headers=key("acme"))
             assert answer.status_code == 410, (method, path, answer.text)
             error = error_of(answer)

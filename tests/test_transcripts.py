@@ -30,19 +30,22 @@ def test_the_long_clip_passes_with_its_misheard_words_and_repeated():
     assert_transcript(heard + " " + heard[:400], "speech_long.ogg")  # a clip repeated, cut anywhere
 
 
-@pytest.mark.parametrize("wrong", [
-    "",  # the transcriber returned nothing
-    "Le rapide renard brun saute par-dessus le chien paresseux. Servir des modèles avec des délais.",  # French
-    "Der schnelle braune Fuchs springt über den faulen Hund.",  # German
-    LONG,  # the other clip
-])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        "",  # the transcriber returned nothing
+        "Le rapide renard brun saute par-dessus le chien paresseux. Servir des modèles avec des délais.",  # French
+        "Der schnelle braune Fuchs springt über den faulen Hund.",  # German
+        LONG,  # the other clip
+    ],
+)
 def test_a_wrong_transcript_of_the_short_clip_fails(wrong):
     assert check(wrong, "speech.ogg")
     with pytest.raises(AssertionError, match="transcript is not speech.ogg"):
         assert_transcript(wrong, "speech.ogg")
 
 
-@pytest.mark.parametrize("wrong", ["", SHORT, LONG[:len(LONG) // 2]])  # nothing, the other clip, half of it
+@pytest.mark.parametrize("wrong", ["", SHORT, LONG[: len(LONG) // 2]])  # nothing, the other clip, half of it
 def test_a_wrong_transcript_of_the_long_clip_fails(wrong):
     assert share_heard(wrong, LONG) < THRESHOLD
     assert check(wrong, "speech_long.ogg")
@@ -50,8 +53,9 @@ def test_a_wrong_transcript_of_the_long_clip_fails(wrong):
 
 def test_the_command_line_reads_text_or_a_json_answer():
     def run(text, *args):
-        return subprocess.run([sys.executable, "-m", "tests.transcripts", *args], input=text, cwd=ROOT,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "tests.transcripts", *args], input=text, cwd=ROOT, capture_output=True, text=True
+        )
 
     assert run(HEARD[1], "speech.ogg").returncode == 0
     assert run(json.dumps({"text": HEARD[1], "language": "en"}), "--json").returncode == 0

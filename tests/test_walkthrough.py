@@ -22,7 +22,7 @@ PAGE = ROOT / "docs" / "podcast.md"
 
 # What the page says -> what the test runs. Each must apply exactly once.
 SUBSTITUTIONS = [
-    ("--minutes 15", "--minutes 2"),        # ~8 s of transcription here instead of ~60 s
+    ("--minutes 15", "--minutes 2"),  # ~8 s of transcription here instead of ~60 s
     ("--request-timeout 10", "--request-timeout 1"),
     ("--prefer-wait 30", "--prefer-wait 2"),  # still shorter than the work: it becomes a job
     ("https://hooks.example.com/podcast", "{receiver}"),  # a receiver on loopback (allowed in the test app)
@@ -59,21 +59,29 @@ def test_podcast_walkthrough_runs(serve_app, tmp_path):
     found = substituted(steps(PAGE.read_text()), receiver.base + "/podcast")
     (tmp_path / "scripts").symlink_to(ROOT / "scripts")
     bin_dir = str(Path(sys.executable).parent)  # python and longserve from this venv
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"], "LONGSERVE_URL": serve_app.url,
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+        "LONGSERVE_URL": serve_app.url,
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("LONGSERVE_API_KEY", None)
 
     runs = []
     for kind, code in found:
         argv = ["python", "-c", code] if kind == "python" else ["bash", "-c", code]
-        runs.append(subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-                                   stdin=subprocess.DEVNULL))
+        runs.append(
+            subprocess.run(
+                argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+            )
+        )
     make, timed_out, prefer_wait, job, python, callback = runs
 
     assert make.returncode == 0 and make.stdout.startswith("wrote podcast.mp3: 2 min of speech"), make.stderr
     assert timed_out.returncode == cli.TIMEOUT, timed_out.stderr
-    assert timed_out.stderr.startswith("error: 504 timeout: Model 'transcriber' did not answer within 1 s "
-                                       "(timeout set by Request-Timeout header)")
+    assert timed_out.stderr.startswith(
+        "error: 504 timeout: Model 'transcriber' did not answer within 1 s (timeout set by Request-Timeout header)"
+    )
     assert "Prefer: wait=<seconds>" in timed_out.stderr
     assert prefer_wait.returncode == 0, prefer_wait.stderr
     assert re.match(r"job job_\S+ \(transcriber\) (queued|running)\n", prefer_wait.stderr)  # it became a job

@@ -50,8 +50,10 @@ STOPWORDS = frozenset(
 
 def content_words(text: str) -> Counter:
     """Lower-case words without punctuation, a final plural/verb "s" or stopwords, counted."""
-    words = (w.removesuffix("s") if len(w) > 3 and not w.endswith("ss") else w
-             for w in re.findall(r"[a-z0-9]+", text.lower()))
+    words = (
+        w.removesuffix("s") if len(w) > 3 and not w.endswith("ss") else w
+        for w in re.findall(r"[a-z0-9]+", text.lower())
+    )
     return Counter(w for w in words if w not in STOPWORDS)
 
 
@@ -89,8 +91,10 @@ def check(transcript: str, clip: str = "speech.ogg") -> str:
     if share >= THRESHOLD:
         return ""
     missing = sorted((content_words(reference) - content_words(transcript)).keys())
-    return (f"transcript is not {clip}: {share:.0%} of its content words heard, at least {THRESHOLD:.0%} needed;"
-            f" missing {missing[:20]}; transcript: {transcript[:300]!r}")
+    return (
+        f"transcript is not {clip}: {share:.0%} of its content words heard, at least {THRESHOLD:.0%} needed;"
+        f" missing {missing[:20]}; transcript: {transcript[:300]!r}"
+    )
 
 
 def assert_transcript(transcript: str, clip: str = "speech.ogg") -> None:

@@ -56,7 +56,9 @@ class Receiver:
 
     def up(self, port: Optional[int] = None) -> None:
         """Listen (again, on the same port unless given one)."""
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.server.server_port if port is None else port), self.handler)
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", self.server.server_port if port is None else port), self.handler
+        )
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def down(self) -> None:

@@ -5,6 +5,7 @@ store (server/openai/files.py). The `jobs` scope, as native jobs."""
 
 import asyncio
 import json
+import time
 from functools import cached_property
 from typing import Any, Optional
 
@@ -173,11 +174,20 @@ class OpenAIBatchRoutes(GatewayParts):
         return found
 
     async def _batch_view(self, record: dict) -> dict:
-        """The batch now; once every job ended, its output and error files are written (once)."""
-        jobs = await asyncio.gather(*(self.store.get.remote(item["job_id"]) for item in record["items"]))
+        """The batch now; once every job ended, its output and error files are written (once).
+        Past its completion_window, its pending jobs are cancelled first (it expires)."""
+        jobs = await self._batch_jobs(record)
+        if batches.past_window(record, jobs, time.time()):
+            record = batches.stamp(record, "expired_at")
+            await self._files_call(self.openai_files.put_batch(record))
+            await asyncio.gather(*(self.store.cancel.remote(item["job_id"]) for item in record["items"]))
+            jobs = await self._batch_jobs(record)
         if batches.finished(jobs) and record.get("finalized_at") is None:
             record = await self._finish_batch(record, jobs)
         return batches.view(record, jobs)
+
+    async def _batch_jobs(self, record: dict) -> list:
+        return await asyncio.gather(*(self.store.get.remote(item["job_id"]) for item in record["items"]))
 
     async def _finish_batch(self, record: dict, jobs: list) -> dict:
         ok, failed = batches.outputs(record, jobs)

@@ -3,7 +3,10 @@ durable job; the batch's record (which job answers which custom_id) is kept
 in the file store (server/openai/files.py). A batch's status and counts are
 read from its jobs' states each time, so there is no second state machine to
 keep in step; the output and error files are written once every job ended
-(`finalized_at`), a cancelled batch's too (with what did run).
+(`finalized_at`), a cancelled batch's too (with what did run). A batch read
+after its completion_window with lines still pending expires: those lines
+are cancelled and reported `batch_expired` in the error file, the batch ends
+`expired` with what did finish in its output file.
 Pure functions; the routes are in server/http/openai_batches.py."""
 
 import json
@@ -14,11 +17,10 @@ from pydantic import ValidationError
 
 from longserve.api.jobs import PENDING
 from longserve.server.errors import InvalidRequest
-from longserve.server.openai.bodies import BatchLine
+from longserve.server.openai.bodies import BatchLine, window_s
 from longserve.server.openai.formats import embedding_list
 
 MAX_LINES = 10_000
-WINDOW_S = 24 * 3600
 
 
 def parse_lines(data: bytes) -> list[BatchLine]:
@@ -59,11 +61,24 @@ def finished(jobs: list[Any]) -> bool:
     return all(job is None or job.status not in PENDING for job in jobs)
 
 
+def expires_at(record: dict) -> int:
+    return record["created_at"] + window_s(record["completion_window"])
+
+
+def past_window(record: dict, jobs: list[Any], now: float) -> bool:
+    """True when the batch must expire now: its window passed with lines still pending."""
+    open_ = record.get("finalized_at") is None and record.get("cancelled_at") is None
+    return open_ and record.get("expired_at") is None and now >= expires_at(record) and not finished(jobs)
+
+
 def view(record: dict, jobs: list[Any]) -> dict:
     """The batch as OpenAI's Batch object, its status from its jobs."""
     done, finalized, cancelled = finished(jobs), record.get("finalized_at"), record.get("cancelled_at")
+    expired = record.get("expired_at")
     if cancelled is not None:
         status = "cancelled" if done and finalized else "cancelling"
+    elif expired is not None:
+        status = "expired" if done and finalized else "finalizing"
     elif done:
         status = "completed" if finalized else "finalizing"
     else:
@@ -80,11 +95,11 @@ def view(record: dict, jobs: list[Any]) -> dict:
         "error_file_id": record.get("error_file_id"),
         "created_at": record["created_at"],
         "in_progress_at": record["created_at"],
-        "expires_at": record["created_at"] + WINDOW_S,
+        "expires_at": expires_at(record),
         "finalizing_at": finalized,
-        "completed_at": finalized if cancelled is None else None,
-        "failed_at": None,
-        "expired_at": None,
+        "completed_at": finalized if cancelled is None and expired is None else None,
+        "failed_at": None,  # a bad input file is refused at create (400): no batch fails later
+        "expired_at": expired,
         "cancelling_at": cancelled,
         "cancelled_at": finalized if cancelled is not None else None,
         "request_counts": counts(jobs),
@@ -97,7 +112,7 @@ def outputs(record: dict, jobs: list[Any]) -> tuple[bytes, bytes]:
     ok, failed = [], []
     for item, job in zip(record["items"], jobs, strict=True):
         line = {"id": f"batch_req_{job.id if job else item['job_id']}", "custom_id": item["custom_id"]}
-        answer = response_of(item, job)
+        answer = response_of(item, job, expired=record.get("expired_at") is not None)
         if answer.get("status_code") == 200:
             ok.append({**line, "response": answer, "error": None})
         elif "status_code" in answer:
@@ -107,10 +122,12 @@ def outputs(record: dict, jobs: list[Any]) -> tuple[bytes, bytes]:
     return jsonl(ok), jsonl(failed)
 
 
-def response_of(item: dict, job: Any) -> dict:
+def response_of(item: dict, job: Any, expired: bool = False) -> dict:
     """A line's response ({status_code, request_id, body}), or its error ({code, message})."""
     if job is None:
         return {"code": "job_missing", "message": "the request's job is gone (expired and forgotten)"}
+    if expired and job.status == "cancelled":  # cancelled because the window passed
+        return {"code": "batch_expired", "message": "the request did not finish within the batch's completion_window"}
     if job.status in ("cancelled", "expired"):
         return {"code": f"batch_{job.status}", "message": f"the request was {job.status} before it ran"}
     if job.status == "failed":
@@ -163,6 +180,7 @@ def new_record(batch_id: str, request: Any, items: list[dict]) -> dict:
         "created_at": int(time.time()),
         "items": items,
         "cancelled_at": None,
+        "expired_at": None,
         "finalized_at": None,
         "output_file_id": None,
         "error_file_id": None,

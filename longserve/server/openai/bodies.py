@@ -2,7 +2,7 @@
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -35,5 +35,18 @@ class BatchLine(Strict):
 class BatchRequest(Strict):
     input_file_id: str
     endpoint: Literal["/v1/embeddings"]
-    completion_window: Literal["24h"]
+    # OpenAI's "24h", or a shorter window in s, m or h (a longserve extension): "90s", "30m", "2h".
+    completion_window: str = Field(pattern=r"^[1-9][0-9]{0,5}[smh]$")
     metadata: Optional[dict[str, str]] = None
+
+    @field_validator("completion_window")
+    @classmethod
+    def _at_most_a_day(cls, value: str) -> str:
+        if window_s(value) > 24 * 3600:
+            raise ValueError("at most 24h")
+        return value
+
+
+def window_s(window: str) -> int:
+    """Seconds of a completion_window such as "24h", "30m", "90s"."""
+    return int(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
