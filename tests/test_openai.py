@@ -280,3 +280,21 @@ def test_a_streamed_transcription_sends_a_delta_per_segment(oai):
     text = "".join(event.delta for event in deltas)
     assert text == done.text
     assert_transcript(text, "speech.ogg")
+
+
+def test_a_deadline_mid_stream_is_an_error_the_sdk_raises(oai):
+    """200 s of speech: seven 30 s windows, each 5-15 s of work on this CPU. The SDK's 25 s
+    deadline (the server's: 24 s) passes after the first window's segments, long before
+    the last: the stream ends with an OpenAI-shaped error, which the SDK raises, never a
+    stream that just stops."""
+    clip = ("speech.wav", speech_wav("speech_long.ogg", repeat=3), "audio/wav")
+    deltas = []
+    with pytest.raises(openai.APIError) as caught:
+        for event in oai.with_options(timeout=25.0).audio.transcriptions.create(
+            model="whisper-1", file=clip, stream=True
+        ):
+            deltas.append(event)
+    assert deltas and all(event.type == "transcript.text.delta" for event in deltas)  # it failed mid-stream
+    error = caught.value.body
+    assert error["code"] == "timeout" and error["stage"] == "running" and error["type"] == "server_error"
+    assert "x-stainless-read-timeout" in error["timeout_source"]
