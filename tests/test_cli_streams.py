@@ -3,6 +3,7 @@ against the real app: output as it comes on stdout, the progress bar on stderr."
 
 import json
 import re
+import signal
 import subprocess
 
 import httpx
@@ -55,3 +56,21 @@ def test_predict_stream_timeout_mid_stream_exits_6_with_the_hint(serve_app):
     assert run.returncode == cli.TIMEOUT, run.stderr
     assert run.stdout.startswith('{"tick": 0}\n')  # partials came before the deadline
     assert run.stderr.startswith("error: 504 timeout: Model 'ticker' did not answer within 1.5 s")
+
+
+def test_ctrl_c_while_following_cancels_the_job_when_asked_to(serve_app, client):
+    proc = subprocess.Popen(
+        [LONGSERVE, "transcribe", str(DATA / "speech_long.ogg"), "--follow", "--on-interrupt", "cancel"],
+        env=env_for(serve_app.url),
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = proc.stderr.readline()  # "job <id> (transcriber) queued": it follows the job now
+    job_id = re.match(r"job (job_\S+)", first).group(1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == cli.INTERRUPTED, stderr
+    assert f"cancelled job {job_id}" in stderr
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
