@@ -117,5 +117,7 @@ def event_stream(events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
 
 async def encoded(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
     async for event in events:
-        data: Optional[str] = None if event.data is None else json.dumps(jsonable_encoder(event.data))
+        # A ping is a comment alone; any other event has data, `null` included (a model may return None).
+        ping = event.comment is not None and event.data is None
+        data: Optional[str] = None if ping else json.dumps(jsonable_encoder(event.data))
         yield format_sse_event(data_str=data, event=event.event, id=event.id, comment=event.comment)
