@@ -120,6 +120,14 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
             "ray_actor_options": NO_CPU,
             "auto_timeout": {"min_samples": 1_000_000, "fallback": 5},
         },
+        # Streamed predictions (tests/test_streams.py): partials on demand; its log tells what each run did.
+        ticker={
+            "class": "tests.slow_models:Ticker",
+            "options": {"log": str(jobs_db.parent / "ticker-runs.log")},
+            "timeout": 5,
+            "max_ongoing_requests": 4,
+            "ray_actor_options": NO_CPU,
+        },
     )
     args["openai"] = {"files": {"path": str(jobs_db.parent / "openai")}}
     args["models"]["transcriber"].update(ray_actor_options=NO_CPU)

@@ -3,10 +3,11 @@
 import os
 import threading
 import time
+from typing import Optional
 
 from pydantic import BaseModel, Field
 
-from longserve import Context, Model
+from longserve import Cancelled, Context, Model
 from longserve.models.embedder import EmbedInput
 
 
@@ -81,3 +82,50 @@ class CountingEmbedder(Sleeper):
             "dim": 1,
             "tokens": [1] * len(inputs.texts),
         }
+
+
+class TickInput(BaseModel):
+    ticks: int = Field(3, ge=0, le=10_000)
+    every: float = Field(0.02, ge=0, le=10)  # seconds between partials
+    first_after: float = Field(0, ge=0, le=120)  # seconds before the first partial
+    fail_after: Optional[int] = Field(None, ge=0)  # raise once this many partials are out
+    tag: str = ""
+
+
+class Ticker(Model):
+    """Streams: emits {"tick": i} `ticks` times, `every` s apart (the first after
+    `first_after` s), then returns {"ticks", "tag"}. Appends "<tag> began",
+    "<tag> cancelled" or "<tag> done" to `log`, so a test sees what the replica did."""
+
+    Input = TickInput
+
+    class Options(Model.Options):
+        log: str  # the run log's path
+
+    def predict(self, inputs: TickInput, ctx: Context) -> dict:
+        self._log(inputs.tag, "began")
+        try:
+            self._wait(inputs.first_after, ctx)
+            for i in range(inputs.ticks):
+                if i == inputs.fail_after:
+                    raise RuntimeError("asked to fail")
+                ctx.emit({"tick": i})
+                self._wait(inputs.every, ctx)
+        except Cancelled:
+            self._log(inputs.tag, "cancelled")
+            raise
+        self._log(inputs.tag, "done")
+        return {"ticks": inputs.ticks, "tag": inputs.tag}
+
+    def _log(self, tag: str, what: str) -> None:
+        if tag:
+            with open(self.options.log, "a") as f:
+                f.write(f"{tag} {what}\n")
+
+    @staticmethod
+    def _wait(seconds: float, ctx: Context) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ctx.check_cancelled()
+            time.sleep(min(left, 0.02))
+        ctx.check_cancelled()

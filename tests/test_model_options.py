@@ -71,6 +71,7 @@ def test_defaults_are_the_documented_ones():
         "beam_size": 1,
         "cpu_threads": 0,
         "max_audio_s": MAX_AUDIO_S,
+        "checkpoint_every_s": 60.0,
     }
 
 

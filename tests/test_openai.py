@@ -8,7 +8,8 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import API_KEYS, DATA
+from tests.conftest import API_KEYS, DATA, speech_wav
+from tests.transcripts import assert_transcript
 
 TEXTS = ["A cat sits on the mat.", "Ray Serve scales model serving.", "The quick brown fox."]
 SLOW = "slow_embedder"  # timeout 6 s, one call at a time; each text is seconds to sleep
@@ -267,3 +268,33 @@ def test_keys_hold_on_the_facade(serve_app):
         assert error_body(caught.value)["type"] == "authentication_error"
     with openai.OpenAI(base_url=base, api_key=API_KEYS["predict"], max_retries=0) as right:
         assert "sleeper" in {model.id for model in right.models.list()}
+
+
+def test_a_streamed_transcription_sends_a_delta_per_segment(oai):
+    """Two readings of the clip: several segments, each a delta as the model emits it."""
+    clip = ("speech.wav", speech_wav("speech.ogg", repeat=2), "audio/wav")
+    events = list(oai.audio.transcriptions.create(model="whisper-1", file=clip, stream=True))
+    *deltas, done = events
+    assert len(deltas) >= 2 and all(event.type == "transcript.text.delta" for event in deltas)
+    assert done.type == "transcript.text.done"
+    text = "".join(event.delta for event in deltas)
+    assert text == done.text
+    assert_transcript(text, "speech.ogg")
+
+
+def test_a_deadline_mid_stream_is_an_error_the_sdk_raises(oai):
+    """200 s of speech: seven 30 s windows, each 5-15 s of work on this CPU. The SDK's 25 s
+    deadline (the server's: 24 s) passes after the first window's segments, long before
+    the last: the stream ends with an OpenAI-shaped error, which the SDK raises, never a
+    stream that just stops."""
+    clip = ("speech.wav", speech_wav("speech_long.ogg", repeat=3), "audio/wav")
+    deltas = []
+    with pytest.raises(openai.APIError) as caught:
+        for event in oai.with_options(timeout=25.0).audio.transcriptions.create(
+            model="whisper-1", file=clip, stream=True
+        ):
+            deltas.append(event)
+    assert deltas and all(event.type == "transcript.text.delta" for event in deltas)  # it failed mid-stream
+    error = caught.value.body
+    assert error["code"] == "timeout" and error["stage"] == "running" and error["type"] == "server_error"
+    assert "x-stainless-read-timeout" in error["timeout_source"]

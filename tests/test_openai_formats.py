@@ -1,7 +1,6 @@
 """The OpenAI facade's shapes, without Ray: subtitles, vectors, errors, aliases."""
 
 import base64
-import json
 
 import numpy as np
 import pytest
@@ -41,9 +40,17 @@ def test_json_and_verbose_json():
     assert verbose["words"] == [{"word": "Hi", "start": 0.0, "end": 0.4}] and "segments" not in verbose
 
 
-def test_the_stream_is_one_delta_then_done():
-    events = [json.loads(chunk.removeprefix("data: ")) for chunk in formats.text_events("Hi there.")]
-    assert events == [
+def test_streamed_segments_are_deltas_that_join_to_the_text():
+    segments = [{"start": 0.0, "end": 1.0, "text": "Hi there."}, {"start": 1.0, "end": 2.0, "text": "Bye."}]
+    deltas = [formats.segment_delta(segment, first=i == 0) for i, segment in enumerate(segments)]
+    assert deltas == ["Hi there.", " Bye."]
+    assert list(formats.text_end("Hi there. Bye.", "".join(deltas))) == [
+        {"type": "transcript.text.done", "text": "Hi there. Bye."}
+    ]
+
+
+def test_a_model_that_emits_nothing_streams_one_delta_then_done():
+    assert list(formats.text_end("Hi there.", "")) == [
         {"type": "transcript.text.delta", "delta": "Hi there."},
         {"type": "transcript.text.done", "text": "Hi there."},
     ]

@@ -63,6 +63,27 @@ def share_heard(transcript: str, reference: str) -> float:
     return sum((wanted & content_words(transcript)).values()) / sum(wanted.values())
 
 
+def all_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, in order (every word counts here, stopwords too)."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def word_error_rate(hypothesis: str, reference: str) -> float:
+    """Word-level edit distance (substitutions + insertions + deletions) over the
+    reference's word count: 0.0 for the same words, 1.0 for none right. For two
+    transcripts of the same audio on the same machine (a resumed run against a
+    clean one), not for a transcript against REFERENCES: that is `check`'s job."""
+    ref, hyp = all_words(reference), all_words(hypothesis)
+    if not ref:
+        return float(bool(hyp))
+    row = list(range(len(hyp) + 1))  # distances from ref[:i] to each hyp[:j]
+    for i, r in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
+    return row[-1] / len(ref)
+
+
 def check(transcript: str, clip: str = "speech.ogg") -> str:
     """'' when `transcript` is `clip`'s speech by the rule above, else why not."""
     reference = REFERENCES[clip]

@@ -15,12 +15,21 @@ Results are the server's own models: `JobView`, `JobPage` (longserve.server.jobs
 from longserve.api.jobs import JobPage, JobView
 from longserve.api.models import ModelList, ModelView
 from longserve.client.clients import AsyncClient, Client
-from longserve.client.core import ConnectionFailed, JobNotFinished, LongserveError, Retry, WaitTimeout
+from longserve.client.core import (
+    ConnectionFailed,
+    Event,
+    JobNotFinished,
+    LongserveError,
+    Retry,
+    StreamBroken,
+    WaitTimeout,
+)
 
 __all__ = [
     "AsyncClient",
     "Client",
     "ConnectionFailed",
+    "Event",
     "JobNotFinished",
     "JobPage",
     "JobView",
@@ -28,5 +37,6 @@ __all__ = [
     "ModelList",
     "ModelView",
     "Retry",
+    "StreamBroken",
     "WaitTimeout",
 ]

@@ -2,6 +2,7 @@
 
     longserve predict embedder "A cat sits on the mat."
     longserve transcribe podcast.mp3 -o podcast.srt --format srt
+    longserve transcribe podcast.mp3 --follow        # each segment as it is transcribed
     longserve jobs list --status running
     longserve models
 
@@ -17,9 +18,10 @@ from typing import Any, Optional
 
 import click
 
+from longserve.api.jobs import ProgressView
 from longserve.client import Client, ConnectionFailed, JobNotFinished, JobView, LongserveError, WaitTimeout
 from longserve.client.core import API_KEY_ENV, DEFAULT_URL, URL_ENV, is_url
-from longserve.client.formats import FORMATS, render
+from longserve.client.formats import FORMATS, render, segment_text
 
 OK, ERROR, USAGE, UNREACHABLE, CLIENT_ERROR, SERVER_ERROR, TIMEOUT, OVERLOADED = 0, 1, 2, 3, 4, 5, 6, 7
 JOB_FAILED, JOB_CANCELLED, STILL_RUNNING, INTERRUPTED = 8, 9, 10, 130
@@ -257,6 +259,17 @@ class ProgressBar:
         self.bar.n = min(progress.done, progress.total or progress.done)
         self.bar.refresh()
 
+    def write(self, text: str) -> None:
+        """`text` on stdout; the bar on stderr is cleared first and drawn again after, not torn."""
+        if self.bar is None:
+            click.echo(text, nl=False)
+            sys.stdout.flush()  # each segment as it comes, also into a pipe
+            return
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout, end="")
+        sys.stdout.flush()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -300,6 +313,26 @@ def waiting(
         bar.close()
 
 
+def follow_job(client: Client, job: JobView, bar: ProgressBar, fmt: str) -> JobView:
+    """Follow `job`'s events until it ends: each partial written on stdout as it comes (a
+    transcript's segments in `fmt`), status and progress to `bar`. The job's final view."""
+    bar(job)
+    number = 0
+    for event in client.jobs.events(job):
+        if event.type == "partial":
+            number += 1
+            bar.write(segment_text(event.data, fmt, number))
+        elif event.type == "status":
+            job = job.model_copy(update={"status": event.data["status"]})
+            bar(job)
+        elif event.type == "progress":
+            job = job.model_copy(update={"progress": ProgressView.model_validate(event.data)})
+            bar(job)
+        elif event.type in ("result", "error"):  # the last event: the job's view
+            return JobView.model_validate(event.data)
+    return client.job(job)  # not reached: the events end with result or error
+
+
 def finished(job: JobView, client: Optional[Client] = None) -> Any:
     """The result of a job `wait` returned, or exit with the job's outcome."""
     if job.status == "succeeded":
@@ -323,6 +356,11 @@ def finished(job: JobView, client: Optional[Client] = None) -> Any:
     metavar="N",
     help="'Prefer: wait=N': if not done in N s the work becomes a job, which is then waited for.",
 )
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Stream the model's partial outputs: each printed as a JSON line as it comes, then the result.",
+)
 @wait_options
 @output_options("json")
 @click.pass_obj
@@ -336,6 +374,7 @@ def predict(
     params,
     request_timeout,
     prefer_wait,
+    stream,
     progress,
     wait_timeout,
     on_interrupt,
@@ -344,6 +383,17 @@ def predict(
 ):
     """Run MODEL on TEXT... ({"texts": [...]}), --json BODY or --file PATH and print the result."""
     kwargs = body_of(texts, json_body, file, content_type, params)
+    if stream:
+        if prefer_wait is not None:
+            raise click.UsageError("--stream is one request; --prefer-wait may make it a job: use one or the other")
+        result = None
+        for event in client.predict(model, **kwargs, request_timeout=request_timeout, stream=True):
+            if event.type == "partial":
+                click.echo(json.dumps(event.data, ensure_ascii=False))
+            else:
+                result = event.data
+        emit(result, fmt, output)
+        return
     result = waiting(
         client,
         lambda bar: client.predict(
@@ -372,6 +422,12 @@ def predict(
     metavar="N",
     help="Sync request with 'Prefer: wait=N': the transcript if done in N s, else a job to wait for.",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Print each segment on stdout as it is transcribed (in --format: text lines, SRT or WebVTT cues, "
+    "JSON lines) instead of the whole transcript at the end; -o still gets the whole transcript.",
+)
 @job_options
 @wait_options
 @output_options("text")
@@ -384,6 +440,7 @@ def transcribe(
     sync,
     request_timeout,
     prefer_wait,
+    follow,
     callback_url,
     callback_events,
     progress,
@@ -401,6 +458,10 @@ def transcribe(
         params.update(callback_url=callback_url, **({"callback_events": callback_events} if callback_events else {}))
     elif callback_url and (sync or request_timeout is not None):
         raise click.UsageError("--callback-url needs a job: drop --sync/--request-timeout, or use --prefer-wait")
+    if follow and (sync or request_timeout is not None or prefer_wait is not None or wait_timeout is not None):
+        raise click.UsageError(
+            "--follow follows a job to its end: drop --sync, --request-timeout, --prefer-wait and --wait-timeout"
+        )
     if sync or request_timeout is not None or prefer_wait is not None:
         result = waiting(
             client,
@@ -420,6 +481,12 @@ def transcribe(
         job = client.submit(
             model, content=audio, params=params or None, callback_url=callback_url, callback_events=callback_events
         )
+        if follow:
+            followed = waiting(client, lambda bar: follow_job(client, job, bar, fmt), progress, on_interrupt)
+            result = finished(followed, client)
+            if output is not None:
+                emit(result, fmt, output)
+            return
         result = finished(
             waiting(client, lambda bar: client.wait(job, wait_timeout, bar), progress, on_interrupt), client
         )

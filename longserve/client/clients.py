@@ -1,19 +1,30 @@
 """`Client` and `AsyncClient`: the same methods (written once, in `_Api`),
 run with blocking or with awaited I/O. On `AsyncClient` every method returns
-an awaitable."""
+an awaitable, and a stream (`predict(..., stream=True)`, `jobs.events`) is an
+async iterator."""
 
 import asyncio
 import inspect
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import httpx
+from httpx_sse import EventSource
 
 from longserve.client.core import (
     DEFAULT_TIMEOUT,
+    EVENT_STREAM,
     Call,
+    Close,
+    Dropped,
+    Emit,
+    Event,
+    Feed,
     JobRef,
+    NextEvent,
+    Open,
     ProgressCallback,
     Protocol,
     Retry,
@@ -26,6 +37,31 @@ from longserve.client.core import (
 )
 
 
+def is_event_stream(response: httpx.Response) -> bool:
+    return response.status_code == 200 and EVENT_STREAM in response.headers.get("content-type", "")
+
+
+class _Jobs:
+    """`client.jobs(...)`: one page of jobs; `client.jobs.events(job)`: a job's events as they come."""
+
+    def __init__(self, api: "_Api"):
+        self._api = api
+
+    def __call__(
+        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None
+    ):
+        """One page of jobs, newest first (`JobPage`; pass its `next_cursor` for the next)."""
+        return self._api._run(self._api._protocol.jobs(model, status, limit, cursor))
+
+    def events(self, job: JobRef, last_event_id: Optional[str] = None):
+        """The job's events (`Event`: `status`, `progress`, `partial`, then `result` or `error`,
+        with which it ends), from its first or from after `last_event_id`. A dropped
+        connection is opened again by itself, from the last event seen (`Last-Event-ID`):
+        no event is lost or repeated. An `error` event (the job failed, was cancelled or
+        expired) is handed over like the others, not raised."""
+        return self._api._stream(self._api._protocol.job_events(job, last_event_id))
+
+
 class _Api:
     """The calls. `_run` (sync or async) performs the steps each one yields."""
 
@@ -33,6 +69,14 @@ class _Api:
 
     def _run(self, call: Call):  # pragma: no cover - defined by the subclasses
         raise NotImplementedError
+
+    def _stream(self, call: Call):  # pragma: no cover - defined by the subclasses
+        raise NotImplementedError
+
+    @property
+    def jobs(self) -> _Jobs:
+        """Call it for a page of jobs; `jobs.events(job)` follows one job's events."""
+        return _Jobs(self)
 
     @property
     def url(self) -> str:
@@ -50,12 +94,21 @@ class _Api:
         prefer_wait: Optional[float] = None,
         on_progress: Optional[ProgressCallback] = None,
         wait_timeout: Optional[float] = None,
+        stream: bool = False,
     ):
         """Run `model` on `inputs` (sent as JSON) or `content` (bytes or a file path, sent raw) and
         return its result. `request_timeout` sends `Request-Timeout`. With `prefer_wait=N` the server
         answers within N s; if the work is not done by then it becomes a job, which this call then
-        waits for (`on_progress`, `wait_timeout` as in `wait`) — the caller just gets the result."""
+        waits for (`on_progress`, `wait_timeout` as in `wait`) — the caller just gets the result.
+
+        With `stream=True`: an iterator of `Event`s, the model's partials (`partial`) as it emits
+        them, then `result` (its data: the result). An error, before or during the stream, raises
+        the `LongserveError` the same call unstreamed raises (504 `timeout`, ...)."""
         body = make_body(inputs, content, content_type)
+        if stream:
+            if prefer_wait is not None:
+                raise ValueError("stream=True is one request; prefer_wait makes a job: submit() and jobs.events(job)")
+            return self._stream(self._protocol.predict_stream(model, body, params, request_timeout))
         return self._run(
             self._protocol.predict(model, body, params, request_timeout, prefer_wait, on_progress, wait_timeout)
         )
@@ -100,12 +153,6 @@ class _Api:
         """Cancel a queued or running job; returns its `JobView`. 409 `job_finished` once it ended."""
         return self._run(self._protocol.cancel(job))
 
-    def jobs(
-        self, model: Optional[str] = None, status: Optional[str] = None, limit: int = 50, cursor: Optional[int] = None
-    ):
-        """One page of jobs, newest first (`JobPage`; pass its `next_cursor` for the next)."""
-        return self._run(self._protocol.jobs(model, status, limit, cursor))
-
     def models(self):
         """Every model's effective config and state (`ModelList`)."""
         return self._run(self._protocol.models())
@@ -144,12 +191,51 @@ class Client(_Api):
             done, step = advance(call, self._perform(step))
         return step
 
+    def _stream(self, call: Call) -> Iterator[Event]:
+        feeds: list[Feed] = []
+        try:
+            done, step = advance(call, None)
+            while not done:
+                reply = None
+                if isinstance(step, Emit):
+                    yield step.event
+                else:
+                    reply = self._perform(step)
+                    if isinstance(reply, Feed):
+                        feeds.append(reply)
+                done, step = advance(call, reply)
+        finally:  # also when the caller stops early: the connection goes back
+            call.close()
+            for feed in feeds:
+                feed.response.close()
+
     def _perform(self, step: Step) -> Any:
         if isinstance(step, Send):
             with transport_errors(self.url):
                 return self._http.send(step.build(self._http))
         if isinstance(step, Sleep):
             return time.sleep(step.seconds)
+        if isinstance(step, Open):
+            try:
+                response = self._http.send(step.send.build(self._http), stream=True)
+            except httpx.TransportError as exc:
+                return Dropped(exc)
+            if is_event_stream(response):
+                return Feed(response, EventSource(response).iter_sse())
+            try:  # an error answer (or a server that does not stream): read whole
+                response.read()
+            finally:
+                response.close()
+            return Feed(response)
+        if isinstance(step, NextEvent):
+            try:
+                return next(step.feed.events, None)
+            except httpx.TransportError as exc:  # a read timeout, a connection cut
+                return Dropped(exc)
+        if isinstance(step, Close):
+            return step.feed.response.close()
+        if isinstance(step, Emit):
+            raise TypeError("a stream's steps run only in _stream")
         return step.callback(step.job)
 
     def close(self) -> None:
@@ -190,12 +276,51 @@ class AsyncClient(_Api):
             done, step = advance(call, await self._perform(step))
         return step
 
+    async def _stream(self, call: Call) -> AsyncIterator[Event]:
+        feeds: list[Feed] = []
+        try:
+            done, step = advance(call, None)
+            while not done:
+                reply = None
+                if isinstance(step, Emit):
+                    yield step.event
+                else:
+                    reply = await self._perform(step)
+                    if isinstance(reply, Feed):
+                        feeds.append(reply)
+                done, step = advance(call, reply)
+        finally:  # also when the caller stops early: the connection goes back
+            call.close()
+            for feed in feeds:
+                await feed.response.aclose()
+
     async def _perform(self, step: Step) -> Any:
         if isinstance(step, Send):
             with transport_errors(self.url):
                 return await self._http.send(step.build(self._http))
         if isinstance(step, Sleep):
             return await asyncio.sleep(step.seconds)
+        if isinstance(step, Open):
+            try:
+                response = await self._http.send(step.send.build(self._http), stream=True)
+            except httpx.TransportError as exc:
+                return Dropped(exc)
+            if is_event_stream(response):
+                return Feed(response, EventSource(response).aiter_sse())
+            try:  # an error answer (or a server that does not stream): read whole
+                await response.aread()
+            finally:
+                await response.aclose()
+            return Feed(response)
+        if isinstance(step, NextEvent):
+            try:
+                return await anext(step.feed.events, None)
+            except httpx.TransportError as exc:  # a read timeout, a connection cut
+                return Dropped(exc)
+        if isinstance(step, Close):
+            return await step.feed.response.aclose()
+        if isinstance(step, Emit):
+            raise TypeError("a stream's steps run only in _stream")
         reply = step.callback(step.job)  # on_progress may be sync or async here
         return (await reply) if inspect.isawaitable(reply) else reply
 

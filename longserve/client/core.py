@@ -2,8 +2,13 @@
 generator that yields steps (send this request, sleep, tell the caller about
 progress) and returns the call's value. `Client` and `AsyncClient` only run
 the steps, with blocking or awaited I/O (the "sans-I/O" pattern).
+
+A streamed call (Server-Sent Events) is written the same way: it opens a
+stream, reads its events one step at a time, and hands each one on (`Emit`);
+the clients run it as an iterator (async on `AsyncClient`).
 """
 
+import json
 import logging
 import mimetypes
 import random
@@ -25,6 +30,12 @@ logger = logging.getLogger("longserve.client")
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV, API_KEY_ENV = "LONGSERVE_URL", "LONGSERVE_API_KEY"
 POLL_S = 30.0  # one long-poll (the server caps it at jobs.max_wait_s)
+EVENT_STREAM = "text/event-stream"
+# A job's event stream is idle while the job queues or computes; servers send a comment
+# line every 15 s to keep it open. Nothing at all for this long: the connection is taken
+# for dead and opened again (from the last event seen, so nothing is lost).
+EVENTS_READ_TIMEOUT_S = 60.0
+FINAL_EVENTS = ("result", "error")
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_TIMEOUT_S)
 CLIENT_DEFAULT = "default"
@@ -84,6 +95,43 @@ class WaitTimeout(LongserveError):
                 "message": f"job {job.id} still {job.status} after waiting {timeout or 0:g} s; it goes on",
             },
         )
+
+
+class StreamBroken(ConnectionFailed):
+    """A stream ended (or its connection dropped) before its final event."""
+
+    def __init__(self, url: str, why: str):
+        LongserveError.__init__(self, 0, {"type": "stream_broken", "message": f"the stream of {url} {why}"})
+
+
+# An `error` event carries the error's JSON body but no HTTP status: the status the same
+# error gets as a plain answer, so a streamed call raises what the same call unstreamed would.
+STREAM_ERROR_STATUS = {
+    "timeout": 504,
+    "overloaded": 503,
+    "unavailable": 503,
+    "input_unavailable": 502,
+    "invalid_input": 422,
+    "invalid_request": 422,
+}
+
+
+def stream_error(data: Any) -> LongserveError:
+    """The exception of an `error` event's data ({"error": {...}})."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        error = {"type": "http_error", "message": str(data)[:500]}
+    return LongserveError(STREAM_ERROR_STATUS.get(error.get("type", ""), 500), error)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a stream. `type`: `partial` or `result` for a streamed predict; for a
+    job also `status`, `progress` and `error`. `data`: its JSON, parsed. `id`: its number."""
+
+    type: str
+    data: Any
+    id: Optional[str] = None
 
 
 # -- steps a call yields ------------------------------------------------------
@@ -152,7 +200,49 @@ class Notify:
     job: JobView
 
 
-Step = Union[Send, Sleep, Notify]
+@dataclass
+class Feed:
+    """An opened stream: the response, and its events (httpx-sse's iterator, sync or
+    async) when it is one; else None, the body read (an error answer)."""
+
+    response: httpx.Response
+    events: Any = None
+
+
+@dataclass
+class Dropped:
+    """The reply to Open or NextEvent when the connection failed or dropped."""
+
+    error: Exception
+
+
+@dataclass
+class Open:
+    """Send a request whose answer is a stream; the reply is a Feed, or Dropped."""
+
+    send: Send
+
+
+@dataclass
+class NextEvent:
+    """The reply: the feed's next httpx_sse.ServerSentEvent, None at its end, or Dropped."""
+
+    feed: Feed
+
+
+@dataclass
+class Close:
+    feed: Feed
+
+
+@dataclass
+class Emit:
+    """Hand `event` to whoever iterates the stream."""
+
+    event: Event
+
+
+Step = Union[Send, Sleep, Notify, Open, NextEvent, Close, Emit]
 Call = Generator[Step, Any, Any]
 
 
@@ -279,29 +369,46 @@ class Protocol:
         """Send, retrying 503s with bounded backoff; the response, or raise its error.
         When sending again is safe (a GET, or `idempotent`), also retry a 5xx that a
         proxy answered for a gateway that could not (its replica died mid-request)."""
-        idempotent = idempotent or send.method == "GET"
         for retry in range(self.retry.attempts + 1):
             response = yield send
             if response.status_code in ok:
                 return response
-            error = error_of(response)
-            again = response.status_code == 503 or (
-                idempotent and response.status_code >= 500 and error_body(response) is None
-            )
-            if not again or retry == self.retry.attempts:
-                raise error
-            delay = self.retry.delay(retry, response)
-            logger.info(
-                "%s %s: %d %s; retry %d/%d in %.2f s",
-                send.method,
-                send.url,
-                response.status_code,
-                error.type,
-                retry + 1,
-                self.retry.attempts,
-                delay,
-            )
-            yield Sleep(delay)
+            yield from self._refused(send, response, retry, idempotent)
+        raise AssertionError("unreachable: the last retry raises")
+
+    def open(self, send: Send) -> Call:
+        """Open a stream, retrying as `request` does; its Feed. Raises the error answer,
+        or ConnectionFailed."""
+        for retry in range(self.retry.attempts + 1):
+            feed = yield Open(send)
+            if isinstance(feed, Dropped):
+                raise ConnectionFailed(self.url, feed.error)
+            if feed.response.status_code == 200:
+                return feed
+            yield from self._refused(send, feed.response, retry, False)
+        raise AssertionError("unreachable: the last retry raises")
+
+    def _refused(self, send: Send, response: httpx.Response, retry: int, idempotent: bool) -> Call:
+        """After an error answer: raise it, or sleep before the next try."""
+        idempotent = idempotent or send.method == "GET"
+        error = error_of(response)
+        again = response.status_code == 503 or (
+            idempotent and response.status_code >= 500 and error_body(response) is None
+        )
+        if not again or retry == self.retry.attempts:
+            raise error
+        delay = self.retry.delay(retry, response)
+        logger.info(
+            "%s %s: %d %s; retry %d/%d in %.2f s",
+            send.method,
+            send.url,
+            response.status_code,
+            error.type,
+            retry + 1,
+            self.retry.attempts,
+            delay,
+        )
+        yield Sleep(delay)
 
     # -- calls ----------------------------------------------------------------
 
@@ -336,6 +443,75 @@ class Protocol:
         location = response.headers.get("location", job.links.self)
         job = yield from self.wait(job, wait_timeout, on_progress, location)
         return (yield from self.result(job))
+
+    def predict_stream(self, model: str, body: Body, params: Optional[dict], request_timeout: Optional[float]) -> Call:
+        """Emit the events of a streamed predict: partials, then the result (its value).
+        An `error` event raises what the same error raises unstreamed."""
+        if body.input_url is not None:
+            raise ValueError("a URL input is fetched by a job: use submit(), then jobs.events(job)")
+        headers = {"Accept": EVENT_STREAM}
+        if body.content_type:
+            headers["Content-Type"] = body.content_type
+        if request_timeout is not None:
+            headers["Request-Timeout"] = f"{request_timeout:g}"
+        url = f"/v1/models/{model}/predict"
+        send = Send("POST", url, params, headers, body.content, body.json, None, body.file)
+        feed = yield from self.open(send)
+        if feed.events is None:  # a server that answered without streaming: the result, whole
+            yield Emit(Event("result", feed.response.json()))
+            return feed.response.json()
+        while True:
+            sse = yield NextEvent(feed)
+            if sse is None or isinstance(sse, Dropped):
+                why = "ended before its result" if sse is None else f"dropped: {sse.error!r}"
+                raise StreamBroken(url, why)  # not resumed: a sync call's work stops with its connection
+            event = Event(sse.event, json.loads(sse.data) if sse.data else None, sse.id or None)
+            if event.type == "error":
+                raise stream_error(event.data)
+            yield Emit(event)
+            if event.type == "result":
+                return event.data
+
+    def job_events(self, job: JobRef, last_event_id: Optional[str]) -> Call:
+        """Emit a job's events (after `last_event_id`, when given) up to and with its final
+        `result` or `error` event. A dropped or ended connection is opened again with
+        `Last-Event-ID`, so no event is lost or repeated; after `retry.attempts` failed
+        tries in a row, StreamBroken."""
+        url = f"{job_url(job)}/events"
+        failures = 0
+        while True:
+            headers = {"Accept": EVENT_STREAM}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            send = Send("GET", url, headers=headers, read_timeout=EVENTS_READ_TIMEOUT_S)
+            retry_ms: Optional[int] = None
+            why = "could not be opened"
+            try:
+                feed = yield from self.open(send)
+            except ConnectionFailed as exc:
+                feed, why = None, exc.message
+            while feed is not None:
+                sse = yield NextEvent(feed)
+                if sse is None or isinstance(sse, Dropped):
+                    why = "ended before the job's last event" if sse is None else f"dropped: {sse.error!r}"
+                    yield Close(feed)
+                    break
+                retry_ms = sse.retry if sse.retry is not None else retry_ms
+                if not sse.data:
+                    continue
+                failures = 0
+                last_event_id = sse.id or last_event_id
+                event = Event(sse.event, json.loads(sse.data), sse.id or None)
+                yield Emit(event)
+                if event.type in FINAL_EVENTS:
+                    yield Close(feed)
+                    return None
+            failures += 1
+            if failures > self.retry.attempts:
+                raise StreamBroken(url, f"{why}, {failures} times in a row")
+            delay = retry_ms / 1000 if retry_ms is not None else self.retry.base_delay * 2 ** (failures - 1)
+            logger.info("%s: %s; again from event %s in %.2f s", url, why, last_event_id, delay)
+            yield Sleep(min(delay, self.retry.max_delay))
 
     def submit(
         self,

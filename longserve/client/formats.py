@@ -42,3 +42,18 @@ def render(result: Any, fmt: str) -> str:
         ]
         return "\n".join(["WEBVTT\n", *cues])
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+def segment_text(partial: Any, fmt: str, number: int) -> str:
+    """One streamed partial (a transcript's segment: `start`, `end`, `text`) as `fmt` writes
+    it, ending with a newline: a line of text, an SRT or WebVTT cue (WebVTT's header before
+    the first, `number` 1), or a JSON line. Any other partial is a JSON line."""
+    segment = partial if isinstance(partial, dict) and {"start", "end", "text"} <= partial.keys() else None
+    if fmt == "json" or segment is None:
+        return json.dumps(partial, ensure_ascii=False) + "\n"
+    if fmt == "text":
+        return segment["text"] + "\n"
+    cue = render({"segments": [segment]}, fmt)
+    if fmt == "srt":
+        return f"{number}{cue.removeprefix('1')}\n"
+    return (cue if number == 1 else cue.removeprefix("WEBVTT\n\n")) + "\n"

@@ -3,11 +3,37 @@
 Audio comes as a raw body (any format PyAV decodes) or as base64 in JSON.
 The loop reports progress in seconds of audio and stops at the next segment
 once the request is cancelled.
+
+Long audio uses the whole long-work API (longserve/model.py):
+
+- Each segment is emitted as it is decoded: `ctx.emit({"start", "end", "text"})`,
+  always those three keys (seconds of audio, rounded to 0.01; the text stripped),
+  in order. Joined with " ", the emitted texts are the result's "text".
+- Every `checkpoint_every_s` seconds of audio (at the next start of one of
+  Whisper's 30-s windows), it reports progress at that window's start and
+  checkpoints the segments before it, that offset, the detected language and
+  the decoder's prompt there (the last 223 tokens decoded): a few kB.
+- A later attempt of the job (`ctx.resume`) keeps the checkpointed segments
+  and decodes only the audio from the offset on. The cut is where an unbroken
+  run began its next window, itself a segment boundary Whisper chose, so no
+  word is cut in half and the rest is decoded as an unbroken run decodes it:
+  from the same audio, primed with the same tokens and language. The new
+  segments' times (and ids, seeks, word times) are shifted by the offset; the
+  result has the same shape as a clean run's. The resumed attempt emits only
+  the segments it decodes (the checkpointed ones were emitted by the attempt
+  that decoded them); a watcher of both attempts may see the segments between
+  the checkpoint and the fault twice: the later ones, by `start`, replace them.
+
+Each attempt logs one INFO line when it ends: how many seconds of audio it
+decoded, from which offset, and in how many seconds of wall time
+("model-seconds"; benchmarks/resume_bench.py reads it).
 """
 
 import base64
 import binascii
 import io
+import logging
+import time
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -17,6 +43,13 @@ from longserve.model import Context, InvalidInput, Model
 
 SAMPLE_RATE = 16000
 MAX_AUDIO_S = 4 * 3600.0
+CHECKPOINT_EVERY_S = 60.0
+FRAMES_PER_S = 100  # Whisper's mel frames (its `seek` unit): 10 ms, every model size
+PROMPT_TOKENS = 223  # of the text decoded so far, faster-whisper primes each window with the last 223 tokens
+PROMPT_RESET_ON_TEMPERATURE = 0.5  # faster-whisper's default: a window decoded hotter drops that context
+CHECKPOINT_VERSION = 1
+
+logger = logging.getLogger("ray.serve")  # in the replica's log, as the server's own lines
 
 
 class TranscribeInput(BaseModel):
@@ -67,6 +100,14 @@ class Transcriber(Model):
         beam_size: int = Field(1, ge=1)
         cpu_threads: int = Field(0, ge=0, description="0: CTranslate2's default.")
         max_audio_s: float = Field(MAX_AUDIO_S, gt=0, description="Longer audio is refused.")
+        checkpoint_every_s: float = Field(
+            CHECKPOINT_EVERY_S,
+            gt=0,
+            description=(
+                "A job checkpoints its segments so far after each this many seconds of audio;"
+                " a later attempt (after a fault) resumes from there."
+            ),
+        )
 
     options: Options
 
@@ -94,37 +135,138 @@ class Transcriber(Model):
             raise InvalidInput("this model is English-only and cannot translate; use a multilingual one")
         audio = decode(inputs.audio, self.options.max_audio_s)
         duration = round(len(audio) / SAMPLE_RATE, 3)
-        ctx.report_progress(0.0, duration, "started")
+        resumed = resume_state(ctx.resume, duration)
+        ctx.report_progress(resumed["offset"] if resumed else 0.0, duration, "resumed" if resumed else "started")
+        if resumed:
+            run = Transcription(resumed["offset"], resumed["segments"], resumed["prompt_tokens"])
+        else:
+            run = Transcription(0.0, [], self._prompt_tokens(inputs.prompt))
         options = {"temperature": inputs.temperature} if inputs.temperature is not None else {}
         segments, info = self.model.transcribe(
-            audio,
-            language=inputs.language,
+            audio[int(round(run.offset * SAMPLE_RATE)) :],
+            # Primed as an unbroken run is at the cut: the same prompt tokens, the language it detected.
+            language=inputs.language or (resumed["language"] if resumed else None),
             beam_size=self.options.beam_size,
             task=inputs.task,
-            initial_prompt=inputs.prompt,
+            initial_prompt=run.context or None,
             word_timestamps=inputs.word_timestamps,
             **options,
         )
-        out = []
-        for segment in segments:  # each step decodes the next window of audio
-            out.append(segment_dict(segment, inputs))
-            ctx.report_progress(min(segment.end, duration), duration)
-            ctx.check_cancelled()
+        if resumed and inputs.language is None:
+            detected = (resumed["language"], resumed["language_probability"])
+        else:
+            detected = (info.language, round(info.language_probability, 3))
+        checkpointed = run.offset
+        try:
+            for segment in segments:  # each step decodes the next window of audio
+                window = run.window_start(segment)
+                if window is not None and window - checkpointed >= self.options.checkpoint_every_s:
+                    # A new window: its start is where an unbroken run went on, after the segments so far.
+                    ctx.report_progress(window, duration)  # first: the job's resumed_from is this
+                    ctx.checkpoint(run.state(window, duration, *detected))
+                    checkpointed = window
+                item = run.add(segment, inputs)
+                ctx.emit({"start": item["start"], "end": item["end"], "text": item["text"]})
+                ctx.report_progress(min(item["end"], duration), duration)
+                ctx.check_cancelled()
+        finally:
+            logger.info(
+                "transcriber decoded %.2f s of audio from offset %.2f s of %.2f s in %.2f s (model-seconds)",
+                run.reached - run.offset,
+                run.offset,
+                duration,
+                time.monotonic() - run.began,
+            )
         return {
-            "text": " ".join(s["text"] for s in out),
-            "language": info.language,
-            "language_probability": round(info.language_probability, 3),
+            "text": " ".join(s["text"] for s in run.segments),
+            "language": detected[0],
+            "language_probability": detected[1],
             "duration": duration,
-            "segments": out,
+            "segments": run.segments,
+        }
+
+    def _prompt_tokens(self, prompt: Optional[str]) -> list[int]:
+        # As faster-whisper encodes an initial_prompt string, so that a resumed run gets the same tokens.
+        if not prompt:
+            return []
+        return self.model.hf_tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids[-PROMPT_TOKENS:]
+
+
+class Transcription:
+    """One attempt's segments (the checkpointed ones first when it resumed)
+    and the decoder's context, as faster-whisper keeps it: the last tokens
+    decoded, dropped after a window decoded at a high temperature."""
+
+    def __init__(self, offset: float, segments: list[dict], context: list[int]):
+        self.offset = offset  # where this attempt's audio begins in the whole
+        self.segments = list(segments)
+        self.first = len(segments)  # the first segment this attempt decodes
+        self.context = list(context)
+        self.reached = offset
+        self.seek: Optional[int] = None  # the window of the last segment, in mel frames of this attempt's audio
+        self.reset = False  # whether that window's decoding resets the context after it
+        self.began = time.monotonic()
+
+    def window_start(self, segment) -> Optional[float]:
+        """Where `segment`'s window starts in the whole audio, when it starts a
+        new window after one of this attempt's; else None."""
+        if self.seek is None or segment.seek == self.seek:
+            return None
+        if self.reset:
+            self.context = []
+        return round(self.offset + segment.seek / FRAMES_PER_S, 2)
+
+    def add(self, segment, inputs: TranscribeInput) -> dict:
+        item = segment_dict(segment, inputs, self.offset, len(self.segments))
+        self.segments.append(item)
+        self.seek, self.reset = segment.seek, (segment.temperature or 0.0) > PROMPT_RESET_ON_TEMPERATURE
+        self.context = (self.context + list(segment.tokens))[-PROMPT_TOKENS:]
+        self.reached = max(self.reached, item["end"])
+        return item
+
+    def state(self, offset: float, duration: float, language: str, probability: float) -> dict:
+        """The checkpoint: the segments before `offset` (a window's start) and the context there."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "offset": offset,
+            "duration": duration,
+            "language": language,
+            "language_probability": probability,
+            "prompt_tokens": self.context,
+            "segments": list(self.segments),
         }
 
 
-def segment_dict(segment, inputs: TranscribeInput) -> dict:
-    out = {"start": round(segment.start, 2), "end": round(segment.end, 2), "text": segment.text.strip()}
+def resume_state(state, duration: float) -> Optional[dict]:
+    """A checkpoint this audio can resume from, else None (start over): one
+    from another version or another length of audio is not trusted."""
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        return None
+    segments, offset, tokens = state.get("segments"), state.get("offset"), state.get("prompt_tokens")
+    if state.get("duration") != duration or not isinstance(segments, list) or not isinstance(tokens, list):
+        return None
+    if not all(isinstance(s, dict) for s in segments) or not all(isinstance(t, int) for t in tokens):
+        return None
+    if not isinstance(offset, (int, float)) or not 0 < offset <= duration or not isinstance(state.get("language"), str):
+        return None
+    if segments and not segments[-1].get("end", offset + 1) <= offset:
+        return None
+    return state
+
+
+def segment_dict(segment, inputs: TranscribeInput, offset: float = 0.0, first_id: int = 0) -> dict:
+    """A segment as the result lists it; `offset`: where the decoded audio began
+    in the whole (a resumed run's cut), added to every time; `first_id`: the
+    number of segments before it."""
+    out = {
+        "start": round(offset + segment.start, 2),
+        "end": round(offset + segment.end, 2),
+        "text": segment.text.strip(),
+    }
     if inputs.segment_details:
         out.update(
-            id=segment.id,
-            seek=segment.seek,
+            id=first_id + segment.id,
+            seek=segment.seek + int(round(offset * SAMPLE_RATE / 160)),  # in mel frames of 10 ms
             tokens=segment.tokens,
             avg_logprob=segment.avg_logprob,
             compression_ratio=segment.compression_ratio,
@@ -135,8 +277,8 @@ def segment_dict(segment, inputs: TranscribeInput) -> dict:
         out["words"] = [
             {
                 "word": w.word.strip(),
-                "start": round(w.start, 2),
-                "end": round(w.end, 2),
+                "start": round(offset + w.start, 2),
+                "end": round(offset + w.end, 2),
                 "probability": round(w.probability, 3),
             }
             for w in segment.words or []

@@ -89,13 +89,44 @@ def request_id(request: Request) -> str:
     return request.headers.get("x-request-id", "")
 
 
-def error_response(request: Request, status: int, body: dict, headers: Optional[dict] = None) -> JSONResponse:
+def error_answer(request: Request, status: int, body: dict, headers: Optional[dict] = None) -> tuple[int, dict, dict]:
+    """(status, JSON content, headers) of an error answer: the request id added, in
+    OpenAI's shape on the OpenAI routes."""
     body = {**body, "request_id": request_id(request)}
     headers = {**(headers or {}), **retry_advice(status, headers or {})}
     if is_openai_path(request.url.path):
         status = openai_status(status)
         body = openai_error(status, body)
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return status, {"error": body}, headers
+
+
+def error_response(request: Request, status: int, body: dict, headers: Optional[dict] = None) -> JSONResponse:
+    status, content, headers = error_answer(request, status, body, headers)
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+def answer_of(request: Request, exc: Exception) -> tuple[int, dict, dict]:
+    """(status, JSON content, headers) of the answer to `exc`: what the handlers
+    below send, and what a stream's `error` event carries once its 200 is sent."""
+    if isinstance(exc, ApiError):
+        return error_answer(request, exc.status, exc.body, exc.headers)
+    if isinstance(exc, RequestValidationError):
+        exc = errors.InvalidRequest.from_errors(exc.errors())
+    if isinstance(exc, errors.ServeError):
+        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        return error_answer(request, status_of(exc), exc.body, headers)
+    if isinstance(exc, StarletteHTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return error_answer(request, exc.status_code, {"type": kind, "message": str(exc.detail)}, headers)
+    # The detail may hold internals (paths, addresses): it goes to the log,
+    # under the request id the client gets, not into the answer.
+    logger.error("internal error (request_id=%s)", request_id(request), exc_info=exc)
+    return error_answer(
+        request,
+        500,
+        {"type": "internal", "message": "internal error; the server log has the details under this request_id"},
+    )
 
 
 def retry_advice(status: int, headers: dict) -> dict[str, str]:
@@ -110,32 +141,9 @@ def retry_advice(status: int, headers: dict) -> dict[str, str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.body, exc.headers)
+    async def _answer(request: Request, exc: Exception) -> JSONResponse:
+        status, content, headers = answer_of(request, exc)
+        return JSONResponse(content, status_code=status, headers=headers)
 
-    @app.exception_handler(errors.ServeError)
-    async def _domain_error(request: Request, exc: errors.ServeError) -> JSONResponse:
-        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
-        return error_response(request, status_of(exc), exc.body, headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return await _domain_error(request, errors.InvalidRequest.from_errors(exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = dict(exc.headers) if exc.headers else None
-        return error_response(request, exc.status_code, {"type": kind, "message": str(exc.detail)}, headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The detail may hold internals (paths, addresses): it goes to the log,
-        # under the request id the client gets, not into the answer.
-        logger.error("internal error (request_id=%s)", request_id(request), exc_info=exc)
-        return error_response(
-            request,
-            500,
-            {"type": "internal", "message": ("internal error; the server log has the details under this request_id")},
-        )
+    for kind in (ApiError, errors.ServeError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, _answer)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Query, Request, Security
+from fastapi import FastAPI, Header, Query, Request, Security
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
@@ -26,6 +26,7 @@ from longserve.server.config import AUTO, AppConfig, load_model_class
 from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
 from longserve.server.http.auth import OPEN, Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
+from longserve.server.http.events import EVENTS_RESPONSES, event_response, last_event_id
 from longserve.server.http.jobs import (
     JOB_PARAMS,
     JobOptions,
@@ -41,6 +42,7 @@ from longserve.server.http.openai import router as openai_router
 from longserve.server.http.openai_batches import OpenAIBatchRoutes
 from longserve.server.http.openai_batches import router as openai_batch_router
 from longserve.server.http.results import result_response
+from longserve.server.http.streams import CallStream, OnPartial, event_stream, native_events, wants_events
 from longserve.server.http.uploads import forget, receive_upload
 from longserve.server.inputs import InputParser, check_media_type, is_json
 from longserve.server.jobs.blob_keys import input_key
@@ -187,7 +189,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                 f"none: send 'Prefer: respond-async' or 'Prefer: wait=<seconds>', "
                 f"or POST /v1/models/{model}/jobs",
             )
-        return await self._sync(model, request, arrival, lambda: self._read_input(model, request, caller), caller)
+
+        async def read() -> BaseModel:
+            return await self._read_input(model, request, caller)
+
+        if wants_events(request):
+            return await self._predict_stream(model, request, arrival, read, caller)
+        return await self._sync(model, request, arrival, read, caller)
 
     @app.post("/v1/models/{model}/jobs", status_code=202, dependencies=BEARER, responses=JOB)
     async def submit_job(self, model: str, request: Request, job: Annotated[JobOptions, Query()]) -> Any:
@@ -204,6 +212,19 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             job = self._found(await self.store.wait.remote(job_id, wait), job_id)
             check_not_erased(job)  # erased while we waited
         return job_response(job)
+
+    @app.get("/v1/jobs/{job_id}/events", dependencies=BEARER, responses=EVENTS_RESPONSES)
+    async def job_events(
+        self,
+        job_id: str,
+        request: Request,
+        last_event_id_header: Annotated[Optional[str], Header(alias="Last-Event-ID")] = None,
+    ) -> Any:
+        """The job's events as Server-Sent Events (status, progress, partial, then result or error);
+        with Last-Event-ID, from the event after it (docs/jobs.md#events)."""
+        await self._job(request, job_id)
+        after = last_event_id(last_event_id_header)
+        return event_response(self.store, job_id, after, self.config.jobs.events_keepalive_s)
 
     @app.get("/v1/jobs/{job_id}/result", dependencies=BEARER)
     async def get_job_result(self, job_id: str, request: Request) -> Any:
@@ -535,6 +556,20 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             return accepted(job, applied)
         raise sync_error(job)
 
+    async def _predict_stream(
+        self,
+        model: str,
+        request: Request,
+        arrival: float,
+        read: Callable[[], Awaitable[BaseModel]],
+        caller: Caller,
+    ) -> Any:
+        """Predict as Server-Sent Events (server/http/streams.py): an error before
+        the first partial is answered as a plain predict's."""
+        stream = CallStream(lambda on_partial: self._sync(model, request, arrival, read, caller, on_partial))
+        first = await stream.first()
+        return event_stream(native_events(request, stream.outputs(first)))
+
     async def _sync(
         self,
         model: str,
@@ -542,10 +577,12 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         arrival: float,
         read: Callable[[], Awaitable[BaseModel]],
         caller: Caller = OPEN,
+        on_partial: Optional[OnPartial] = None,
     ) -> Any:
         """One sync call of `model` (native predict and the OpenAI routes): the
         timeout in force from the request's headers, the input from `read()`,
-        the deadline counted from `arrival`, and the call's metrics."""
+        the deadline counted from `arrival` (for a stream: until its end, partials
+        passed to `on_partial` included), and the call's metrics."""
         loop = asyncio.get_running_loop()
         timing, outcome = Timing(), "ok"
         try:
@@ -558,7 +595,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             )
             inputs = await read()
             remaining = None if timeout.seconds is None else timeout.seconds - (loop.time() - arrival)
-            return await self._call(model, inputs, timeout, remaining, request_id(request), timing)
+            return await self._call(model, inputs, timeout, remaining, request_id(request), timing, on_partial)
         except Exception as exc:
             outcome = outcome_of(exc)
             raise
@@ -672,6 +709,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         remaining: Optional[float],
         rid: str,
         timing: "Timing",
+        on_partial: Optional[OnPartial] = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         timing.dispatched = loop.time()
@@ -681,7 +719,9 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
         try:
             async with asyncio.timeout(None if remaining is None else max(remaining, 0)):
-                result = await call_model(self.handles[model], model, self.config.models[model], inputs, started)
+                result = await call_model(
+                    self.handles[model], model, self.config.models[model], inputs, started, on_partial=on_partial
+                )
         except TimeoutError:
             stage = "queued" if timing.started is None else "running"
             note = cold_start_note(model, self.config.models[model]) if stage == "queued" else ""

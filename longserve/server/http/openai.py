@@ -9,13 +9,14 @@ them like the gateway's own routes.
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email import policy
 from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.sse import ServerSentEvent
 from pydantic import BaseModel, Field, ValidationError
 
 from longserve.model import Model
@@ -24,7 +25,8 @@ from longserve.models.transcriber import TranscribeInput
 from longserve.server.config import AppConfig
 from longserve.server.errors import InvalidRequest
 from longserve.server.http.auth import Auth, Caller
-from longserve.server.http.errors import ApiError
+from longserve.server.http.errors import ApiError, answer_of
+from longserve.server.http.streams import ERROR, PARTIAL, PING, CallStream, OnPartial, Output, event_stream
 from longserve.server.inputs import InputParser
 from longserve.server.openai import formats
 from longserve.server.openai.bodies import EmbeddingsRequest, Strict
@@ -66,6 +68,7 @@ class GatewayParts:
             arrival: float,
             read: Callable[[], Awaitable[BaseModel]],
             caller: Caller = ...,
+            on_partial: Optional[OnPartial] = ...,
         ) -> Any: ...
 
         def _openai_model(self, name: str, kind: Optional[str] = None) -> str: ...  # OpenAIRoutes'
@@ -143,13 +146,11 @@ class OpenAIRoutes(GatewayParts):
         async def read() -> BaseModel:
             return self.parser.parse(model, "application/octet-stream", audio, params)
 
+        if options.stream:  # one delta per segment the model emits (server/http/streams.py)
+            stream = CallStream(lambda on_partial: self._sync(model, request, arrival, read, caller, on_partial))
+            first = await stream.first()
+            return event_stream(transcript_events(request, stream.outputs(first)))
         result = await self._sync(model, request, arrival, read, caller)
-        if options.stream:
-            return StreamingResponse(
-                formats.text_events(result["text"]),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
         answer = formats.transcription(result, options.response_format, task, set(options.timestamp_granularities))
         if isinstance(answer, str):
             return PlainTextResponse(answer, media_type=formats.MEDIA_TYPES[options.response_format])
@@ -188,6 +189,29 @@ class OpenAIRoutes(GatewayParts):
                 param="model",
             )
         return model
+
+
+def transcript_events(request: Request, outputs: AsyncIterator[Output]) -> AsyncIterator[ServerSentEvent]:
+    """A transcription's outputs as OpenAI streams them: one `transcript.text.delta` per
+    segment the model emitted (a dict with its "text"), then `transcript.text.done`; or
+    an error in OpenAI's shape, which the SDKs raise. The deltas join to the text."""
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        sent = ""
+        async for kind, value in outputs:
+            if kind == PING:
+                yield ServerSentEvent(comment="ping")
+            elif kind == ERROR:
+                yield ServerSentEvent(data=answer_of(request, value)[1])
+            elif kind == PARTIAL:
+                delta = formats.segment_delta(value, first=not sent)
+                sent += delta
+                yield ServerSentEvent(data=formats.text_delta(delta))
+            else:
+                for event in formats.text_end(value["text"], sent):
+                    yield ServerSentEvent(data=event)
+
+    return events()
 
 
 def model_card(name: str) -> dict:

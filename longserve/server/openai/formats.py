@@ -1,7 +1,6 @@
 """OpenAI's answer shapes, built from longserve models' results (pure functions)."""
 
 import base64
-import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -86,8 +85,21 @@ def vtt(segments: list[dict]) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def text_events(text: str) -> Iterator[str]:
-    """A finished transcript as OpenAI's stream: Server-Sent Events, one delta
-    (longserve's models have no partial outputs yet), then done."""
-    for event in ({"type": "transcript.text.delta", "delta": text}, {"type": "transcript.text.done", "text": text}):
-        yield f"data: {json.dumps(event)}\n\n"
+def segment_delta(segment: Any, first: bool) -> str:
+    """The text a streamed segment adds to the transcript: the transcriber's text is
+    its segments' texts joined with spaces, so each after the first starts with one."""
+    text = segment.get("text", "") if isinstance(segment, dict) else str(segment)
+    return text if first else " " + text
+
+
+def text_delta(delta: str) -> dict:
+    return {"type": "transcript.text.delta", "delta": delta}
+
+
+def text_end(text: str, sent: str) -> Iterator[dict]:
+    """The stream's last events once the transcript is `text`, `sent` having been
+    streamed already: what the deltas lack as one more (all of it, from a model that
+    emits no segments), then done, whose text is the transcript's either way."""
+    if text != sent and text.startswith(sent):
+        yield text_delta(text[len(sent) :])
+    yield {"type": "transcript.text.done", "text": text}
