@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--conc", default="16,64")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--env", action="append", default=[])
+    parser.add_argument("--check", action="store_true", help="also show a 504 and a request id as a client sees them")
     parser.add_argument("--apps", default="ls32r,ls32", help="comma list of ls<max_ongoing>[r]")
     args = parser.parse_args()
     env = dict(e.split("=", 1) for e in args.env)
@@ -116,6 +117,13 @@ def main() -> int:
     with serving(apps, env=env, access_log=False) as url:
         for a in apps:  # warm up
             wrk.run(f"{url}{a}/v1/models/embedder/predict", BODY, 8, 3)
+        if args.check:  # what a client sees through this ingress: a 504 explained, request ids
+            import httpx
+
+            for headers in ({"Request-Timeout": "0.001"}, {"X-Request-ID": "mine-1"}):
+                r = httpx.post(f"{url}{next(iter(apps))}/v1/models/embedder/predict", json=BODY, headers=headers)
+                print("CHECK", json.dumps({"sent": headers, "status": r.status_code, "headers": dict(r.headers),
+                                          "body": r.text[:600]}), flush=True)
         for c in [int(x) for x in args.conc.split(",")]:
             for a in apps:
                 before, t0 = cpu_ticks(), time.monotonic()

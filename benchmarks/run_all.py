@@ -144,7 +144,8 @@ def side_by_side(sides: dict[str, str], payload: dict, sizes: Sizes,
     every round, the order rotating from one point to the next so no server always goes first."""
     names = list(sides)
     out = {}
-    for name in names:  # warm up: connections, lazy imports, first batches
+    for name in names:  # warm up: a first answer (a model may load lazily), then connections, first batches
+        httpx.post(sides[name], json=payload, timeout=120).raise_for_status()
         wrk.run(sides[name], payload, 4, min(sizes.seconds, 3))
     point = 0
     for concurrency in concurrencies or sizes.concurrencies:
