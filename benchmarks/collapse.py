@@ -122,8 +122,13 @@ def main() -> int:
 
             for headers in ({"Request-Timeout": "0.001"}, {"X-Request-ID": "mine-1"}):
                 r = httpx.post(f"{url}{next(iter(apps))}/v1/models/embedder/predict", json=BODY, headers=headers)
-                print("CHECK", json.dumps({"sent": headers, "status": r.status_code, "headers": dict(r.headers),
-                                          "body": r.text[:600]}), flush=True)
+                print(
+                    "CHECK",
+                    json.dumps(
+                        {"sent": headers, "status": r.status_code, "headers": dict(r.headers), "body": r.text[:600]}
+                    ),
+                    flush=True,
+                )
         for c in [int(x) for x in args.conc.split(",")]:
             for a in apps:
                 before, t0 = cpu_ticks(), time.monotonic()

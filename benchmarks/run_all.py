@@ -158,6 +158,11 @@ def side_by_side(sides: dict[str, str], payload: dict, sizes: Sizes,
     return out
 
 
+def ratio(a: float, b: float) -> str:
+    """a ÷ b, or `n/a` when b served (next to) nothing."""
+    return f"{a / b:.2f}" if b >= 0.5 else "n/a"
+
+
 def answers(s: dict) -> str:
     """Every answer that was not a 2xx, by status, and wrk's client timeouts: `-` when none."""
     parts = [f"{n}x{status}" for status, n in sorted(s["statuses"].items()) if not 200 <= status < 300]
@@ -175,9 +180,9 @@ def serving_table(results: dict[int, dict[str, dict]], ours: str = "longserve") 
     for concurrency, sides in results.items():
         mine = sides[ours]
         for name, s in sides.items():
-            rate, p50 = mine["req/s"] / max(s["req/s"], 1e-9), mine["p50 ms"] / max(s["p50 ms"], 1e-9)
             lines.append(f"| {concurrency} | {name} | {s['req/s']:.0f} | {s['p50 ms']:.1f} | {s['p99 ms']:.1f} "
-                         f"| {rate:.2f} | {p50:.2f} | {answers(s)} |")
+                         f"| {ratio(mine['req/s'], s['req/s'])} | {ratio(mine['p50 ms'], s['p50 ms'])} "
+                         f"| {answers(s)} |")
     return lines
 
 
@@ -235,7 +240,7 @@ def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
                  "|---|---|---|---|---|"]
         for name in synced[top]:
             a, b = results[knee][name], results[top][name]
-            lines.append(f"| {name} | {a['req/s']:.0f} | {b['req/s']:.0f} | {b['req/s'] / max(a['req/s'], 1e-9):.2f} "
+            lines.append(f"| {name} | {a['req/s']:.0f} | {b['req/s']:.0f} | {ratio(b['req/s'], a['req/s'])} "
                          f"| {sum(b['statuses'].values())} answers; not 2xx: {answers(b)} |")
         report.section("Past saturation: embedder",
                        f"From the table above: throughput at {top} clients (4x past the 32 slots and the "
@@ -251,9 +256,9 @@ def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
         for name in ("longserve", "LitServe"):
             on, off = s[name], s[f"{name}, batching off"]
             lines.append(f"| {concurrency} | {name} | {on['req/s']:.0f} | {off['req/s']:.0f} "
-                         f"| {on['req/s'] / max(off['req/s'], 1e-9):.2f} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |")
+                         f"| {ratio(on['req/s'], off['req/s'])} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |")
         lines.append(f"| {concurrency} | longserve ÷ LitServe (on) | | | "
-                     f"{s['longserve']['req/s'] / max(s['LitServe']['req/s'], 1e-9):.2f} | | |")
+                     f"{ratio(s['longserve']['req/s'], s['LitServe']['req/s'])} | | |")
     report.add(*lines)
 
 
@@ -437,9 +442,10 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
 
 
 def phase_settings(report: Report, sizes: Sizes) -> None:
-    names = ["ray defaults", SHIPPED, "tuned (access log off, one loop, no stderr log)"]
+    names = ["ray defaults", SHIPPED, "HAProxy ingress, access log off",
+             "tuned (access log off, one loop, no stderr log)"]
     results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
-    report.section("Ray Serve settings: defaults vs access log off (longserve's default) vs a tuned set",
+    report.section("Ray Serve settings: defaults vs access log off (longserve's default) vs the HAProxy ingress vs a tuned set",
                    "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
                    "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
                    "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.")
@@ -515,7 +521,8 @@ def main() -> int:
         run_phase(report, "settings", lambda: phase_settings(report, sizes))
     header = [
         "# Benchmark results", "",
-        f"Written by `{command}` (under `flock /tmp/longserve-ray.lock`: no other Ray workload ran meanwhile), "
+        f"Written by `{command}` (run it under `flock /tmp/longserve-ray.lock` so no other Ray workload of this "
+        "project runs meanwhile; the load average below says what else did), "
         f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.", "",
         f"- Machine: {machine()}", f"- Versions: {versions()}",
         "- Ray Serve settings for longserve and the bare Ray Serve app: as this project ships them ("

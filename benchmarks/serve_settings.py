@@ -55,7 +55,7 @@ def measure_one(name: str, rounds: int, seconds: float, concurrency: int) -> dic
     paths = {"longserve": "/ls/v1/models/echo/predict", "bare serve": "/bare/predict"}
     results: dict[str, list[dict]] = {side: [] for side in paths}
     with serving({"/ls": echo_config(), "/bare": bare_app(ECHO)}, env=env, access_log=access_log) as url:
-        for side, path in paths.items():  # warm up
+        for path in paths.values():  # warm up
             wrk.run(url + path, {"value": 1}, 2, 1)
         for r in range(rounds):
             order = list(paths.items())
