@@ -445,7 +445,8 @@ def phase_settings(report: Report, sizes: Sizes) -> None:
     names = ["ray defaults", SHIPPED, "HAProxy ingress, access log off",
              "tuned (access log off, one loop, no stderr log)"]
     results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
-    report.section("Ray Serve settings: defaults vs access log off (longserve's default) vs the HAProxy ingress vs a tuned set",
+    report.section("Ray Serve settings: defaults vs access log off (longserve's default) vs the HAProxy ingress "
+                   "vs a tuned set",
                    "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
                    "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
                    "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.")
