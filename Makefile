@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; install it first so nothing pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-test run check lint test clean
+.PHONY: install install-test run run-haproxy check lint test clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ check: install
 
 run: check
 	$(VENV)/bin/serve run serve_config.yaml
+
+# The same behind Ray Serve's HAProxy ingress (less CPU per request; it also opens a
+# stats page and a metrics port on every interface): docs/benchmarks.md.
+run-haproxy: check
+	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/serve run serve_config.yaml
 
 # ruff (lint and format) and mypy over the package, then the whole suite.
 lint: install-test

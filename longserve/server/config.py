@@ -182,6 +182,11 @@ class ModelConfig(DeploymentOptions):
     # How many jobs of this model run at once (all runners together); the
     # rest of the model's capacity stays free for sync requests.
     max_concurrent_jobs: Optional[int] = Field(None, ge=1)
+    # Where a sync request waits while the model is full: "gateway" (a FIFO in the
+    # gateway that hands a freed slot straight on; server/http/admission.py) or
+    # "router" (Ray Serve's router, which polls the full replica with backoffs up to
+    # 0.5 s and collapses past saturation: docs/benchmarks.md).
+    queue_in: Literal["gateway", "router"] = "gateway"
     # Filled in by AppConfig: where `timeout` came from, for the 504 body.
     _timeout_source: str = PrivateAttr("")
 

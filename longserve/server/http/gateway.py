@@ -2,6 +2,7 @@
 turns every failure into the one JSON error shape."""
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from longserve.server.blobs import Blobs
 from longserve.server.calls import call_model
 from longserve.server.config import AUTO, AppConfig, load_model_class
 from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
+from longserve.server.http.admission import Admission
 from longserve.server.http.auth import OPEN, Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.events import EVENTS_RESPONSES, event_response, last_event_id
@@ -153,6 +155,12 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         self.blobs = Blobs(config.blobs)
         self.runner = runner  # held so Serve deploys it; it needs no requests
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
+        # Sync requests over a model's capacity wait here, not in Ray's router (http/admission.py).
+        self.admission = {
+            name: Admission(name, model, config.gateway.num_replicas)
+            for name, model in config.models.items()
+            if model.queue_in == "gateway"
+        }
         self.classes: dict[str, type[Model]] = {
             name: load_model_class(model.class_path) for name, model in config.models.items()
         }
@@ -719,9 +727,11 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
         try:
             async with asyncio.timeout(None if remaining is None else max(remaining, 0)):
-                result = await call_model(
-                    self.handles[model], model, self.config.models[model], inputs, started, on_partial=on_partial
-                )
+                admission = self.admission.get(model)
+                async with admission.slot() if admission else contextlib.nullcontext():
+                    result = await call_model(
+                        self.handles[model], model, self.config.models[model], inputs, started, on_partial=on_partial
+                    )
         except TimeoutError:
             stage = "queued" if timing.started is None else "running"
             note = cold_start_note(model, self.config.models[model]) if stage == "queued" else ""
