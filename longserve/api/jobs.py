@@ -41,6 +41,8 @@ class JobView(BaseModel):
     status: Status
     progress: ProgressView
     attempts: int
+    # Where the last attempt resumed from (the checkpoint's progress.done); null: it started from the beginning.
+    resumed_from: Optional[float] = None
     max_attempts: int
     created_at: str
     started_at: Optional[str] = None

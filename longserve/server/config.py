@@ -163,6 +163,8 @@ class JobsConfig(Deployed):
     max_input_mb: float = Field(4096.0, gt=0)
     # A result larger than this is stored as a blob; the job then shows its size and link.
     inline_result_kb: float = Field(256.0, ge=0)
+    # GET /v1/jobs/{id}/events sends a comment this often while nothing happens (proxies keep the stream open).
+    events_keepalive_s: float = Field(15.0, gt=0)
     # Filled in by AppConfig: the values the store's metrics give the tenant label.
     _tenant_labels: frozenset[str] = PrivateAttr(frozenset({"anonymous"}))
 

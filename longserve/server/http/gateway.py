@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Query, Request, Security
+from fastapi import FastAPI, Header, Query, Request, Security
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
@@ -26,6 +26,7 @@ from longserve.server.config import AUTO, AppConfig, load_model_class
 from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
 from longserve.server.http.auth import OPEN, Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
+from longserve.server.http.events import EVENTS_RESPONSES, event_response, last_event_id
 from longserve.server.http.jobs import (
     JOB_PARAMS,
     JobOptions,
@@ -204,6 +205,19 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             job = self._found(await self.store.wait.remote(job_id, wait), job_id)
             check_not_erased(job)  # erased while we waited
         return job_response(job)
+
+    @app.get("/v1/jobs/{job_id}/events", dependencies=BEARER, responses=EVENTS_RESPONSES)
+    async def job_events(
+        self,
+        job_id: str,
+        request: Request,
+        last_event_id_header: Annotated[Optional[str], Header(alias="Last-Event-ID")] = None,
+    ) -> Any:
+        """The job's events as Server-Sent Events (status, progress, partial, then result or error);
+        with Last-Event-ID, from the event after it (docs/jobs.md#events)."""
+        await self._job(request, job_id)
+        after = last_event_id(last_event_id_header)
+        return event_response(self.store, job_id, after, self.config.jobs.events_keepalive_s)
 
     @app.get("/v1/jobs/{job_id}/result", dependencies=BEARER)
     async def get_job_result(self, job_id: str, request: Request) -> Any:

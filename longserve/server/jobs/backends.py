@@ -5,6 +5,9 @@ durable, so the store can acknowledge it. Calls run in a worker thread.
 - sqlite: one file (WAL); the embedded default, on the head node.
 - redis:  for clusters; the same server KubeRay uses for GCS fault tolerance.
 
+Each job's event log (jobs/events.py) is kept beside its record, appended
+with the record's save, bounded there, and deleted with the job.
+
 Besides jobs, a backend keeps the store's settings as last deployed (a JSON
 text), so a store that restarts follows the newest deploy, not its first one.
 """
@@ -12,19 +15,23 @@ text), so a store that restarts follows the newest deploy, not its first one.
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Optional, Protocol, cast
 
+from longserve.server.jobs.events import KEPT, JobEvent, kept, oldest_trimmable
 from longserve.server.jobs.record import Job
 
 
 class Backend(Protocol):
     def load(self) -> Iterator[Job]: ...
-    def save(self, job: Job, body: Optional[bytes] = None) -> None: ...
+    # `events` are appended to the job's log (their ids follow its last), the bound applied.
+    def save(self, job: Job, body: Optional[bytes] = None, events: Sequence[JobEvent] = ()) -> None: ...
     def body(self, job_id: str) -> bytes: ...
     def drop_body(self, job_id: str) -> None: ...
-    def delete(self, job_id: str) -> None: ...  # the record and the body; a missing job is no error
+    def events(self, job_id: str, after: int, limit: int) -> list[JobEvent]: ...  # ids over `after`, oldest first
+    def drop_events(self, job_id: str) -> None: ...
+    def delete(self, job_id: str) -> None: ...  # the record, body and events; a missing job is no error
     def load_settings(self) -> Optional[str]: ...
     def save_settings(self, text: str) -> None: ...
 
@@ -33,15 +40,19 @@ class MemoryBackend:
     def __init__(self):
         self.records: dict[str, str] = {}
         self.bodies: dict[str, bytes] = {}
+        self.logs: dict[str, list[JobEvent]] = {}
         self.settings: Optional[str] = None
 
     def load(self) -> Iterator[Job]:
         return (Job.model_validate_json(r) for r in self.records.values())
 
-    def save(self, job: Job, body: Optional[bytes] = None) -> None:
+    def save(self, job: Job, body: Optional[bytes] = None, events: Sequence[JobEvent] = ()) -> None:
         self.records[job.id] = job.model_dump_json()
         if body is not None:
             self.bodies[job.id] = body
+        if events:
+            log = self.logs.setdefault(job.id, []) + [JobEvent.loads(e.dumps()) for e in events]  # as stored
+            self.logs[job.id] = [e for e in log if kept(e, log[-1].id)]
 
     def body(self, job_id: str) -> bytes:
         return self.bodies[job_id]
@@ -49,9 +60,16 @@ class MemoryBackend:
     def drop_body(self, job_id: str) -> None:
         self.bodies.pop(job_id, None)
 
+    def events(self, job_id: str, after: int, limit: int) -> list[JobEvent]:
+        return [e for e in self.logs.get(job_id, []) if e.id > after][:limit]
+
+    def drop_events(self, job_id: str) -> None:
+        self.logs.pop(job_id, None)
+
     def delete(self, job_id: str) -> None:
         self.records.pop(job_id, None)
         self.bodies.pop(job_id, None)
+        self.logs.pop(job_id, None)
 
     def load_settings(self) -> Optional[str]:
         return self.settings
@@ -70,6 +88,10 @@ class SqliteBackend:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, record TEXT NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS events (job TEXT NOT NULL, id INTEGER NOT NULL, type TEXT NOT NULL,"
+            " event TEXT NOT NULL, PRIMARY KEY (job, id)) WITHOUT ROWID"
+        )
         self.db.execute("CREATE TABLE IF NOT EXISTS settings (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT)")
 
     def load(self) -> Iterator[Job]:
@@ -77,13 +99,20 @@ class SqliteBackend:
             rows = self.db.execute("SELECT record FROM jobs").fetchall()
         return (Job.model_validate_json(r) for (r,) in rows)
 
-    def save(self, job: Job, body: Optional[bytes] = None) -> None:
+    def save(self, job: Job, body: Optional[bytes] = None, events: Sequence[JobEvent] = ()) -> None:
         with self.lock:
             self.db.execute("BEGIN")
             try:
                 self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (job.id, job.model_dump_json()))
                 if body is not None:
                     self.db.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?)", (job.id, body))
+                rows = [(job.id, e.id, e.type, e.dumps()) for e in events]
+                self.db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)", rows)
+                if events and oldest_trimmable(events[-1].id) > 0:
+                    self.db.execute(
+                        "DELETE FROM events WHERE job = ? AND id <= ? AND type IN ('progress', 'partial')",
+                        (job.id, oldest_trimmable(events[-1].id)),
+                    )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -98,12 +127,24 @@ class SqliteBackend:
         with self.lock:
             self.db.execute("DELETE FROM bodies WHERE id = ?", (job_id,))
 
+    def events(self, job_id: str, after: int, limit: int) -> list[JobEvent]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT event FROM events WHERE job = ? AND id > ? ORDER BY id LIMIT ?", (job_id, after, limit)
+            ).fetchall()
+        return [JobEvent.loads(r) for (r,) in rows]
+
+    def drop_events(self, job_id: str) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM events WHERE job = ?", (job_id,))
+
     def delete(self, job_id: str) -> None:
         with self.lock:
             self.db.execute("BEGIN")
             try:
                 self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
                 self.db.execute("DELETE FROM bodies WHERE id = ?", (job_id,))
+                self.db.execute("DELETE FROM events WHERE job = ?", (job_id,))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -128,6 +169,7 @@ class RedisBackend:
         self.redis = redis.Redis.from_url(url, password=os.environ.get("LONGSERVE_REDIS_PASSWORD") or None)
         self.redis.ping()  # fail at start, not at the first submit
         self.index, self.jobs, self.bodies = f"{prefix}:jobs", f"{prefix}:job:", f"{prefix}:body:"
+        self.logs = f"{prefix}:events:"  # a sorted set per job: score the event's id
         self.settings = f"{prefix}:settings"
 
     def load(self) -> Iterator[Job]:
@@ -138,13 +180,25 @@ class RedisBackend:
                 if record is not None:
                     yield Job.model_validate_json(record)
 
-    def save(self, job: Job, body: Optional[bytes] = None) -> None:
+    def save(self, job: Job, body: Optional[bytes] = None, events: Sequence[JobEvent] = ()) -> None:
+        # Trimmed in the same transaction: the dropped ones are the kind the bound drops, up to its id.
+        dropped = self._trimmable(job.id, oldest_trimmable(events[-1].id)) if events else []
         with self.redis.pipeline(transaction=True) as tx:
             tx.set(self.jobs + job.id, job.model_dump_json())
             if body is not None:
                 tx.set(self.bodies + job.id, body)
+            if events:
+                tx.zadd(self.logs + job.id, {e.dumps(): e.id for e in events})
+            if dropped:
+                tx.zrem(self.logs + job.id, *dropped)
             tx.sadd(self.index, job.id)
             tx.execute()
+
+    def _trimmable(self, job_id: str, up_to: int) -> list[bytes]:
+        if up_to <= 0:
+            return []
+        members = cast(list[bytes], self.redis.zrangebyscore(self.logs + job_id, "-inf", up_to))
+        return [m for m in members if JobEvent.loads(m).type not in KEPT]
 
     def body(self, job_id: str) -> bytes:
         body = self.redis.get(self.bodies + job_id)
@@ -155,9 +209,18 @@ class RedisBackend:
     def drop_body(self, job_id: str) -> None:
         self.redis.delete(self.bodies + job_id)
 
+    def events(self, job_id: str, after: int, limit: int) -> list[JobEvent]:
+        members = cast(
+            list[bytes], self.redis.zrangebyscore(self.logs + job_id, f"({after}", "+inf", start=0, num=limit)
+        )
+        return [JobEvent.loads(m) for m in members]
+
+    def drop_events(self, job_id: str) -> None:
+        self.redis.delete(self.logs + job_id)
+
     def delete(self, job_id: str) -> None:
         with self.redis.pipeline(transaction=True) as tx:
-            tx.delete(self.jobs + job_id, self.bodies + job_id)
+            tx.delete(self.jobs + job_id, self.bodies + job_id, self.logs + job_id)
             tx.srem(self.index, job_id)
             tx.execute()
 

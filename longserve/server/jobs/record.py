@@ -64,6 +64,14 @@ class BlobRef(BaseModel):
     sha256: str
 
 
+class Checkpoint(BaseModel):
+    """A model's last `ctx.checkpoint` of the job: a later attempt gets `state` as ctx.resume."""
+
+    state: Any = None
+    done: Optional[float] = None  # the last progress reported before it: where a later attempt resumes from
+    attempt: int
+
+
 class JobRequest(BaseModel):
     """The request as received, so a runner can parse it again on any attempt."""
 
@@ -98,6 +106,9 @@ class Job(BaseModel):
     lease_owner: Optional[str] = None
     lease_expires_at: Optional[float] = None
     callback: Optional[Callback] = None
+    checkpoint: Optional[Checkpoint] = None
+    resumed_from: Optional[float] = None  # the checkpoint's `done` the current (last) attempt started from
+    events: int = 0  # the id of the job's newest event (jobs/events.py)
     # Erased on request: a tombstone (id, tenant, model, times) without input, result or metadata.
     erased: bool = False
     version: int = 0  # bumped on every change; long-polls wait for it to move
@@ -111,6 +122,7 @@ class Job(BaseModel):
             status=self.status,
             progress=ProgressView(**self.progress.model_dump(), fraction=self.progress.fraction),
             attempts=self.attempts,
+            resumed_from=self.resumed_from,
             max_attempts=self.max_attempts,
             created_at=_iso(self.created_at),
             started_at=_iso(self.started_at),

@@ -5,6 +5,9 @@ While a job runs, the runner renews its lease and reports progress every
 second (lease_s / 3 if shorter); the store's answer tells it when the job
 was cancelled. A runner
 that dies stops renewing: its jobs go back to the queue once their leases end.
+The replica running a job stops by itself once its attempt is no longer the
+job's (model_server.JobFence), and a later attempt gets the last checkpoint.
+The model's partial outputs go to the job's event log as they come (jobs/partials.py).
 """
 
 import asyncio
@@ -31,6 +34,7 @@ from longserve.server.inputs import InputParser
 from longserve.server.jobs.blob_keys import input_key
 from longserve.server.jobs.callback_sender import CallbackSender
 from longserve.server.jobs.job_io import JobInput, StoredResult
+from longserve.server.jobs.partials import Partials
 from longserve.server.jobs.record import BlobRef, Job, Progress, loggable
 from longserve.server.jobs.store import get_job_store
 from longserve.server.monitoring.monitor import Monitor
@@ -120,7 +124,13 @@ class JobRunner:
         inputs: Any
         if job.input is not None or job.request.input_url is not None:  # the replica reads it: no bytes pass here
             inputs = JobInput(
-                job.id, job.request.media_type, input_key(job.id), job.request.params, job.request.input_url
+                job.id,
+                job.request.media_type,
+                input_key(job.id),
+                job.request.params,
+                job.request.input_url,
+                attempt=job.attempts,  # fences the replica's checkpoints and tells it when to stop
+                resume=job.checkpoint.state if job.checkpoint is not None else None,
             )
         else:  # a job stored before inputs went to the blob store: its body is in the backend
             try:
@@ -137,11 +147,20 @@ class JobRunner:
             progress.clear()
             progress.update(update)
 
+        async def send_partials(values: list) -> bool:
+            return await self.store.partials.remote(job.id, self.id, job.attempts, values)
+
+        partials = Partials(send_partials, f"job {loggable(job.id)}")
         try:
             # job_timeout bounds the run, from the moment a replica starts it: waiting
             # for a replica (a model scaled to zero, cold-starting) does not count.
             async with asyncio.timeout(None) as run_limit:
-                result = await call_model(self.handles[job.model], job.model, settings, inputs, on_started, on_progress)
+                try:
+                    result = await call_model(
+                        self.handles[job.model], job.model, settings, inputs, on_started, on_progress, partials.add
+                    )
+                finally:  # the partials are in the job's events before its outcome
+                    await partials.drain()
         except TimeoutError:
             await self._finish(
                 job,

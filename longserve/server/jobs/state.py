@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from longserve.api.jobs import PENDING
-from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, Progress
+from longserve.server.jobs.events import JobEvent, lifecycle
+from longserve.server.jobs.record import BlobRef, Callback, Checkpoint, Job, JobRequest, Progress
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,29 @@ class Change:
     drop_bodies: list[str] = field(default_factory=list)  # expired: inputs no longer needed
     erased: list[str] = field(default_factory=list)  # erased on request: everything of theirs goes now
     wake: list[str] = field(default_factory=list)  # jobs whose long-polls see news
+    events: list[tuple[str, JobEvent]] = field(default_factory=list)  # (job id, event) appended to its log
     wake_runners: bool = False  # a job became claimable, or a running slot freed
     wake_callbacks: bool = False  # a callback became due
     transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (model, status entered, tenant)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (job id, what happened), for the log
     reaped_until: Optional[float] = None  # expiry entries due by then are consumed
 
-    def save(self, old: Optional[Job], new: Job, visible: bool = True, body: Optional[bytes] = None) -> Job:
+    def save(
+        self,
+        old: Optional[Job],
+        new: Job,
+        visible: bool = True,
+        body: Optional[bytes] = None,
+        events: Iterable[tuple[str, Any]] = (),
+    ) -> Job:
         # A bare lease renewal or callback lease is no news: long-polls keep waiting.
         if visible:
             new.version += 1  # new is a copy of old (or a new job at 0)
             self.wake.append(new.id)
+        # The job's event log: what the change means, then what the caller adds (partials).
+        for kind, data in [*lifecycle(old, new), *events]:
+            new.events += 1
+            self.events.append((new.id, JobEvent(new.events, kind, data)))
         self.saves.append((new, body))
         if old is None or old.status != new.status:
             self.transitions.append((new.model, new.status, new.tenant))
@@ -352,6 +365,8 @@ class JobState:
                         started_at=best.started_at or now,
                         lease_owner=runner,
                         lease_expires_at=now + self.settings.lease_s,
+                        # A later attempt resumes from the last checkpoint, and says where from.
+                        resumed_from=best.checkpoint.done if best.checkpoint is not None else None,
                     )
                 ),
             )
@@ -369,6 +384,39 @@ class JobState:
         change.outcome = "renewed"
         change.save(job, job.model_copy(update=update), visible=progress is not None)
         return change
+
+    def partials(self, job_id: str, runner: str, attempt: int, values: Iterable[Any], now: float) -> Change:
+        """Append the model's partial outputs to the job's events. outcome "refused": not your attempt."""
+        change, job = Change(self.version), self._owned(job_id, runner, attempt)
+        if job is None:
+            change.outcome = "refused"
+            return change
+        change.outcome = "appended"
+        change.save(job, job.model_copy(), visible=False, events=[("partial", value) for value in values])
+        return change
+
+    def checkpoint(self, job_id: str, attempt: int, state: Any, done: Optional[float], now: float) -> Change:
+        """Keep the model's state with the job. outcome "refused" unless `attempt` is current (is_current)."""
+        change = Change(self.version)
+        if not self.is_current(job_id, attempt, now):
+            change.outcome = "refused"
+            return change
+        job = self.records[job_id]
+        change.outcome = "saved"
+        update = {"checkpoint": Checkpoint(state=state, done=done, attempt=attempt)}
+        change.save(job, job.model_copy(update=update), visible=False)
+        return change
+
+    def is_current(self, job_id: str, attempt: int, now: float) -> bool:
+        """The job runs `attempt` under a live lease: the replica running it goes on (model_server.JobFence)."""
+        job = self.records.get(job_id)
+        return (
+            job is not None
+            and job.status == "running"
+            and job.attempts == attempt
+            and job.lease_expires_at is not None
+            and job.lease_expires_at >= now
+        )
 
     def finish(
         self,
@@ -421,7 +469,7 @@ class JobState:
             if record.status == "expired":
                 change.deletes.append(record)
             else:  # the input goes too (and again with the record, should dropping it fail now)
-                update = dict(status="expired", result=None, result_blob=None)
+                update = dict(status="expired", result=None, result_blob=None, checkpoint=None)
                 expired = change.save(record, record.model_copy(update=update))
                 change.drop_bodies.append(job_id)
                 forget_at = self.forget_at(expired)

@@ -12,6 +12,9 @@ long-polls are served from memory; changes are serialized by one lock (so a
 job's writes reach the backend in order) and written in a worker thread, so
 reads never wait on the disk.
 
+Each job's event log (jobs/events.py) is written with its record; `events`
+long-polls it for the SSE route, woken like `wait` by what the job's changes append.
+
 A finished job expires after its ttl_s (result and input dropped, from the
 backend and the blob store, status `expired`), stays that tombstone for `forget_after_s`, then is forgotten:
 deleted from the backend and from memory.
@@ -27,6 +30,7 @@ and removes the detached actors.
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -42,6 +46,7 @@ from longserve.server.actors import NAMESPACE
 from longserve.server.config import BlobsConfig, JobsConfig
 from longserve.server.jobs.backends import make_backend
 from longserve.server.jobs.blob_keys import BlobDeleter
+from longserve.server.jobs.events import JobEvent
 from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, loggable
 from longserve.server.jobs.state import Change, JobState, Settings
 from longserve.server.jobs.usage import RETAIN_S, Usage
@@ -51,6 +56,7 @@ from longserve.server.quotas import TokenBucket
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 0.5
+EVENTS_PAGE = 200  # events per `events` answer
 
 
 def store_name(config: JobsConfig) -> str:
@@ -233,6 +239,32 @@ class JobStore:
                 break
         return job
 
+    async def events(
+        self, job_id: str, after: int, wait_s: float, limit: int = EVENTS_PAGE
+    ) -> Optional[tuple[builtins.list[JobEvent], bool]]:
+        """(the job's events with ids over `after`, oldest first, waiting up to wait_s for one;
+        whether more may come). None: no such job, or it was erased. A `result` event carries
+        the job's view as it is now, result included."""
+        self._start()
+        deadline = time.monotonic() + wait_s
+        while True:
+            job = self.state.get(job_id)
+            if job is None or job.erased:
+                return None
+            if job.events > after:
+                break
+            remaining = deadline - time.monotonic()
+            if job.status not in PENDING or remaining <= 0:
+                return [], job.status in PENDING
+            event = self.changed.setdefault(job_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+        events = await asyncio.to_thread(self.backend.events, job_id, after, limit)
+        last = events[-1].id if events else after
+        view = job.view() if any(e.type == "result" for e in events) else None
+        events = [dataclasses.replace(e, data=view) if e.type == "result" else e for e in events]
+        return events, job.status in PENDING or last < job.events
+
     async def cancel(self, job_id: str) -> tuple[str, Optional[Job]]:
         """("cancelled" | "finished" | "missing", job). A running job's runner
         learns it at its next heartbeat and cancels the replica's work."""
@@ -331,6 +363,25 @@ class JobStore:
         """Give the job back (its replica died): queued again, or failed after max_attempts."""
         return await self._runner_call(self.state.release, job_id, runner, attempt, reason)
 
+    async def partials(self, job_id: str, runner: str, attempt: int, values: builtins.list) -> bool:
+        """Append the model's partial outputs (ctx.emit) to the job's events. False: not your attempt."""
+        return await self._runner_call(self.state.partials, job_id, runner, attempt, values)
+
+    # -- the replica running a job (model_server.JobFence) ------------------------
+
+    async def checkpoint(self, job_id: str, attempt: int, state: Any, done: Optional[float]) -> bool:
+        """Keep the model's state (and `done`, its last progress) with the job, durably, if `attempt`
+        is the job's running attempt under a live lease; False: it is not (a stale attempt stops)."""
+        self._start()
+        async with self.lock:
+            change = await self._commit(self.state.checkpoint(job_id, attempt, state, done, time.time()))
+            return change.outcome != "refused"
+
+    async def is_current(self, job_id: str, attempt: int) -> bool:
+        """Whether `attempt` still runs the job under a live lease; False: its replica stops."""
+        self._start()
+        return self.state.is_current(job_id, attempt, time.time())
+
     # -- callback delivery (runner side) ------------------------------------------
 
     async def claim_callbacks(self, runner: str, limit: int, lease_s: float, wait_s: float) -> builtins.list[Job]:
@@ -385,10 +436,15 @@ class JobStore:
         return change
 
     def _persist(self, change: Change) -> None:
+        events: dict[str, builtins.list[JobEvent]] = {}
+        for job_id, event in change.events:
+            events.setdefault(job_id, []).append(event)
         for job, body in change.saves:
-            self.backend.save(job, body)
+            self.backend.save(job, body, events.pop(job.id, []))
         for job_id in change.drop_bodies:
             self.backend.drop_body(job_id)
+        for job_id in change.erased:
+            self.backend.drop_events(job_id)
         for job in change.deletes:
             self.backend.delete(job.id)
 
@@ -403,7 +459,7 @@ class JobStore:
                 self.usage.add(job.tenant, job.model, now, seconds=max(now - job.started_at, 0.0))
 
     def _publish(self, change: Change) -> None:
-        for job_id in change.wake:
+        for job_id in {*change.wake, *(job_id for job_id, _ in change.events)}:
             event = self.changed.pop(job_id, None)
             if event is not None:
                 event.set()
