@@ -261,6 +261,12 @@ class JobStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
         events = await asyncio.to_thread(self.backend.events, job_id, after, limit)
+        job = self.state.get(job_id)
+        if job is None or job.erased:
+            return None
+        # Only what memory holds too: a change is written before it is applied, and a result
+        # event is sent with the job's view, which must be the finished job's.
+        events = [e for e in events if e.id <= job.events]
         last = events[-1].id if events else after
         view = job.view() if any(e.type == "result" for e in events) else None
         events = [dataclasses.replace(e, data=view) if e.type == "result" else e for e in events]
