@@ -128,7 +128,8 @@ def test_a_keepalive_comment_comes_while_nothing_happens(client):
             if line.startswith(":"):
                 break
     assert lines[-1] == ": keep-alive" and lines[:3] == ["event: status", 'data: {"status":"queued"}', "id: 1"]
-    client.delete(f"/v1/jobs/{job_id}")
+    # A keep-alive is no event to an SSE client (no empty event repeating the last id).
+    assert_whole(follow(client, job_id), 2)
 
 
 def test_an_unknown_job_and_a_bad_last_event_id_are_refused(client):
