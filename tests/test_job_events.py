@@ -150,6 +150,42 @@ def test_a_reconnect_continues_across_a_job_store_restart(client, serve_app):
     assert_whole(first + rest, 30)
 
 
+def test_a_reconnect_continues_on_another_gateway(client, serve_app):
+    """A second app's gateway on the same job store stands for another gateway replica."""
+    from ray import serve
+
+    from longserve.server.app import build_app
+
+    config = serve_app.config.model_copy(
+        update={
+            "models": {"counter": serve_app.config.models["counter"]},
+            "monitoring": serve_app.config.monitoring.model_copy(update={"enabled": False}),
+        }
+    )  # the same jobs settings (and their deploy stamp): the store keeps following the session's app
+    serve.run(build_app(config), name="other-gateway", route_prefix="/other-gateway")
+    try:
+        job_id, _ = count(client, 20, delay=0.1)
+        first = follow(client, job_id, until=lambda e: e.event == "partial")
+        with httpx.Client(base_url=serve_app.url + "/other-gateway", timeout=60) as other:
+            rest = follow(other, job_id, after=int(first[-1].id))
+        assert_whole(first + rest, 20)
+    finally:
+        serve.delete("other-gateway")
+
+
+def test_an_erased_jobs_stream_ends_and_its_events_are_gone(client):
+    job_id, _ = count(client, 200, delay=0.1)
+    erased = None
+    with connect_sse(client, "GET", f"/v1/jobs/{job_id}/events") as source:
+        for event in source.iter_sse():
+            if event.event == "partial" and erased is None:
+                erased = client.delete(f"/v1/jobs/{job_id}", params={"erase": "true"}).json()
+    assert erased == {"id": job_id, "erased": True}
+    assert event.event in ("partial", "progress")  # the stream ended, with no final event
+    gone = client.get(f"/v1/jobs/{job_id}/events")
+    assert gone.status_code == 410 and error_of(gone)["type"] == "erased"
+
+
 def test_a_stale_attempt_cannot_checkpoint_and_the_next_resumes_from_the_last_checkpoint(serve_app, tmp_path):
     """The store driven directly, as a replica (checkpoint, is_current) and runners (claim) call it."""
     config = JobsConfig(backend="sqlite", sqlite_path=str(tmp_path / "jobs.sqlite3"), lease_s=1)
