@@ -62,6 +62,8 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
     args["jobs"].update(backend="sqlite", sqlite_path=str(jobs_db), lease_s=LEASE_S, forget_after_s=5)
     # Job inputs may be larger than sync bodies (max_body_mb 8), up to 16 MiB here.
     args["jobs"]["max_input_mb"] = 16
+    # Short, so tests/test_job_events.py sees a keep-alive comment soon.
+    args["jobs"]["events_keepalive_s"] = 1
     args["blobs"] = {"backend": "file", "path": str(jobs_db.parent / "blobs")}
     # Input URLs from the tests' loopback origin (tests/test_job_inputs_by_url.py).
     args["inputs"] = {"allow": ["127.0.0.1"], "timeout_s": 10}
@@ -109,6 +111,13 @@ def app_args(jobs_db: Path, alert_url: str) -> dict:
         batch_sleeper={
             "class": "tests.slow_models:CountingEmbedder",
             "max_ongoing_requests": 2,
+            "ray_actor_options": NO_CPU,
+        },
+        # Job events, checkpoints and resume (tests/test_job_events.py): its run log shows each attempt's steps.
+        counter={
+            "class": "tests.slow_models:Counter",
+            "options": {"log": str(jobs_db.parent / "counter-runs.log")},
+            "max_ongoing_requests": 4,
             "ray_actor_options": NO_CPU,
         },
         # Never leaves its fallback; its timeout_source counts its run times, so the

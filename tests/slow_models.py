@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+import uuid
 from typing import Optional
 
 from pydantic import BaseModel, Field
@@ -129,3 +130,51 @@ class Ticker(Model):
             ctx.check_cancelled()
             time.sleep(min(left, 0.02))
         ctx.check_cancelled()
+
+
+class CountInput(BaseModel):
+    n: int = Field(ge=1, le=10_000)  # steps
+    delay: float = Field(0.0, ge=0, le=10)  # seconds per step
+    every: int = Field(0, ge=0)  # checkpoint after every `every` steps; 0: never
+    tag: str = ""  # the test's name for the job, in the run log
+
+
+class Counter(Model):
+    """Counts steps 0 .. n-1, one per `delay` s: emits {"step": i} and reports
+    progress (i + 1 of n) at each, checkpoints the steps done every `every`
+    steps, and resumes from ctx.resume. Returns every step, so a test sees
+    that none was lost or done twice across attempts.
+
+    Appends "<what> <tag> <run> <step> <time>" lines to `log` (start, step,
+    stop when cancelled, done; run: an id per predict call), so tests see what
+    each attempt really computed, and when it stopped."""
+
+    Input = CountInput
+
+    class Options(Model.Options):
+        log: str
+
+    def predict(self, inputs: CountInput, ctx: Context) -> dict:
+        run = uuid.uuid4().hex[:8]
+        steps: list[int] = list(ctx.resume["steps"]) if ctx.resume else []
+        self.record("start", inputs.tag, run, len(steps))
+        try:
+            for i in range(len(steps), inputs.n):
+                ctx.check_cancelled()
+                time.sleep(inputs.delay)
+                steps.append(i)
+                self.record("step", inputs.tag, run, i)
+                ctx.emit({"step": i})
+                ctx.report_progress(i + 1, inputs.n)
+                if inputs.every and (i + 1) % inputs.every == 0 and i + 1 < inputs.n:
+                    ctx.checkpoint({"steps": steps})
+        except Cancelled:
+            self.record("stop", inputs.tag, run, len(steps))
+            raise
+        self.record("done", inputs.tag, run, len(steps))
+        return {"steps": steps, "run": run}
+
+    def record(self, what: str, tag: str, run: str, step: int) -> None:
+        if tag:
+            with open(self.options.log, "a") as f:
+                f.write(f"{what} {tag} {run} {step} {time.time():.3f}\n")

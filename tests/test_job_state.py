@@ -241,6 +241,7 @@ class Lifecycle(RuleBasedStateMachine):
         assert job.status == "running" and job.lease_owner == runner
         # A later attempt starts from the last checkpoint (none: from the beginning) and says where from.
         assert job.resumed_from == (job.checkpoint.done if job.checkpoint is not None else None)
+        assert job.partials == 0  # counted per attempt
         assert change.events[-1][1].data == {
             "status": "running",
             "attempt": job.attempts,
@@ -275,17 +276,23 @@ class Lifecycle(RuleBasedStateMachine):
         change = self.commit(operation)
         assert [(e.type, e.data) for _, e in change.events] == [("partial", v) for v in values]
         assert change.job.events == before.events + n and change.job.version == before.version
+        assert change.job.partials == before.partials + n
 
-    @rule(i=index, live=st.booleans(), done=st.sampled_from([None, 1.0, 5.0]))
-    def checkpoint(self, i, live, done):
-        """The replica's checkpoint, fenced by the attempt alone (a replica does not know the runner)."""
+    @rule(i=index, live=st.booleans(), done=st.sampled_from([None, 1.0, 5.0]), emitted=st.sampled_from([None, 0, 2]))
+    def checkpoint(self, i, live, done, emitted):
+        """The replica's checkpoint, fenced by the attempt alone (a replica does not know the runner),
+        and stored only once the partials emitted before it (`emitted`) are in the job's events."""
         if (lease := self.lease(i, live)) is None:
             return
         job_id, runner, attempt = lease
-        operation = self.state.checkpoint(job_id, attempt, {"done": done}, done, self.now)
+        operation = self.state.checkpoint(job_id, attempt, {"done": done}, done, self.now, emitted)
         assert self.state.is_current(job_id, attempt, self.now) == self.holds(job_id, runner, attempt)
         if not self.holds(job_id, runner, attempt):
             return self.refused(operation)
+        if emitted is not None and self.state.get(job_id).partials < emitted:
+            event("a checkpoint waits for its partials")
+            assert operation.outcome == "behind" and operation.empty and not operation.events
+            return
         change = self.commit(operation)
         assert change.job.checkpoint.state == {"done": done} and change.job.checkpoint.done == done
         assert not change.events and not change.wake  # no news for watchers: the job goes on

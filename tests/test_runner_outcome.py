@@ -65,7 +65,9 @@ def runner(store) -> JobRunner:
         {"jobs": {"lease_s": 2}, "models": {"m": {"class": "tests.slow_models:Sleeper", "timeout": False}}}
     )
     self.store, self.id, self.monitor = store, "runner-test", Monitor()
-    model = Remote(lambda inputs, progress: Stream([(Event.STARTED, "cpu"), (Event.RESULT, {"ok": True})]))
+    model = Remote(
+        lambda inputs, progress, partials=False: Stream([(Event.STARTED, "cpu"), (Event.RESULT, {"ok": True})])
+    )
     self.handles = {"m": type("Handle", (), {"run": model})()}
 
     class Parser:

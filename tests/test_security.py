@@ -72,6 +72,8 @@ def test_reading_a_job_takes_a_key_of_its_tenant(secure):
     # With keys configured the id alone is not enough: no key is 401, a predict-only key 403.
     assert secure.get(f"/v1/jobs/{job['id']}").status_code == 401
     assert secure.get(f"/v1/jobs/{job['id']}/result", headers=bearer("predict")).status_code == 403
+    assert secure.get(f"/v1/jobs/{job['id']}/events").status_code == 401
+    assert secure.get(f"/v1/jobs/{job['id']}/events", headers=bearer("predict")).status_code == 403
     assert secure.get(f"/v1/jobs/{job['id']}", params={"wait": 5}, headers=bearer("jobs")).status_code == 200
     deadline = time.monotonic() + 30
     while (result := secure.get(f"/v1/jobs/{job['id']}/result", headers=bearer("admin"))).status_code != 200:

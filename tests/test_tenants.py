@@ -50,6 +50,7 @@ def test_another_tenant_gets_the_unknown_id_answer_on_every_job_route(secure):
         ("GET", "/v1/jobs/{id}", {}),
         ("GET", "/v1/jobs/{id}", {"wait": 1}),
         ("GET", "/v1/jobs/{id}/result", {}),
+        ("GET", "/v1/jobs/{id}/events", {}),
         ("DELETE", "/v1/jobs/{id}", {}),
         ("POST", "/v1/jobs/{id}/retry", {}),
     ]

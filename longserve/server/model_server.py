@@ -95,13 +95,16 @@ class ModelServer:
         loop = asyncio.get_running_loop()
         updates: asyncio.Queue = asyncio.Queue()  # (Event.PROGRESS | Event.PARTIAL, value), from the model's thread
 
+        fence = JobFence(self.io.settings.store_name, job, partials) if job is not None and job.attempt else None
+
         def send(kind: Event) -> Callable[[Any], None]:
             def put(value: Any) -> None:  # called in the model's thread
+                if kind == Event.PARTIAL and fence is not None and fence.emitted is not None:
+                    fence.emitted += 1  # before any later checkpoint, in the same thread
                 loop.call_soon_threadsafe(updates.put_nowait, (kind, value))
 
             return put
 
-        fence = JobFence(self.io.settings.store_name, job) if job is not None and job.attempt else None
         ctx = Context(
             on_progress=send(Event.PROGRESS) if progress else None,
             on_partial=send(Event.PARTIAL) if partials else None,
@@ -149,15 +152,19 @@ class JobFence:
     is no longer the job's (cancelled, finished, or its lease passed to another
     attempt because its runner died), so a GPU does not compute one job twice."""
 
-    def __init__(self, store_name: Optional[str], job: JobInput):
+    def __init__(self, store_name: Optional[str], job: JobInput, partials: bool = False):
         self.job = job
         self.store: Any = ray.get_actor(store_name, namespace=NAMESPACE) if store_name else None
+        # Partials the model emitted, when they go to the job's events: a checkpoint is stored only
+        # once they are all there, so a later attempt resuming from it leaves no gap in them.
+        self.emitted: Optional[int] = 0 if partials else None
 
     def checkpoint(self, state: Any, done: Optional[float]) -> bool:
         # Called in the model's thread: it waits until the store holds the state.
         if self.store is None:
             return True
-        return bool(ray.get(self.store.checkpoint.remote(self.job.job_id, self.job.attempt, state, done)))
+        job_id, attempt = self.job.job_id, self.job.attempt
+        return bool(ray.get(self.store.checkpoint.remote(job_id, attempt, state, done, self.emitted)))
 
     async def watch(self, ctx: Context) -> None:
         if self.store is None:

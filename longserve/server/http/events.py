@@ -21,7 +21,9 @@ from longserve.server.jobs.events import FINAL
 
 logger = logging.getLogger("ray.serve")
 
-KEEPALIVE = format_sse_event(comment="keep-alive")
+# A comment line alone, with no blank line after it: a blank line would end an (empty) event, and
+# some clients (httpx-sse) then dispatch an empty event carrying the last event's id.
+KEEPALIVE = b": keep-alive\n"
 EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The job's events (text/event-stream)", "content": {"text/event-stream": {}}}
 }

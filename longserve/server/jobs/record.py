@@ -109,6 +109,7 @@ class Job(BaseModel):
     checkpoint: Optional[Checkpoint] = None
     resumed_from: Optional[float] = None  # the checkpoint's `done` the current (last) attempt started from
     events: int = 0  # the id of the job's newest event (jobs/events.py)
+    partials: int = 0  # partial outputs of the current attempt in its events (checkpoints wait for them)
     # Erased on request: a tombstone (id, tenant, model, times) without input, result or metadata.
     erased: bool = False
     version: int = 0  # bumped on every change; long-polls wait for it to move

@@ -367,6 +367,7 @@ class JobState:
                         lease_expires_at=now + self.settings.lease_s,
                         # A later attempt resumes from the last checkpoint, and says where from.
                         resumed_from=best.checkpoint.done if best.checkpoint is not None else None,
+                        partials=0,
                     )
                 ),
             )
@@ -391,17 +392,27 @@ class JobState:
         if job is None:
             change.outcome = "refused"
             return change
+        values = list(values)
         change.outcome = "appended"
-        change.save(job, job.model_copy(), visible=False, events=[("partial", value) for value in values])
+        update = {"partials": job.partials + len(values)}
+        change.save(job, job.model_copy(update=update), visible=False, events=[("partial", v) for v in values])
         return change
 
-    def checkpoint(self, job_id: str, attempt: int, state: Any, done: Optional[float], now: float) -> Change:
-        """Keep the model's state with the job. outcome "refused" unless `attempt` is current (is_current)."""
+    def checkpoint(
+        self, job_id: str, attempt: int, state: Any, done: Optional[float], now: float, emitted: Optional[int] = None
+    ) -> Change:
+        """Keep the model's state with the job. outcome "refused" unless `attempt` is current (is_current);
+        "behind" (nothing saved: ask again) while fewer than `emitted` of its partials, those the model
+        emitted before this checkpoint, are in the job's events: a later attempt resumes from a checkpoint
+        only once every partial before it was stored, so a watcher misses none."""
         change = Change(self.version)
         if not self.is_current(job_id, attempt, now):
             change.outcome = "refused"
             return change
         job = self.records[job_id]
+        if emitted is not None and job.partials < emitted:
+            change.outcome = "behind"
+            return change
         change.outcome = "saved"
         update = {"checkpoint": Checkpoint(state=state, done=done, attempt=attempt)}
         change.save(job, job.model_copy(update=update), visible=False)

@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 0.5
 EVENTS_PAGE = 200  # events per `events` answer
+CHECKPOINT_RECHECK_S = 1.0  # a checkpoint waiting for its partials looks at the lease this often
 
 
 def store_name(config: JobsConfig) -> str:
@@ -260,6 +261,12 @@ class JobStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
         events = await asyncio.to_thread(self.backend.events, job_id, after, limit)
+        job = self.state.get(job_id)
+        if job is None or job.erased:
+            return None
+        # Only what memory holds too: a change is written before it is applied, and a result
+        # event is sent with the job's view, which must be the finished job's.
+        events = [e for e in events if e.id <= job.events]
         last = events[-1].id if events else after
         view = job.view() if any(e.type == "result" for e in events) else None
         events = [dataclasses.replace(e, data=view) if e.type == "result" else e for e in events]
@@ -369,13 +376,23 @@ class JobStore:
 
     # -- the replica running a job (model_server.JobFence) ------------------------
 
-    async def checkpoint(self, job_id: str, attempt: int, state: Any, done: Optional[float]) -> bool:
+    async def checkpoint(
+        self, job_id: str, attempt: int, state: Any, done: Optional[float], emitted: Optional[int] = None
+    ) -> bool:
         """Keep the model's state (and `done`, its last progress) with the job, durably, if `attempt`
-        is the job's running attempt under a live lease; False: it is not (a stale attempt stops)."""
+        is the job's running attempt under a live lease; False: it is not (a stale attempt stops).
+        With `emitted` (the partials the model emitted before it), first wait until they are all in
+        the job's events: if its runner died, they never come, and the lease ends the wait (False)."""
         self._start()
-        async with self.lock:
-            change = await self._commit(self.state.checkpoint(job_id, attempt, state, done, time.time()))
-            return change.outcome != "refused"
+        while True:
+            changed = self.changed.setdefault(job_id, asyncio.Event())  # set by appended partials
+            async with self.lock:
+                plan = self.state.checkpoint(job_id, attempt, state, done, time.time(), emitted)
+                if plan.outcome != "behind":
+                    change = await self._commit(plan)
+                    return change.outcome == "saved"
+            with contextlib.suppress(TimeoutError):  # woken by news, or look at the lease again
+                await asyncio.wait_for(changed.wait(), CHECKPOINT_RECHECK_S)
 
     async def is_current(self, job_id: str, attempt: int) -> bool:
         """Whether `attempt` still runs the job under a live lease; False: its replica stops."""
