@@ -16,7 +16,7 @@ import pytest
 from longserve.model import Cancelled, Context
 from longserve.models.transcriber import SAMPLE_RATE, TranscribeInput, Transcriber, resume_state
 from tests.conftest import speech_wav
-from tests.transcripts import assert_transcript, word_error_rate
+from tests.transcripts import assert_transcript, segments_problem, word_error_rate
 
 CLIP = "speech_long.ogg"  # 67 s of speech
 REPEAT = 3  # 200 s: seven or so of Whisper's 30-s windows, a checkpoint near 70%
@@ -90,14 +90,8 @@ def resumed(transcriber, inputs, clean):
 
 
 def assert_well_formed(segments: list[dict], duration: float) -> None:
-    """In order, each after the one before (no overlap, none twice), inside the audio."""
-    assert segments, "no segments"
-    for before, after in zip(segments, segments[1:], strict=False):
-        assert before["end"] <= after["start"], f"overlap or disorder: {before} then {after}"
-    for s in segments:
-        assert 0 <= s["start"] <= s["end"] <= duration + 0.5, s
-    spans = [(s["start"], s["end"]) for s in segments]
-    assert len(set(spans)) == len(spans), "a segment twice"
+    problem = segments_problem(segments, duration)
+    assert not problem, problem
 
 
 def test_a_clean_run_is_the_clip_and_well_formed(clean):

@@ -133,6 +133,7 @@ class Transcriber(Model):
             )
         if inputs.task == "translate" and not self.model.model.is_multilingual:
             raise InvalidInput("this model is English-only and cannot translate; use a multilingual one")
+        began = time.monotonic()  # model-seconds count the audio's decoding too: a resumed attempt does it again
         audio = decode(inputs.audio, self.options.max_audio_s)
         duration = round(len(audio) / SAMPLE_RATE, 3)
         resumed = resume_state(ctx.resume, duration)
@@ -175,7 +176,7 @@ class Transcriber(Model):
                 run.reached - run.offset,
                 run.offset,
                 duration,
-                time.monotonic() - run.began,
+                time.monotonic() - began,
             )
         return {
             "text": " ".join(s["text"] for s in run.segments),
@@ -205,7 +206,6 @@ class Transcription:
         self.reached = offset
         self.seek: Optional[int] = None  # the window of the last segment, in mel frames of this attempt's audio
         self.reset = False  # whether that window's decoding resets the context after it
-        self.began = time.monotonic()
 
     def window_start(self, segment) -> Optional[float]:
         """Where `segment`'s window starts in the whole audio, when it starts a
