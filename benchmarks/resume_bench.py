@@ -19,6 +19,9 @@ log; an attempt whose replica is killed cannot, so its share is the kill's
 time minus the moment its `running` event (attempt 1: the replica begins
 at once, on an idle server) reached the benchmark over the job's event stream.
 Both count the audio's decoding to samples, which a resumed attempt does again.
+Wall seconds grow when other work shares the CPUs; so the table also gives
+the seconds of audio the attempts decoded (the same log lines; a killed
+attempt: its last progress before the kill), which load does not move.
 """
 
 import argparse
@@ -154,9 +157,11 @@ def run_job(url: str, audio: bytes, fault: Optional[str] = None, at: float = 0.7
             break
         time.sleep(0.5)
     attempts = [line["seconds"] for line in lines]
+    decoded = sum(line["decoded"] for line in lines)
     if fault == "replica":  # the killed attempt logged nothing: from its start to the kill
         began = watch.wait(lambda kind, d: kind == "status" and d.get("attempt") == 1)[0]
         attempts.insert(0, killed_at - began)
+        decoded += progress["done"]  # what it had decoded by then, as it reported
     result = httpx.get(f"{url}/v1/jobs/{job_id}/result", timeout=60).json()
     return {
         "fault": fault,
@@ -164,6 +169,7 @@ def run_job(url: str, audio: bytes, fault: Optional[str] = None, at: float = 0.7
         "resumed_from": job["resumed_from"],
         "model_s": sum(attempts),
         "per_attempt_s": [round(a, 1) for a in attempts],
+        "audio_decoded_s": decoded,
         "first_partial_s": first_partial - submitted,
         "wall_s": end[0] - submitted,
         "text": result["text"],
@@ -203,18 +209,21 @@ def main() -> None:
         "beam 1, checkpoint every 60 s of audio) and jobs settings (lease 30 s), one replica, its own Ray "
         f"cluster; {time.monotonic() - started:.0f} s in all. Model-seconds: the transcriber's decode time summed "
         "over the job's attempts, from its own log line per attempt (a killed replica's attempt: from its `running` "
-        "event to the kill). Words vs clean: word error rate of the result against the clean run's.",
+        "event to the kill). Audio decoded: the seconds of audio the attempts decoded, from the same lines "
+        "(a killed attempt: its last progress before the kill); unlike wall seconds, other load on the "
+        "machine does not move it. Words vs clean: word error rate of the result against the clean run's.",
         "",
-        "| job | attempts | resumed from (s of audio) | model-seconds | per attempt | ÷ clean | wall s | "
-        "words vs clean |",
-        "|---|---|---|---|---|---|---|---|",
+        "| job | attempts | resumed from (s of audio) | model-seconds | per attempt | ÷ clean | "
+        "audio decoded (s) | ÷ clean | wall s | words vs clean |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows:
         wer = word_error_rate(row["text"], clean["text"])
         lines.append(
             f"| {name} | {row['attempts']} | {row['resumed_from'] if row['resumed_from'] is not None else '—'} | "
             f"{row['model_s']:.1f} | {' + '.join(f'{a:.1f}' for a in row['per_attempt_s'])} | "
-            f"{row['model_s'] / clean['model_s']:.2f} | {row['wall_s']:.1f} | {wer:.1%} WER |"
+            f"{row['model_s'] / clean['model_s']:.2f} | {row['audio_decoded_s']:.0f} | "
+            f"{row['audio_decoded_s'] / clean['audio_decoded_s']:.2f} | {row['wall_s']:.1f} | {wer:.1%} WER |"
         )
     lines += [
         "",
