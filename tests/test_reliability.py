@@ -588,4 +588,13 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
         result["segments"], result["duration"]
     )
     assert result.keys() == clean_result.keys() and result["duration"] == clean_result["duration"]
-    assert wer <= 0.02, f"resumed vs clean: {wer:.1%} word error rate"
+    assert wer <= 0.02, f"resumed vs clean: {wer:.1%} word error rate\n{first_difference(result, clean_result)}"
+
+
+def first_difference(result: dict, clean: dict) -> str:
+    """The first segments where two transcriptions part, for a failure's message."""
+    pairs = list(zip(result["segments"], clean["segments"], strict=False))
+    n = next((i for i, (a, b) in enumerate(pairs) if a["text"] != b["text"]), len(pairs))
+    show = lambda segments: [(s["start"], s["end"], s["text"]) for s in segments[max(0, n - 1) : n + 4]]  # noqa: E731
+    where = f"segment {n} of {len(result['segments'])} vs {len(clean['segments'])}"
+    return f"{where}:\n{show(result['segments'])}\n{show(clean['segments'])}"

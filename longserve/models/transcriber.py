@@ -24,6 +24,13 @@ Long audio uses the whole long-work API (longserve/model.py):
   that decoded them); a watcher of both attempts may see the segments between
   the checkpoint and the fault twice: the later ones, by `start`, replace them.
 
+An attempt decodes its first 30-s window alone, then the rest from where an
+unbroken run starts its second window (the resume cut again): faster-whisper
+computes the log-mel features of all the audio it is given before it decodes
+a window, seconds for a long podcast, and the first partial should not wait
+for them. The cost: the first call also decodes the few seconds after the
+first window, which the second decodes again.
+
 Each attempt logs one INFO line when it ends: how many seconds of audio it
 decoded, from which offset, and in how many seconds of wall time
 ("model-seconds"; benchmarks/resume_bench.py reads it).
