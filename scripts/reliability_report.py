@@ -71,8 +71,12 @@ The scenarios run on an app of their own (`rel`, `rel_config` in `tests/test_rel
 on the test session's Ray cluster: one Recorder model (a sleeper that logs its runs) on 2
 replicas with small queues, a short sync timeout, a short `lease_s` and fast callback retries,
 so faults show within seconds. The full Ray stop/start runs in two processes, each with its
-own cluster, on one sqlite file. The model replica killed mid-job runs the sleeper, not the
-transcriber: a sleeper run is cut at a known point, where a transcription takes minutes.
+own cluster, on one sqlite file. The model replica killed mid-job runs the sleeper: a sleeper
+run is cut at a known point. One scenario runs the real transcriber on an app of its own (`tx`,
+`tx_config`): a clean transcription job of real speech, then the same audio again, its replica
+killed once the job's progress passes 70%. **a resumed job gives a clean run's result**: the
+second attempt resumed from its last checkpoint (`resumed_from` > 0, seconds of audio) and its
+text is the clean run's within 2% word error rate (word-level edit distance, `tests/transcripts.py`).
 """
 
 # What each verdict column checks, in the order of the summary table.
@@ -84,6 +88,7 @@ CHECKS = [
     ("callbacks", "every completion callback arrived"),
     ("submits", "every submission answered by the app"),
     ("sync", "sync answers within the promise"),
+    ("resume", "a resumed job gives a clean run's result"),
 ]
 
 NOTES = {
@@ -152,8 +157,14 @@ ROWS = [
     ("poll_wake_lag", "long-poll wake-up after the job ended"),
     ("long_poll_round_trip", "long-poll round trip"),
     ("get_latency", "GET /v1/jobs/{id} latency"),
+    ("killed_at_s", "killed at (s of audio)"),
+    ("resumed_from", "resumed from (s of audio)"),
+    ("wer_vs_clean", "word error rate vs a clean run"),
+    ("run_s", "run seconds (clean → resumed job)"),
     ("seconds", "scenario seconds"),
 ]
+
+WER_LIMIT = 0.02  # a resumed transcription's words vs a clean run's (tests/transcripts.py)
 
 PROXY_500 = "500 without the error shape"
 
@@ -210,6 +221,11 @@ def verdicts(f: dict) -> dict[str, tuple[Optional[bool], str]]:
                 False,
                 f"{bad} bare 500 from the proxy" if proxy == bad == len(f.get("_sync_bad", [])) else f"{bad} outside",
             )
+    if measured(f, "wer_vs_clean", "resumed_from"):
+        out["resume"] = (
+            f["resumed_from"] > 0 and f["wer_vs_clean"] <= WER_LIMIT,
+            f"from {f['resumed_from']} s, {f['wer_vs_clean']:.1%} WER",
+        )
     return out
 
 

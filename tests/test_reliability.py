@@ -24,6 +24,7 @@ from datetime import datetime
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import httpx
 import pytest
@@ -487,3 +488,118 @@ def test_job_flood_with_long_polls(rel):
     )
     assert_nothing_lost(figures)
     assert figures["completed"] == figures["acknowledged"] == count
+
+
+# -- a real model resumed ------------------------------------------------------------
+
+TX_AUDIO_S = size(200.0, 900.0)  # a 15-minute podcast in the long version
+TX_KILL_AT = 0.7  # of the audio
+
+
+def tx_config(tmp: Path) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "timeout": 30,
+            # lease_s 8, as the session's app: a transcription on a busy 2-core machine can starve
+            # the runner's heartbeats past a shorter lease.
+            "jobs": {"backend": "sqlite", "sqlite_path": str(tmp / "jobs.sqlite3"), "lease_s": 8, "max_attempts": 3},
+            "monitoring": {"enabled": False},
+            "models": {
+                "transcriber": {
+                    "class": "longserve.models.transcriber:Transcriber",
+                    "options": {"checkpoint_every_s": size(30, 60), "max_audio_s": 1200},
+                    "timeout": False,
+                    "max_ongoing_requests": 1,
+                    "ray_actor_options": {"num_cpus": 0},
+                }
+            },
+        }
+    )
+
+
+def podcast(tmp: Path, seconds: float) -> bytes:
+    """`seconds` of real speech (tests/data/speech_long.ogg over and over), as MP3."""
+    from scripts.make_podcast import make
+
+    path = tmp / "podcast.mp3"
+    make(path, seconds)
+    return path.read_bytes()
+
+
+def transcription_job(http: httpx.Client, audio: bytes, kill_at: Optional[float] = None) -> tuple[dict, dict]:
+    """Submit `audio` and wait for its job to end; with `kill_at`, kill the
+    transcriber's replica once the job's progress passes that fraction.
+    (The job's view, the moment of the kill: {"fraction", "at"})."""
+    response = http.post("/v1/models/transcriber/jobs", content=audio, headers={"content-type": "audio/mpeg"})
+    assert response.status_code == 202, response.text
+    job_id, killed = response.json()["id"], {}
+    while True:
+        job = http.get(f"/v1/jobs/{job_id}", params={"wait": 5}).json()
+        if job["status"] not in ("queued", "running"):
+            return job, killed
+        fraction = job["progress"].get("fraction") or 0
+        if kill_at is not None and not killed and job["attempts"] == 1 and fraction >= kill_at:
+            replicas = [
+                a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "tx#transcriber#" in a["name"]
+            ]
+            kill_named(replicas[0], restart=False)  # Serve starts another; the runner sees this one die
+            killed = {"fraction": round(fraction, 3), "at": time.monotonic()}
+
+
+def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
+    from ray import serve
+
+    from tests.transcripts import segments_problem, word_error_rate
+
+    config = tx_config(tmp_path)
+    url = deploy("tx", config, serve_app.url)
+    audio = podcast(tmp_path, TX_AUDIO_S)
+    started = time.monotonic()
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            clean, _ = transcription_job(http, audio)
+            faulted, killed = transcription_job(http, audio, kill_at=TX_KILL_AT)
+            assert clean["status"] == "succeeded", clean
+            assert faulted["status"] == "succeeded", faulted
+            clean_result = http.get(f"/v1/jobs/{clean['id']}/result").json()
+            result = http.get(f"/v1/jobs/{faulted['id']}/result").json()
+    finally:
+        serve.delete("tx")
+        kill_named(store_name(config.jobs), restart=False)
+        wait_ready(serve_app.url)
+    wer = word_error_rate(result["text"], clean_result["text"])
+    figures = record(
+        {
+            "scenario": "Transcriber replica killed at 70% of a job, resumed",
+            "faults": f"the transcriber's replica killed once the job's progress passed {killed.get('fraction')}",
+            "load": f"one transcription job of {TX_AUDIO_S:g} s of real speech (Whisper base, int8), checkpoints "
+            f"every {config.models['transcriber'].options.checkpoint_every_s:g} s of audio; first a clean run of it",
+            "acknowledged": 1,
+            "completed": int(faulted["status"] == "succeeded"),
+            "failed": int(faulted["status"] == "failed"),
+            "lost": 0,
+            "max_attempts_seen": faulted["attempts"],
+            "resumed_from": faulted["resumed_from"],
+            "killed_at_s": round(killed.get("fraction", 0) * result["duration"], 1),
+            "wer_vs_clean": round(wer, 4),
+            "run_s": [clean["run_s"], faulted["run_s"]],
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    )
+    assert killed, "the job ended before the kill"
+    assert faulted["attempts"] == 2, faulted
+    assert faulted["resumed_from"] and 0 < faulted["resumed_from"] <= figures["killed_at_s"], figures
+    assert not segments_problem(result["segments"], result["duration"]), segments_problem(
+        result["segments"], result["duration"]
+    )
+    assert result.keys() == clean_result.keys() and result["duration"] == clean_result["duration"]
+    assert wer <= 0.02, f"resumed vs clean: {wer:.1%} word error rate\n{first_difference(result, clean_result)}"
+
+
+def first_difference(result: dict, clean: dict) -> str:
+    """The first segments where two transcriptions part, for a failure's message."""
+    pairs = list(zip(result["segments"], clean["segments"], strict=False))
+    n = next((i for i, (a, b) in enumerate(pairs) if a["text"] != b["text"]), len(pairs))
+    show = lambda segments: [(s["start"], s["end"], s["text"]) for s in segments[max(0, n - 1) : n + 4]]  # noqa: E731
+    where = f"segment {n} of {len(result['segments'])} vs {len(clean['segments'])}"
+    return f"{where}:\n{show(result['segments'])}\n{show(clean['segments'])}"

@@ -84,6 +84,22 @@ def word_error_rate(hypothesis: str, reference: str) -> float:
     return row[-1] / len(ref)
 
 
+def segments_problem(segments: list[dict], duration: float) -> str:
+    """'' when a transcription's segments are in order, each after the one before
+    (no overlap, none twice) and inside the audio, else what is wrong. (Whether
+    none is missing is the word error rate's to say, against a clean run.)"""
+    if not segments:
+        return "no segments"
+    for before, after in zip(segments, segments[1:], strict=False):
+        if before["end"] > after["start"]:
+            return f"overlap or disorder: {before} then {after}"
+    for s in segments:
+        if not 0 <= s["start"] <= s["end"] <= duration + 0.5:
+            return f"a segment outside the audio ({duration} s): {s}"
+    spans = [(s["start"], s["end"]) for s in segments]
+    return "" if len(set(spans)) == len(spans) else "a segment twice"
+
+
 def check(transcript: str, clip: str = "speech.ogg") -> str:
     """'' when `transcript` is `clip`'s speech by the rule above, else why not."""
     reference = REFERENCES[clip]

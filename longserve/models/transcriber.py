@@ -24,6 +24,13 @@ Long audio uses the whole long-work API (longserve/model.py):
   that decoded them); a watcher of both attempts may see the segments between
   the checkpoint and the fault twice: the later ones, by `start`, replace them.
 
+An attempt decodes its first 30-s window alone, then the rest from where an
+unbroken run starts its second window (the resume cut again): faster-whisper
+computes the log-mel features of all the audio it is given before it decodes
+a window, seconds for a long podcast, and the first partial should not wait
+for them. The cost: the first call also decodes the few seconds after the
+first window, which the second decodes again.
+
 Each attempt logs one INFO line when it ends: how many seconds of audio it
 decoded, from which offset, and in how many seconds of wall time
 ("model-seconds"; benchmarks/resume_bench.py reads it).
@@ -47,6 +54,7 @@ CHECKPOINT_EVERY_S = 60.0
 FRAMES_PER_S = 100  # Whisper's mel frames (its `seek` unit): 10 ms, every model size
 PROMPT_TOKENS = 223  # of the text decoded so far, faster-whisper primes each window with the last 223 tokens
 PROMPT_RESET_ON_TEMPERATURE = 0.5  # faster-whisper's default: a window decoded hotter drops that context
+FIRST_SPAN_S = 30.0  # one Whisper window: decoded first, alone, so the first segment comes soon
 CHECKPOINT_VERSION = 1
 
 logger = logging.getLogger("ray.serve")  # in the replica's log, as the server's own lines
@@ -133,6 +141,7 @@ class Transcriber(Model):
             )
         if inputs.task == "translate" and not self.model.model.is_multilingual:
             raise InvalidInput("this model is English-only and cannot translate; use a multilingual one")
+        began = time.monotonic()  # model-seconds count the audio's decoding too: a resumed attempt does it again
         audio = decode(inputs.audio, self.options.max_audio_s)
         duration = round(len(audio) / SAMPLE_RATE, 3)
         resumed = resume_state(ctx.resume, duration)
@@ -141,42 +150,59 @@ class Transcriber(Model):
             run = Transcription(resumed["offset"], resumed["segments"], resumed["prompt_tokens"])
         else:
             run = Transcription(0.0, [], self._prompt_tokens(inputs.prompt))
-        options = {"temperature": inputs.temperature} if inputs.temperature is not None else {}
-        segments, info = self.model.transcribe(
-            audio[int(round(run.offset * SAMPLE_RATE)) :],
-            # Primed as an unbroken run is at the cut: the same prompt tokens, the language it detected.
-            language=inputs.language or (resumed["language"] if resumed else None),
-            beam_size=self.options.beam_size,
-            task=inputs.task,
-            initial_prompt=run.context or None,
-            word_timestamps=inputs.word_timestamps,
-            **options,
-        )
-        if resumed and inputs.language is None:
+        language = inputs.language or (resumed["language"] if resumed else None)
+        detected: Optional[tuple[str, float]] = (inputs.language, 1.0) if inputs.language else None  # as faster-whisper
+        if resumed and not inputs.language:
             detected = (resumed["language"], resumed["language_probability"])
-        else:
-            detected = (info.language, round(info.language_probability, 3))
-        checkpointed = run.offset
+        options = {"temperature": inputs.temperature} if inputs.temperature is not None else {}
+        start, checkpointed, first_span = run.offset, run.offset, True
         try:
-            for segment in segments:  # each step decodes the next window of audio
-                window = run.window_start(segment)
-                if window is not None and window - checkpointed >= self.options.checkpoint_every_s:
-                    # A new window: its start is where an unbroken run went on, after the segments so far.
-                    ctx.report_progress(window, duration)  # first: the job's resumed_from is this
-                    ctx.checkpoint(run.state(window, duration, *detected))
-                    checkpointed = window
-                item = run.add(segment, inputs)
-                ctx.emit({"start": item["start"], "end": item["end"], "text": item["text"]})
-                ctx.report_progress(min(item["end"], duration), duration)
-                ctx.check_cancelled()
+            while start < duration:
+                # First one window alone: faster-whisper computes the log-mel features of all the audio it is
+                # given before its first window, seconds for an hour, so the first partial would wait for them.
+                end = min(duration, start + FIRST_SPAN_S) if first_span else duration
+                segments, info = self.model.transcribe(
+                    audio[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))],
+                    # Primed as an unbroken run is at the cut: the same prompt tokens, the language it detected.
+                    language=language,
+                    beam_size=self.options.beam_size,
+                    task=inputs.task,
+                    initial_prompt=run.context or None,
+                    word_timestamps=inputs.word_timestamps,
+                    **options,
+                )
+                detected = detected or (info.language, round(info.language_probability, 3))
+                language = language or info.language
+                run.begin(start)
+                before, cut = len(run.segments), None
+                for segment in segments:  # each step decodes the next window of audio
+                    if first_span and segment.seek > 0:
+                        # A window after the first, cut short by the span's end: an unbroken run starts it here.
+                        cut = run.cut(segment)
+                        break
+                    window = run.window_start(segment)
+                    if window is not None and window - checkpointed >= self.options.checkpoint_every_s:
+                        # A new window: its start is where an unbroken run went on, after the segments so far.
+                        ctx.report_progress(window, duration)  # first: the job's resumed_from is this
+                        ctx.checkpoint(run.state(window, duration, *detected))
+                        checkpointed = window
+                    item = run.add(segment, inputs)
+                    ctx.emit({"start": item["start"], "end": item["end"], "text": item["text"]})
+                    ctx.report_progress(min(item["end"], duration), duration)
+                    ctx.check_cancelled()
+                if cut is None:  # no later window showed: go on after the last segment (no word cut in half)
+                    cut = min(end, run.reached) if len(run.segments) > before and end < duration else end
+                    cut = cut if cut > start else end
+                start, first_span = cut, False
         finally:
             logger.info(
                 "transcriber decoded %.2f s of audio from offset %.2f s of %.2f s in %.2f s (model-seconds)",
-                run.reached - run.offset,
-                run.offset,
+                max(0.0, run.reached - run.started),
+                run.started,
                 duration,
-                time.monotonic() - run.began,
+                time.monotonic() - began,
             )
+        detected = detected or (language or "", 0.0)  # only when there was nothing left to decode
         return {
             "text": " ".join(s["text"] for s in run.segments),
             "language": detected[0],
@@ -198,23 +224,31 @@ class Transcription:
     decoded, dropped after a window decoded at a high temperature."""
 
     def __init__(self, offset: float, segments: list[dict], context: list[int]):
-        self.offset = offset  # where this attempt's audio begins in the whole
+        self.started = offset  # where this attempt began in the whole audio
+        self.offset = offset  # where the audio given to the decoder now begins
         self.segments = list(segments)
-        self.first = len(segments)  # the first segment this attempt decodes
         self.context = list(context)
         self.reached = offset
-        self.seek: Optional[int] = None  # the window of the last segment, in mel frames of this attempt's audio
+        self.seek: Optional[int] = None  # the window of the last segment, in mel frames of the decoder's audio
         self.reset = False  # whether that window's decoding resets the context after it
-        self.began = time.monotonic()
+
+    def begin(self, offset: float) -> None:
+        """The decoder is given the audio from `offset` on (seeks count from there)."""
+        self.offset, self.seek = offset, None
+
+    def cut(self, segment) -> float:
+        """Where `segment`'s window starts in the whole audio, as the place to go on
+        from, unbroken: what decoding the window before it leaves behind is applied."""
+        if self.reset:
+            self.context = []
+        return round(self.offset + segment.seek / FRAMES_PER_S, 2)
 
     def window_start(self, segment) -> Optional[float]:
         """Where `segment`'s window starts in the whole audio, when it starts a
         new window after one of this attempt's; else None."""
         if self.seek is None or segment.seek == self.seek:
             return None
-        if self.reset:
-            self.context = []
-        return round(self.offset + segment.seek / FRAMES_PER_S, 2)
+        return self.cut(segment)
 
     def add(self, segment, inputs: TranscribeInput) -> dict:
         item = segment_dict(segment, inputs, self.offset, len(self.segments))
