@@ -76,7 +76,9 @@ run is cut at a known point. One scenario runs the real transcriber on an app of
 `tx_config`): a clean transcription job of real speech, then the same audio again, its replica
 killed once the job's progress passes 70%. **a resumed job gives a clean run's result**: the
 second attempt resumed from its last checkpoint (`resumed_from` > 0, seconds of audio) and its
-text is the clean run's within 2% word error rate (word-level edit distance, `tests/transcripts.py`).
+text is the clean run's within 2% word error rate (word-level edit distance, `tests/transcripts.py`),
+or within 1 point more than two clean runs on two replicas differ by: int8 kernels can hear a word
+differently in another process of the same machine, and the resumed part runs in another one.
 """
 
 # What each verdict column checks, in the order of the summary table.
@@ -160,11 +162,13 @@ ROWS = [
     ("killed_at_s", "killed at (s of audio)"),
     ("resumed_from", "resumed from (s of audio)"),
     ("wer_vs_clean", "word error rate vs a clean run"),
+    ("wer_clean_vs_clean", "word error rate between two clean runs"),
     ("run_s", "run seconds (clean → resumed job)"),
     ("seconds", "scenario seconds"),
 ]
 
-WER_LIMIT = 0.02  # a resumed transcription's words vs a clean run's (tests/transcripts.py)
+# A resumed transcription's words vs a clean run's: at most 2%, or 1 point over two clean runs (tests/transcripts.py).
+WER_LIMIT = 0.02
 
 PROXY_500 = "500 without the error shape"
 
@@ -222,8 +226,9 @@ def verdicts(f: dict) -> dict[str, tuple[Optional[bool], str]]:
                 f"{bad} bare 500 from the proxy" if proxy == bad == len(f.get("_sync_bad", [])) else f"{bad} outside",
             )
     if measured(f, "wer_vs_clean", "resumed_from"):
+        limit = max(WER_LIMIT, (f.get("wer_clean_vs_clean") or 0) + 0.01)
         out["resume"] = (
-            f["resumed_from"] > 0 and f["wer_vs_clean"] <= WER_LIMIT,
+            f["resumed_from"] > 0 and f["wer_vs_clean"] <= limit,
             f"from {f['resumed_from']} s, {f['wer_vs_clean']:.1%} WER",
         )
     return out
