@@ -490,8 +490,15 @@ def test_job_flood_with_long_polls(rel):
 
 TX_AUDIO_S = size(200.0, 900.0)  # a 15-minute podcast in the long version
 TX_KILL_AT = 0.7  # of the audio
-# A resumed transcript vs a clean one: at most 2% word error rate, or 1 point more than two clean runs differ by.
+TX_CLIP = "speech_long.ogg"  # what scripts/make_podcast.py repeats
+# A resumed transcript's word error rate against the speech: at most 2 points over a clean run's.
 WER_LIMIT = 0.02
+
+
+def clip_seconds() -> float:
+    from faster_whisper import decode_audio
+
+    return len(decode_audio(str(ROOT / "tests" / "data" / TX_CLIP), sampling_rate=16000)) / 16000
 
 
 def tx_config(tmp: Path) -> AppConfig:
@@ -549,7 +556,7 @@ def transcription_job(http: httpx.Client, audio: bytes, kill_at: Optional[float]
 def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
     from ray import serve
 
-    from tests.transcripts import segments_problem, word_error_rate
+    from tests.transcripts import repeated_reference, segments_problem, word_error_rate
 
     config = tx_config(tmp_path)
     url = deploy("tx", config, serve_app.url)
@@ -558,7 +565,7 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
             # Two clean runs on two replicas (the first one killed while idle): int8 kernels can hear a word
-            # differently in another process, so this is how far apart two clean transcripts are here.
+            # differently in another process (the resumed part runs in another), so two clean runs differ too.
             first, _ = transcription_job(http, audio)
             kill_named(tx_replica(), restart=False)
             clean, _ = transcription_job(http, audio)
@@ -574,7 +581,10 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
         wait_ready(serve_app.url)
     wer = word_error_rate(result["text"], clean_result["text"])
     noise = word_error_rate(clean_result["text"], first_result["text"])
-    limit = max(WER_LIMIT, noise + 0.01)
+    # Against what the audio says: Whisper itself now and then drops a sentence where the clip repeats,
+    # in a clean run too, so a resumed run must be no worse than the worse clean run, give or take 2%.
+    truth = repeated_reference(TX_CLIP, clip_seconds(), result["duration"])
+    errors = [word_error_rate(r["text"], truth) for r in (result, clean_result, first_result)]
     figures = record(
         {
             "scenario": "Transcriber replica killed at 70% of a job, resumed",
@@ -591,6 +601,7 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
             "killed_at_s": round(killed.get("fraction", 0) * result["duration"], 1),
             "wer_vs_clean": round(wer, 4),
             "wer_clean_vs_clean": round(noise, 4),
+            "wer_vs_speech": dict(zip(("resumed", "clean", "other clean"), (round(e, 4) for e in errors), strict=True)),
             "run_s": [clean["run_s"], faulted["run_s"]],
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -602,9 +613,9 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
         result["segments"], result["duration"]
     )
     assert result.keys() == clean_result.keys() and result["duration"] == clean_result["duration"]
-    assert wer <= limit, (
-        f"resumed vs clean: {wer:.1%} word error rate, two clean runs: {noise:.1%}\n"
-        f"{first_difference(result, clean_result)}"
+    assert errors[0] <= max(errors[1:]) + WER_LIMIT, (
+        f"vs the speech: resumed {errors[0]:.1%}, clean {errors[1]:.1%} and {errors[2]:.1%} word error rate; "
+        f"resumed vs clean {wer:.1%}, two clean runs {noise:.1%}\n{first_difference(result, clean_result)}"
     )
 
 
