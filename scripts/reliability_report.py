@@ -32,7 +32,7 @@ HEADER = """# Reliability under faults and load
 the service; each scenario checks that every acknowledged job ends, none is lost or
 run more often than its `attempts` say, no job stays `running` past its lease, and
 callbacks arrive at least once, and records its figures. The figures below
-(`docs/reliability-figures.jsonl`) are from the {mode} version, run on {machine}.
+(`docs/reliability-figures.jsonl`) are from {mode}, run on {machine}.
 To reproduce:
 
 ```bash
@@ -75,8 +75,12 @@ own cluster, on one sqlite file. The model replica killed mid-job runs the sleep
 run is cut at a known point. One scenario runs the real transcriber on an app of its own (`tx`,
 `tx_config`): a clean transcription job of real speech, then the same audio again, its replica
 killed once the job's progress passes 70%. **a resumed job gives a clean run's result**: the
-second attempt resumed from its last checkpoint (`resumed_from` > 0, seconds of audio) and its
-text is the clean run's within 2% word error rate (word-level edit distance, `tests/transcripts.py`).
+second attempt resumed from its last checkpoint (`resumed_from` > 0, seconds of audio), and its
+text is no further from what the audio says than the worse of two clean runs (on two replicas) is,
+give or take 2 points of word error rate (word-level edit distance, `tests/transcripts.py`). Not
+"within 2% of a clean run's text": two clean runs in two processes differ by that much here (the
+int8 kernels hear a word differently, and Whisper now and then drops a sentence where the clip
+repeats), and the resumed part runs in another process than the part before the fault.
 """
 
 # What each verdict column checks, in the order of the summary table.
@@ -160,11 +164,14 @@ ROWS = [
     ("killed_at_s", "killed at (s of audio)"),
     ("resumed_from", "resumed from (s of audio)"),
     ("wer_vs_clean", "word error rate vs a clean run"),
+    ("wer_clean_vs_clean", "word error rate between two clean runs"),
+    ("wer_vs_speech", "word error rate vs the speech"),
     ("run_s", "run seconds (clean → resumed job)"),
     ("seconds", "scenario seconds"),
 ]
 
-WER_LIMIT = 0.02  # a resumed transcription's words vs a clean run's (tests/transcripts.py)
+# A resumed transcription's word error rate vs the speech: at most 2 points over the worse clean run's.
+WER_LIMIT = 0.02
 
 PROXY_500 = "500 without the error shape"
 
@@ -221,10 +228,11 @@ def verdicts(f: dict) -> dict[str, tuple[Optional[bool], str]]:
                 False,
                 f"{bad} bare 500 from the proxy" if proxy == bad == len(f.get("_sync_bad", [])) else f"{bad} outside",
             )
-    if measured(f, "wer_vs_clean", "resumed_from"):
+    if measured(f, "wer_vs_speech", "resumed_from"):
+        resumed, *clean = f["wer_vs_speech"].values()  # the resumed job's, then the clean runs'
         out["resume"] = (
-            f["resumed_from"] > 0 and f["wer_vs_clean"] <= WER_LIMIT,
-            f"from {f['resumed_from']} s, {f['wer_vs_clean']:.1%} WER",
+            f["resumed_from"] > 0 and resumed <= max(clean) + WER_LIMIT,
+            f"from {f['resumed_from']} s; {resumed:.1%} vs {max(clean):.1%} WER",
         )
     return out
 
@@ -281,7 +289,11 @@ def render(lines: list[dict]) -> str:
     modes = [f.get("mode", "short") for f in lines]
     machines = [f.get("machine", "an unrecorded machine") for f in lines]
     one_mode, one_machine = len(set(modes)) <= 1, len(set(machines)) <= 1
-    out = [HEADER.format(mode=describe(modes, "versions"), machine=describe(machines, "machines")).rstrip("\n")]
+    out = [
+        HEADER.format(
+            mode=describe([f"the {m} version" for m in modes], "versions"), machine=describe(machines, "machines")
+        ).rstrip("\n")
+    ]
     out += summary(lines)
     out.append(SETUP.rstrip("\n"))
     for f in lines:

@@ -41,6 +41,7 @@ from tests.reliability import (
     check_sync,
     dedupe_deliveries,
     kill_named,
+    named_actor,
     percentiles,
     record,
     size,
@@ -494,6 +495,15 @@ def test_job_flood_with_long_polls(rel):
 
 TX_AUDIO_S = size(200.0, 900.0)  # a 15-minute podcast in the long version
 TX_KILL_AT = 0.7  # of the audio
+TX_CLIP = "speech_long.ogg"  # what scripts/make_podcast.py repeats
+# A resumed transcript's word error rate against the speech: at most 2 points over a clean run's.
+WER_LIMIT = 0.02
+
+
+def clip_seconds() -> float:
+    from faster_whisper import decode_audio
+
+    return len(decode_audio(str(ROOT / "tests" / "data" / TX_CLIP), sampling_rate=16000)) / 16000
 
 
 def tx_config(tmp: Path) -> AppConfig:
@@ -526,6 +536,11 @@ def podcast(tmp: Path, seconds: float) -> bytes:
     return path.read_bytes()
 
 
+def tx_replica() -> str:
+    """The name of the tx app's transcriber replica (one at a time), waiting while Serve starts it."""
+    return named_actor("tx#transcriber#")[0]
+
+
 def transcription_job(http: httpx.Client, audio: bytes, kill_at: Optional[float] = None) -> tuple[dict, dict]:
     """Submit `audio` and wait for its job to end; with `kill_at`, kill the
     transcriber's replica once the job's progress passes that fraction.
@@ -539,17 +554,14 @@ def transcription_job(http: httpx.Client, audio: bytes, kill_at: Optional[float]
             return job, killed
         fraction = job["progress"].get("fraction") or 0
         if kill_at is not None and not killed and job["attempts"] == 1 and fraction >= kill_at:
-            replicas = [
-                a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "tx#transcriber#" in a["name"]
-            ]
-            kill_named(replicas[0], restart=False)  # Serve starts another; the runner sees this one die
+            kill_named(tx_replica(), restart=False)  # Serve starts another; the runner sees this one die
             killed = {"fraction": round(fraction, 3), "at": time.monotonic()}
 
 
 def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
     from ray import serve
 
-    from tests.transcripts import segments_problem, word_error_rate
+    from tests.transcripts import repeated_reference, segments_problem, word_error_rate
 
     config = tx_config(tmp_path)
     url = deploy("tx", config, serve_app.url)
@@ -557,10 +569,15 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
     started = time.monotonic()
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
+            # Two clean runs on two replicas (the first one killed while idle): int8 kernels can hear a word
+            # differently in another process (the resumed part runs in another), so two clean runs differ too.
+            first, _ = transcription_job(http, audio)
+            kill_named(tx_replica(), restart=False)
             clean, _ = transcription_job(http, audio)
             faulted, killed = transcription_job(http, audio, kill_at=TX_KILL_AT)
-            assert clean["status"] == "succeeded", clean
-            assert faulted["status"] == "succeeded", faulted
+            for job in (first, clean, faulted):
+                assert job["status"] == "succeeded", job
+            first_result = http.get(f"/v1/jobs/{first['id']}/result").json()
             clean_result = http.get(f"/v1/jobs/{clean['id']}/result").json()
             result = http.get(f"/v1/jobs/{faulted['id']}/result").json()
     finally:
@@ -568,12 +585,18 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
         kill_named(store_name(config.jobs), restart=False)
         wait_ready(serve_app.url)
     wer = word_error_rate(result["text"], clean_result["text"])
+    noise = word_error_rate(clean_result["text"], first_result["text"])
+    # Against what the audio says: Whisper itself now and then drops a sentence where the clip repeats,
+    # in a clean run too, so a resumed run must be no worse than the worse clean run, give or take 2%.
+    truth = repeated_reference(TX_CLIP, clip_seconds(), result["duration"])
+    errors = [word_error_rate(r["text"], truth) for r in (result, clean_result, first_result)]
     figures = record(
         {
             "scenario": "Transcriber replica killed at 70% of a job, resumed",
             "faults": f"the transcriber's replica killed once the job's progress passed {killed.get('fraction')}",
             "load": f"one transcription job of {TX_AUDIO_S:g} s of real speech (Whisper base, int8), checkpoints "
-            f"every {config.models['transcriber'].options.checkpoint_every_s:g} s of audio; first a clean run of it",
+            f"every {config.models['transcriber'].options.checkpoint_every_s:g} s of audio; first two clean runs "
+            "of it, on two replicas",
             "acknowledged": 1,
             "completed": int(faulted["status"] == "succeeded"),
             "failed": int(faulted["status"] == "failed"),
@@ -582,6 +605,8 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
             "resumed_from": faulted["resumed_from"],
             "killed_at_s": round(killed.get("fraction", 0) * result["duration"], 1),
             "wer_vs_clean": round(wer, 4),
+            "wer_clean_vs_clean": round(noise, 4),
+            "wer_vs_speech": dict(zip(("resumed", "clean", "other clean"), (round(e, 4) for e in errors), strict=True)),
             "run_s": [clean["run_s"], faulted["run_s"]],
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -593,7 +618,10 @@ def test_transcriber_replica_killed_at_70_percent_resumes(serve_app, tmp_path):
         result["segments"], result["duration"]
     )
     assert result.keys() == clean_result.keys() and result["duration"] == clean_result["duration"]
-    assert wer <= 0.02, f"resumed vs clean: {wer:.1%} word error rate\n{first_difference(result, clean_result)}"
+    assert errors[0] <= max(errors[1:]) + WER_LIMIT, (
+        f"vs the speech: resumed {errors[0]:.1%}, clean {errors[1]:.1%} and {errors[2]:.1%} word error rate; "
+        f"resumed vs clean {wer:.1%}, two clean runs {noise:.1%}\n{first_difference(result, clean_result)}"
+    )
 
 
 def first_difference(result: dict, clean: dict) -> str:

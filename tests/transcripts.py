@@ -84,6 +84,15 @@ def word_error_rate(hypothesis: str, reference: str) -> float:
     return row[-1] / len(ref)
 
 
+def repeated_reference(clip: str, clip_s: float, seconds: float) -> str:
+    """What `seconds` of `clip` said over and over (scripts/make_podcast.py) says, as
+    written: its reference repeated, the last time cut where the audio ends (by word
+    count, so a word or two off there, for every transcript alike)."""
+    ref = all_words(REFERENCES[clip])
+    whole, part = divmod(seconds / clip_s, 1)
+    return " ".join(ref * int(whole) + ref[: round(part * len(ref))])
+
+
 def segments_problem(segments: list[dict], duration: float) -> str:
     """'' when a transcription's segments are in order, each after the one before
     (no overlap, none twice) and inside the audio, else what is wrong. (Whether
