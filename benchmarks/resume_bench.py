@@ -6,6 +6,7 @@ reaches a watcher of a podcast job on an idle server.
 
     python -m benchmarks.resume_bench --minutes 15            # prints a markdown section
     python -m benchmarks.resume_bench --minutes 3 --out /tmp/resume.md
+    python -m benchmarks.resume_bench --first-partial 3         # only the first partial, 3 jobs
 
 Its own Ray cluster (benchmarks/serving.py) and one app: the shipped
 transcriber (Whisper base, int8, beam 1, checkpoint_every_s 60) and the
@@ -177,11 +178,48 @@ def run_job(url: str, audio: bytes, fault: Optional[str] = None, at: float = 0.7
     }
 
 
+def first_partial(url: str, audio: bytes) -> float:
+    """Seconds from the submit to the job's first partial event; the job is then cancelled."""
+    submitted = time.monotonic()
+    response = httpx.post(
+        f"{url}/v1/models/transcriber/jobs", content=audio, headers={"content-type": "audio/mpeg"}, timeout=120
+    )
+    response.raise_for_status()
+    job_id = response.json()["id"]
+    seconds = Watch(url, job_id).wait(lambda kind, _: kind == "partial")[0] - submitted
+    httpx.delete(f"{url}/v1/jobs/{job_id}", timeout=60)
+    return seconds
+
+
+def first_partials(minutes: float, jobs: int) -> None:
+    from scripts.make_podcast import make
+
+    tmp = Path(tempfile.mkdtemp(prefix="resume-bench-"))
+    podcast = tmp / "podcast.mp3"
+    make(podcast, minutes * 60)
+    warmup = (ROOT / "tests" / "data" / "speech.ogg").read_bytes()
+    with serving({}, access_log=False) as base:
+        deploy(f"/{APP}", config(tmp), access_log=False)
+        url = f"{base}/{APP}"
+        run_job(url, warmup)  # an idle server: model loaded, runner claiming
+        seconds = [first_partial(url, podcast.read_bytes()) for _ in range(jobs)]
+    load = os.getloadavg()[0]
+    print(
+        f"first partial of a {minutes:g}-minute podcast job: {', '.join(f'{s:.2f}' for s in seconds)} s "
+        f"(load average {load:.1f} at the end)",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="length of the podcast")
     parser.add_argument("--out", type=Path, help="also write the markdown section here")
+    parser.add_argument("--first-partial", type=int, metavar="JOBS", help="only time the first partial, JOBS times")
     args = parser.parse_args()
+    if args.first_partial:
+        first_partials(args.minutes, args.first_partial)
+        return
 
     from faster_whisper import decode_audio
 

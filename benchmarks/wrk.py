@@ -10,6 +10,7 @@ every answer), the statuses and wrk's own errors (client timeouts among them).
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -86,7 +87,7 @@ def run(
                 "-c",
                 str(connections),
                 "-d",
-                f"{seconds:g}s",
+                f"{math.ceil(seconds)}s",  # wrk takes whole seconds only
                 "--timeout",
                 f"{timeout_s}s",
                 "-s",
