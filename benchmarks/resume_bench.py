@@ -179,7 +179,9 @@ def run_job(url: str, audio: bytes, fault: Optional[str] = None, at: float = 0.7
 
 
 def first_partial(url: str, audio: bytes) -> float:
-    """Seconds from the submit to the job's first partial event; the job is then cancelled."""
+    """Seconds from the submit to the job's first partial event; the job is then cancelled,
+    and the replica idle again (its attempt logged its end) before this returns."""
+    logged = len(model_log_lines())
     submitted = time.monotonic()
     response = httpx.post(
         f"{url}/v1/models/transcriber/jobs", content=audio, headers={"content-type": "audio/mpeg"}, timeout=120
@@ -188,6 +190,9 @@ def first_partial(url: str, audio: bytes) -> float:
     job_id = response.json()["id"]
     seconds = Watch(url, job_id).wait(lambda kind, _: kind == "partial")[0] - submitted
     httpx.delete(f"{url}/v1/jobs/{job_id}", timeout=60)
+    deadline = time.monotonic() + 120
+    while len(model_log_lines()) <= logged and time.monotonic() < deadline:
+        time.sleep(0.2)
     return seconds
 
 

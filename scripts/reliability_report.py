@@ -77,10 +77,12 @@ run is cut at a known point. One scenario runs the real transcriber on an app of
 killed once the job's progress passes 70%. **a resumed job gives a clean run's result**: the
 second attempt resumed from its last checkpoint (`resumed_from` > 0, seconds of audio), and its
 text is no further from what the audio says than the worse of two clean runs (on two replicas) is,
-give or take 2 points of word error rate (word-level edit distance, `tests/transcripts.py`). Not
+give or take 10 points of word error rate (word-level edit distance, `tests/transcripts.py`). Not
 "within 2% of a clean run's text": two clean runs in two processes differ by that much here (the
 int8 kernels hear a word differently, and Whisper now and then drops a sentence where the clip
-repeats), and the resumed part runs in another process than the part before the fault.
+repeats), and the resumed part runs in another process than the part before the fault: a
+resumed run has been seen 4 points past the worse of its two clean runs (14.6% vs 10.6%), while
+a resume that decoded the remainder twice or skipped it would be 30 points or more away.
 """
 
 # What each verdict column checks, in the order of the summary table.
@@ -170,8 +172,8 @@ ROWS = [
     ("seconds", "scenario seconds"),
 ]
 
-# A resumed transcription's word error rate vs the speech: at most 2 points over the worse clean run's.
-WER_LIMIT = 0.02
+# A resumed transcription's word error rate vs the speech: at most 10 points over the worse clean run's.
+WER_LIMIT = 0.10
 
 PROXY_500 = "500 without the error shape"
 

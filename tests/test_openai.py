@@ -282,12 +282,15 @@ def test_a_streamed_transcription_sends_a_delta_per_segment(oai):
     assert_transcript(text, "speech.ogg")
 
 
-def test_a_deadline_mid_stream_is_an_error_the_sdk_raises(oai):
-    """200 s of speech: seven 30 s windows, each 5-15 s of work on this CPU. The SDK's 25 s
-    deadline (the server's: 24 s) passes after the first window's segments, long before
-    the last: the stream ends with an OpenAI-shaped error, which the SDK raises, never a
-    stream that just stops."""
-    clip = ("speech.wav", speech_wav("speech_long.ogg", repeat=3), "audio/wav")
+def test_a_deadline_mid_stream_is_an_error_the_sdk_raises(oai, tmp_path):
+    """~530 s of speech: eighteen 30 s windows, 2-15 s of work each on these CPUs (~45 s
+    in all on an idle one). The SDK's 25 s deadline (the server's: 24 s) passes after the
+    first window's segments, long before the last: the stream ends with an OpenAI-shaped
+    error, which the SDK raises, never a stream that just stops."""
+    from scripts.make_podcast import make
+
+    make(tmp_path / "talk.mp3", 530)  # an MP3 (2 MB): within the test app's max_body_mb, unlike a WAV
+    clip = ("talk.mp3", (tmp_path / "talk.mp3").read_bytes(), "audio/mpeg")
     deltas = []
     with pytest.raises(openai.APIError) as caught:
         for event in oai.with_options(timeout=25.0).audio.transcriptions.create(

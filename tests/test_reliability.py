@@ -497,7 +497,7 @@ TX_AUDIO_S = size(200.0, 900.0)  # a 15-minute podcast in the long version
 TX_KILL_AT = 0.7  # of the audio
 TX_CLIP = "speech_long.ogg"  # what scripts/make_podcast.py repeats
 # A resumed transcript's word error rate against the speech: at most 2 points over a clean run's.
-WER_LIMIT = 0.02
+WER_LIMIT = 0.10  # points over the worse clean run: scripts/reliability_report.py says why
 
 
 def clip_seconds() -> float:

@@ -29,7 +29,10 @@ unbroken run starts its second window (the resume cut again): faster-whisper
 computes the log-mel features of all the audio it is given before it decodes
 a window, seconds for a long podcast, and the first partial should not wait
 for them. The cost: the first call also decodes the few seconds after the
-first window, which the second decodes again.
+first window, which the second decodes again. For the same reason a first
+attempt decodes only the head of the file to samples (the first window's
+worth) before that first window, and the whole file after it, when the
+file's header says how long it is.
 
 Each attempt logs one INFO line when it ends: how many seconds of audio it
 decoded, from which offset, and in how many seconds of wall time
@@ -55,6 +58,7 @@ FRAMES_PER_S = 100  # Whisper's mel frames (its `seek` unit): 10 ms, every model
 PROMPT_TOKENS = 223  # of the text decoded so far, faster-whisper primes each window with the last 223 tokens
 PROMPT_RESET_ON_TEMPERATURE = 0.5  # faster-whisper's default: a window decoded hotter drops that context
 FIRST_SPAN_S = 30.0  # one Whisper window: decoded first, alone, so the first segment comes soon
+HEAD_S = FIRST_SPAN_S + 2.0  # of a first attempt's audio, decoded to samples before its first window
 CHECKPOINT_VERSION = 1
 
 logger = logging.getLogger("ray.serve")  # in the replica's log, as the server's own lines
@@ -142,8 +146,11 @@ class Transcriber(Model):
         if inputs.task == "translate" and not self.model.model.is_multilingual:
             raise InvalidInput("this model is English-only and cannot translate; use a multilingual one")
         began = time.monotonic()  # model-seconds count the audio's decoding too: a resumed attempt does it again
-        audio = decode(inputs.audio, self.options.max_audio_s)
-        duration = round(len(audio) / SAMPLE_RATE, 3)
+        # A first attempt starts from the head of the file: its first window need not wait for all of it.
+        audio, whole, header_s = _decode(inputs.audio, self.options.max_audio_s, None if ctx.resume else HEAD_S)
+        if not whole and (header_s is None or header_s < HEAD_S):  # no usable length in the header: decode it all
+            audio, whole, _ = _decode(inputs.audio, self.options.max_audio_s)
+        duration = round(len(audio) / SAMPLE_RATE if whole else header_s or 0.0, 3)
         resumed = resume_state(ctx.resume, duration)
         ctx.report_progress(resumed["offset"] if resumed else 0.0, duration, "resumed" if resumed else "started")
         if resumed:
@@ -190,6 +197,9 @@ class Transcriber(Model):
                     ctx.emit({"start": item["start"], "end": item["end"], "text": item["text"]})
                     ctx.report_progress(min(item["end"], duration), duration)
                     ctx.check_cancelled()
+                if not whole:  # the first window is out: now the rest of the file, and its exact length
+                    audio, whole, _ = _decode(inputs.audio, self.options.max_audio_s)
+                    duration = round(len(audio) / SAMPLE_RATE, 3)
                 if cut is None:  # no later window showed: go on after the last segment (no word cut in half)
                     cut = min(end, run.reached) if len(run.segments) > before and end < duration else end
                     cut = cut if cut > start else end
@@ -324,17 +334,27 @@ def decode(data: Union[bytes, Path], max_s: float = MAX_AUDIO_S):
     """16 kHz mono float32 samples. Refuses audio over max_s seconds from its
     header when it has one, else as soon as decoding passes max_s, so a
     small upload cannot expand into hours of samples in memory."""
+    return _decode(data, max_s)[0]
+
+
+def _decode(data: Union[bytes, Path], max_s: float = MAX_AUDIO_S, head_s: Optional[float] = None):
+    """(samples, whole, the length the header gives or None). With head_s, decoding
+    stops once that many seconds are in: `whole` says whether the audio ended first."""
     import av
     import numpy as np
 
     chunks, samples, limit = [], 0, int(max_s * SAMPLE_RATE)
+    head = None if head_s is None else int(head_s * SAMPLE_RATE)
+    whole, header_s = True, None
     try:
         source = str(data) if isinstance(data, Path) else io.BytesIO(data)
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise InvalidInput("could not decode the audio: the body holds no audio stream")
-            if container.duration is not None and container.duration / av.time_base > max_s:
-                raise InvalidInput(_too_long(container.duration / av.time_base, max_s))
+            if container.duration is not None:
+                header_s = container.duration / av.time_base
+                if header_s > max_s:
+                    raise InvalidInput(_too_long(header_s, max_s))
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
@@ -342,14 +362,18 @@ def decode(data: Union[bytes, Path], max_s: float = MAX_AUDIO_S):
                     samples += chunks[-1].size
                 if samples > limit:
                     raise InvalidInput(_too_long(samples / SAMPLE_RATE, max_s, "at least "))
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+                if head is not None and samples >= head:
+                    whole = False
+                    break
+            if whole:
+                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     except InvalidInput:
         raise
     except Exception as exc:  # PyAV raises many kinds; all mean "not audio we can read"
         raise InvalidInput(f"could not decode the audio: {exc}") from None
     if not chunks or sum(c.size for c in chunks) == 0:
         raise InvalidInput("the audio holds no samples")
-    return np.concatenate(chunks).astype(np.float32) / 32768.0
+    return np.concatenate(chunks).astype(np.float32) / 32768.0, whole, header_s
 
 
 def _too_long(seconds: float, max_s: float, qualifier: str = "") -> str:
