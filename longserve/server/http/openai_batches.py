@@ -85,10 +85,10 @@ class OpenAIBatchRoutes(GatewayParts):
             model = self._openai_model(line.body.model, "embeddings")  # a model not served: the whole batch is a 404
             item: dict[str, Any] = {"custom_id": line.custom_id, "line": number, "job_id": None, "error": None}
             texts = line.body.texts()
-            data = json.dumps({"texts": texts}).encode()
             try:
                 if texts is None:
                     raise InvalidRequest("token arrays are not supported")
+                data = json.dumps({"texts": texts}).encode()
                 self.parser.parse(model, "application/json", data, {})
             except (InvalidRequest, InputRejected) as exc:  # this line only: reported in the error file
                 items.append({**item, "error": f"line {number}: {exc.message}"})
@@ -190,13 +190,8 @@ class OpenAIBatchRoutes(GatewayParts):
 
     async def _batch_jobs(self, record: dict) -> list:
         """Each line's job, None for a line that is not a request (it has none)."""
-        found = dict(
-            zip(
-                batches.job_ids(record),
-                await asyncio.gather(*(self.store.get.remote(job_id) for job_id in batches.job_ids(record))),
-                strict=True,
-            )
-        )
+        ids = batches.job_ids(record)
+        found = dict(zip(ids, await asyncio.gather(*(self.store.get.remote(i) for i in ids)), strict=True))
         return [found.get(item["job_id"]) for item in record["items"]]
 
     async def _finish_batch(self, record: dict, jobs: list) -> dict:
