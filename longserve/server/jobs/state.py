@@ -178,14 +178,15 @@ class JobState:
 
     def page_in(self, jobs: Iterable[Job]) -> None:
         """Cache finished jobs read from the backend (those already in memory are newer, kept).
-        They count nowhere, as when evicted; the cache is then trimmed, keeping them."""
-        paged = set()
+        They count nowhere, as when evicted; the cache is then trimmed, keeping all of them
+        (the caller is about to use them: the reaper, a batch)."""
+        wanted = set()
         for job in jobs:
+            wanted.add(job.id)
             if job.id not in self.records:
                 assert not live(job), job.id  # a live job is never evicted
                 self._install(None, job)
-                paged.add(job.id)
-        self.shrink(keep=paged)
+        self.shrink(keep=wanted)
 
     def shrink(self, keep: Iterable[str] = ()) -> None:
         """Evict the least recently used finished jobs beyond cache_finished (but those in `keep`)."""
