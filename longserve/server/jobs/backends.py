@@ -19,6 +19,7 @@ Besides jobs, a backend keeps the store's settings as last deployed (a JSON
 text), so a store that restarts follows the newest deploy, not its first one.
 """
 
+import heapq
 import os
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ from typing import Any, Optional, Protocol, cast
 
 from longserve.server.jobs.events import KEPT, JobEvent, kept, oldest_trimmable
 from longserve.server.jobs.record import Job
-from longserve.server.jobs.state import live
+from longserve.server.jobs.state import due_entries, live
 
 LIST_SCAN = 500  # redis: records read per round while a filtered listing fills its page
 
@@ -93,10 +94,13 @@ class Backend(Protocol):
 
 
 class MemoryBackend:
-    def __init__(self):
+    def __init__(self) -> None:
         self.records: dict[str, str] = {}  # by first save: by seq, as jobs are created in seq order
         self.jobs: dict[str, Job] = {}  # the same, parsed: what queries scan
         self.keys: dict[str, str] = {}  # idempotency_field -> job id
+        # (expires_at, id) heaps of the finished and of the expired jobs; an entry is stale once
+        # its job changed (`due` checks the job itself)
+        self.steps: dict[bool, list[tuple[float, str]]] = {False: [], True: []}
         self.bodies: dict[str, bytes] = {}
         self.logs: dict[str, list[JobEvent]] = {}
         self.settings: Optional[str] = None
@@ -119,8 +123,13 @@ class MemoryBackend:
         return None if job_id is None else self.get(job_id)
 
     def due(self, now: float, forget_after_s: float, limit: int) -> list[Job]:
-        ids = [i for i, job in self.jobs.items() if due(job, now, forget_after_s)][:limit]
-        return [Job.model_validate_json(self.records[i]) for i in ids]
+        found: dict[str, None] = {}
+        for expired, until in ((False, now), (True, now - forget_after_s + 1.0)):
+            for _, job_id in sorted(due_entries(self.steps[expired], until)):
+                job = self.jobs.get(job_id)
+                if job is not None and (job.status == "expired") == expired and due(job, now, forget_after_s):
+                    found[job_id] = None
+        return [Job.model_validate_json(self.records[i]) for i in list(found)[:limit]]
 
     def list_jobs(self, filters: Filters, limit: int, cursor: Optional[int]) -> tuple[list[Job], Optional[int]]:
         found: list[Job] = []
@@ -137,10 +146,24 @@ class MemoryBackend:
 
     def save(self, job: Job, body: Optional[bytes] = None, events: Sequence[JobEvent] = ()) -> None:
         self._unkey(job.id)
+        old = self.jobs.get(job.id)
         self.records[job.id] = job.model_dump_json()
         self.jobs[job.id] = Job.model_validate_json(self.records[job.id])
         if job.idempotency_key is not None:
             self.keys[idempotency_field(job.tenant, job.model, job.idempotency_key)] = job.id
+        finished = job.status not in ("queued", "running") and job.expires_at is not None
+        if finished and (old is None or (old.status, old.expires_at) != (job.status, job.expires_at)):
+            heapq.heappush(self.steps[job.status == "expired"], (cast(float, job.expires_at), job.id))
+        for expired, heap in self.steps.items():
+            if len(heap) > 2 * len(self.jobs) + 64:  # mostly stale: rebuilt, O(1) a save on average
+                heap[:] = [
+                    (j.expires_at, i)
+                    for i, j in self.jobs.items()
+                    if j.expires_at is not None
+                    and j.status not in ("queued", "running")
+                    and (j.status == "expired") == expired
+                ]
+                heapq.heapify(heap)
         if body is not None:
             self.bodies[job.id] = body
         if events:

@@ -147,7 +147,7 @@ class JobStore:
             self._persist(change)
             self._apply(change)
             reaped += len(due)
-            if len(due) < REAP_BATCH:
+            if len(due) < REAP_BATCH or change.empty:
                 break
         logger.info(
             "job store %s loaded %d live jobs, deleted %d past their forget time, reaped %d",
