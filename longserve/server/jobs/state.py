@@ -488,11 +488,11 @@ class JobState:
         self._requeue_or_fail(change, job, reason, now)
         return change
 
-    def reap(self, now: float) -> Change:
-        """Time passing: leases that ended give their jobs back; finished jobs
-        whose time came expire, and expired ones are forgotten."""
+    def reap(self, now: float, leases: bool = True) -> Change:
+        """Time passing: leases that ended give their jobs back (unless `leases` is False);
+        finished jobs whose time came expire, and expired ones are forgotten."""
         change = Change(self.version, reaped_until=now)
-        for job_id in sorted(self.running):
+        for job_id in sorted(self.running) if leases else ():
             job = self.records[job_id]
             if job.lease_expires_at is not None and job.lease_expires_at < now:
                 reason = f"its runner stopped renewing the lease ({self.settings.lease_s:g} s)"

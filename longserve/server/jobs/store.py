@@ -138,12 +138,13 @@ class JobStore:
         self.blobs.delete_jobs(job.id for job in loaded.deletes)
         self._publish(loaded)
         live = len(self.state.records)
-        # What fell due while no store ran, before any call: a forgotten job answers 404 from the start.
+        # Expiry and forgetting that fell due while no store ran, before any call: a forgotten job
+        # answers 404 from the start. Leases wait for the reaper, as ever (a runner may still renew).
         reaped = 0
         while True:
             due = self.backend.due(time.time(), self.state.settings.forget_after_s, REAP_BATCH)
             self.state.page_in(due)
-            change = self.state.reap(time.time())
+            change = self.state.reap(time.time(), leases=False)
             self._persist(change)
             self._apply(change)
             reaped += len(due)
