@@ -141,3 +141,36 @@ def test_finished_jobs_beyond_the_cache_work_as_if_in_memory(kind, tmp_path, req
         store.reaper.cancel()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_backend_written_before_the_query_indexes_is_indexed_on_start(kind, tmp_path, request):
+    """A store upgraded in place: the records written by the previous version (no columns, no
+    index keys) are found by every query once the backend opens them."""
+    from longserve.server.jobs.backends import Filters, make_backend
+    from longserve.server.jobs.record import Job
+
+    old = [
+        Job(id="q", seq=1, model="m", request=REQUEST, ttl_s=60, idempotency_key="kq"),
+        Job(id="s", seq=2, model="m", status="succeeded", request=REQUEST, ttl_s=60, expires_at=5.0),
+    ]
+    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    path = tmp_path / "jobs.sqlite3"
+    if kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, record TEXT NOT NULL)")
+            db.executemany("INSERT INTO jobs VALUES (?, ?)", [(j.id, j.model_dump_json()) for j in old])
+    else:
+        import redis
+
+        raw = redis.Redis.from_url(url)
+        for job in old:
+            raw.set(f"longserve:job:{job.id}", job.model_dump_json())
+            raw.sadd("longserve:jobs", job.id)
+    backend = make_backend(kind, str(path), url)
+    assert [job.id for job in backend.load_live()] == ["q"] and backend.last_seq() == 2
+    assert backend.find_key("anonymous", "m", "kq").id == "q"
+    assert [job.id for job in backend.due(10.0, 100.0, 10)] == ["s"]
+    assert [job.id for job in backend.list_jobs(Filters(tenant="anonymous"), 10, None)[0]] == ["s", "q"]
