@@ -154,6 +154,9 @@ class JobsConfig(Deployed):
     # `expired`), then it is deleted from memory and the backend and its id
     # answers 404: without this the store would grow with every job ever run.
     forget_after_s: float = Field(86400.0, gt=0)
+    # Finished jobs the JobStore keeps in memory (least recently used go first); the others are
+    # read from the backend when asked for. Queued and running jobs are always in memory.
+    cache_finished: int = Field(10_000, ge=0)
     # Cap on `GET /v1/jobs/{id}?wait=N` and `Prefer: wait=N`.
     max_wait_s: float = Field(60.0, gt=0)
     # JobRunner replicas; each claims jobs for every model with free slots.
