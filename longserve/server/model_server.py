@@ -80,6 +80,24 @@ class ModelServer:
         except InputUnavailable as exc:
             yield (Event.UNAVAILABLE, {**exc.body, "retryable": exc.retryable})
 
+    async def call(self, inputs: BaseModel) -> tuple:
+        """A plain sync predict, unary (server/calls.py call_model_once): (Event.RESULT, result)
+        or (Event.INVALID, message); no STARTED event, which a stream would cost a message more."""
+        try:
+            if self.batching:
+                return (Event.RESULT, await self._predict_batched(inputs))
+            # No progress or partials to relay: the model's thread alone, awaited.
+            ctx = Context()
+            work = asyncio.ensure_future(asyncio.to_thread(self.model.predict, inputs, ctx))
+            try:
+                return (Event.RESULT, await asyncio.shield(work))
+            except asyncio.CancelledError:
+                ctx.cancel()
+                await _wait_stopped(work, self.name)
+                raise
+        except InvalidInput as exc:
+            return (Event.INVALID, str(exc))
+
     async def _predict(
         self, inputs: BaseModel, progress: bool, partials: bool, job: Optional[JobInput] = None
     ) -> AsyncIterator[tuple]:
