@@ -1,5 +1,6 @@
 """One call of a model replica, read in one place for sync predict and for jobs.
 
+A plain sync predict needs no stream: `call_model_once` (below). For the rest,
 `ModelServer.run` yields a stream of (Event, value): STARTED when a replica
 begins the request, PROGRESS updates when asked for, then RESULT or INVALID.
 `call_model` reads it, tells the caller when the request started and how it

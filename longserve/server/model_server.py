@@ -1,9 +1,10 @@
 """One deployment class serves every configured model.
 
 `run` is a streaming method of (Event, value) pairs, read by
-server/calls.py: STARTED as soon as the replica begins the request, so the
-gateway knows whether a timed-out request was still queued or already
-running; then progress events (when asked for) and the result. Cancelling
+server/calls.py for jobs and SSE predicts: STARTED as soon as the replica
+begins the request, then progress events (when asked for) and the result.
+A plain sync predict calls `call` instead, unary: the gateway takes
+"started" from the replica accepting the call (calls.py call_model_once). Cancelling
 the call (on a timeout or a cancelled job) cancels the coroutine here; we
 then tell the model through its Context and wait for it to stop, so the
 replica's slot is not freed while the model still computes.
