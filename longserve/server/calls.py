@@ -1,5 +1,6 @@
 """One call of a model replica, read in one place for sync predict and for jobs.
 
+A plain sync predict needs no stream: `call_model_once` (below). For the rest,
 `ModelServer.run` yields a stream of (Event, value): STARTED when a replica
 begins the request, PROGRESS updates when asked for, then RESULT or INVALID.
 `call_model` reads it, tells the caller when the request started and how it
@@ -97,6 +98,47 @@ async def call_model(
         if isinstance(cause, BackPressureError):
             raise overloaded(name, config, cause) from None
         raise ModelFailed(name, first_line(exc)) from exc  # the cause keeps the model's traceback, for logs
+    except RayActorError as exc:
+        raise ReplicaDied(name, type(exc).__name__, first_line(exc)) from None
+    finally:
+        if not finished:  # timed out or cancelled: stop the replica's work too
+            response.cancel()
+
+
+async def call_model_once(
+    handle: DeploymentHandle,
+    name: str,
+    config: ModelConfig,
+    inputs: BaseModel,
+    on_started: Optional[Callable[[], None]] = None,
+) -> Any:
+    """`call_model` for a plain predict, without a stream: `handle` is a unary
+    handle of `ModelServer.call`. Started is when a replica accepts the request:
+    Ray's router hands a request over only once a replica has taken it into one
+    of its `max_ongoing_requests` slots (and the replica's answer to that tells
+    it so), where `run` begins at once; so a timeout before then is `queued`,
+    after it `running`, as with the STARTED event, with one message less each way."""
+    response: Any = handle.call.remote(inputs)
+    finished = False
+    try:
+        # What `await response` does, in its two steps: assigned to a replica, then its result.
+        replica = await response._fetch_future_result_async()
+        if on_started is not None:
+            on_started()
+        kind, value = await replica.get_async()
+        finished = True
+        if kind == Event.INVALID:
+            raise InputRejected(value, model=name)
+        return value
+    except BackPressureError as exc:
+        finished = True
+        raise overloaded(name, config, exc) from None
+    except RayTaskError as exc:
+        finished = True
+        cause = exc.as_instanceof_cause()
+        if isinstance(cause, BackPressureError):
+            raise overloaded(name, config, cause) from None
+        raise ModelFailed(name, first_line(exc)) from exc
     except RayActorError as exc:
         raise ReplicaDied(name, type(exc).__name__, first_line(exc)) from None
     finally:

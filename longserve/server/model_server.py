@@ -1,9 +1,10 @@
 """One deployment class serves every configured model.
 
 `run` is a streaming method of (Event, value) pairs, read by
-server/calls.py: STARTED as soon as the replica begins the request, so the
-gateway knows whether a timed-out request was still queued or already
-running; then progress events (when asked for) and the result. Cancelling
+server/calls.py for jobs and SSE predicts: STARTED as soon as the replica
+begins the request, then progress events (when asked for) and the result.
+A plain sync predict calls `call` instead, unary: the gateway takes
+"started" from the replica accepting the call (calls.py call_model_once). Cancelling
 the call (on a timeout or a cancelled job) cancels the coroutine here; we
 then tell the model through its Context and wait for it to stop, so the
 replica's slot is not freed while the model still computes.
@@ -79,6 +80,24 @@ class ModelServer:
             yield (Event.INVALID, exc.message)
         except InputUnavailable as exc:
             yield (Event.UNAVAILABLE, {**exc.body, "retryable": exc.retryable})
+
+    async def call(self, inputs: BaseModel) -> tuple:
+        """A plain sync predict, unary (server/calls.py call_model_once): (Event.RESULT, result)
+        or (Event.INVALID, message); no STARTED event, which a stream would cost a message more."""
+        try:
+            if self.batching:
+                return (Event.RESULT, await self._predict_batched(inputs))
+            # No progress or partials to relay: the model's thread alone, awaited.
+            ctx = Context()
+            work = asyncio.ensure_future(asyncio.to_thread(self.model.predict, inputs, ctx))
+            try:
+                return (Event.RESULT, await asyncio.shield(work))
+            except asyncio.CancelledError:
+                ctx.cancel()
+                await _wait_stopped(work, self.name)
+                raise
+        except InvalidInput as exc:
+            return (Event.INVALID, str(exc))
 
     async def _predict(
         self, inputs: BaseModel, progress: bool, partials: bool, job: Optional[JobInput] = None

@@ -22,7 +22,7 @@ from longserve.api.models import Backlog, ModelList, ModelView
 from longserve.model import Model
 from longserve.server.autoscaling import cold_start_note
 from longserve.server.blobs import Blobs
-from longserve.server.calls import call_model
+from longserve.server.calls import call_model, call_model_once
 from longserve.server.config import AUTO, AppConfig, load_model_class
 from longserve.server.errors import InvalidRequest, ModelFailed, Overloaded, TimedOut, first_line
 from longserve.server.http.admission import Admission
@@ -154,7 +154,8 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         self.store = get_job_store(config.jobs, config.blobs)
         self.blobs = Blobs(config.blobs)
         self.runner = runner  # held so Serve deploys it; it needs no requests
-        self.handles = {name: handle.options(stream=True) for name, handle in models.items()}
+        self.handles = {name: handle.options(stream=True) for name, handle in models.items()}  # SSE predicts
+        self.unary = {name: handle.options(stream=False) for name, handle in models.items()}  # plain predicts
         # Sync requests over a model's capacity wait here, not in Ray's router (http/admission.py).
         self.admission = {
             name: Admission(name, model, config.gateway.num_replicas)
@@ -729,9 +730,13 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             async with asyncio.timeout(None if remaining is None else max(remaining, 0)):
                 admission = self.admission.get(model)
                 async with admission.slot() if admission else contextlib.nullcontext():
-                    result = await call_model(
-                        self.handles[model], model, self.config.models[model], inputs, started, on_partial=on_partial
-                    )
+                    settings = self.config.models[model]
+                    if on_partial is None:  # nothing to stream: one message back, not a stream of two
+                        result = await call_model_once(self.unary[model], model, settings, inputs, started)
+                    else:
+                        result = await call_model(
+                            self.handles[model], model, settings, inputs, started, on_partial=on_partial
+                        )
         except TimeoutError:
             stage = "queued" if timing.started is None else "running"
             note = cold_start_note(model, self.config.models[model]) if stage == "queued" else ""
