@@ -80,6 +80,25 @@ def cpu_ticks() -> dict[str, float]:
     return out
 
 
+# What each Ray process is, from its title: "ray::ServeReplica:<app>:<deployment>..." etc.
+KINDS = ("ProxyActor", "Gateway", "JobStore", "JobRunner")
+
+
+def kind(name: str) -> str:
+    for part in KINDS:
+        if part in name:
+            return part
+    return "model" if "ServeReplica" in name else "other"
+
+
+def cpu_by_kind(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds between two `cpu_ticks()` per kind of process (proxy, gateway, model, store, runner, other)."""
+    out = {k: 0.0 for k in (*KINDS, "model", "other")}
+    for pid, secs in after.items():
+        out[kind(names.get(pid, "?"))] += secs - before.get(pid, 0.0)
+    return out
+
+
 def batches(path: Path, since: float, until: float) -> dict:
     rows = []
     if path.exists():
