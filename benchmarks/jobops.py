@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from benchmarks import wrk
-from benchmarks.collapse import cpu_by_kind, cpu_ticks
+from benchmarks.collapse import accounted
 from benchmarks.serving import deploy, serving
 from longserve.server.monitoring.stats import percentile
 
@@ -50,15 +50,6 @@ def config(tmp: Path, backend: str = "sqlite", **jobs):
             },
         }
     )
-
-
-def accounted(run: Callable[[], Any], requests: Callable[[Any], int]) -> tuple[Any, dict[str, float]]:
-    """`run()`'s result and the CPU ms per request (`requests(result)`) of each kind of process meanwhile."""
-    before = cpu_ticks()
-    result = run()
-    used = cpu_by_kind(before, cpu_ticks())
-    n = max(requests(result), 1)
-    return result, {k: 1000 * v / n for k, v in used.items()}
 
 
 def timed(send: Callable[[], Any], samples: int) -> list[float]:
@@ -147,9 +138,9 @@ def measure(url: str, store: Any, tmp: Path, seconds: float, samples: int) -> di
         ms, cpu = accounted(lambda: timed(submit, samples), len)
         out["submit, sequential (the jobs then run)"] = {**summary(ms), "cpu ms/req": cpu}
         time.sleep(2)  # let the submitted jobs run before the next measure
-    stats, cpu = accounted(lambda: wrk.run(f"{url}{poll_url}", None, 16, seconds, method="GET"), ok_answers(seconds))
+    stats, cpu = accounted(lambda: wrk.run(f"{url}{poll_url}", None, 16, seconds, method="GET"), ok_answers)
     out["poll, wrk c=16"] = {**brief(stats), "cpu ms/req": cpu}
-    stats, cpu = accounted(lambda: wrk.run(f"{url}/healthz", None, 16, seconds, method="GET"), ok_answers(seconds))
+    stats, cpu = accounted(lambda: wrk.run(f"{url}/healthz", None, 16, seconds, method="GET"), ok_answers)
     out["floor: GET /healthz, wrk c=16"] = {**brief(stats), "cpu ms/req": cpu}
     out["parts"] = parts(store, tmp, job_id, samples)
     return out
@@ -162,7 +153,7 @@ def polls(url: str, seconds: float, samples: int) -> dict:
         for _ in range(20):
             http.get(poll_url).raise_for_status()
         ms, cpu = accounted(lambda: timed(lambda: http.get(poll_url).raise_for_status(), samples), len)
-    stats, wcpu = accounted(lambda: wrk.run(f"{url}{poll_url}", None, 16, seconds, method="GET"), ok_answers(seconds))
+    stats, wcpu = accounted(lambda: wrk.run(f"{url}{poll_url}", None, 16, seconds, method="GET"), ok_answers)
     return {
         "load1": round(os.getloadavg()[0], 1),
         "sequential": {**summary(ms), "cpu ms/req": rounded(cpu)},
@@ -174,8 +165,8 @@ def rounded(cpu: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in cpu.items()} | {"total": round(sum(cpu.values()), 2)}
 
 
-def ok_answers(seconds: float) -> Callable[[dict], int]:
-    return lambda stats: round(stats["req/s"] * seconds)
+def ok_answers(stats: dict) -> int:
+    return stats["2xx"]
 
 
 def brief(stats: dict) -> dict:

@@ -7,12 +7,15 @@ Stored jobs are preloaded by a function run inside the JobStore actor
 way submit and finish index them. Through HTTP, 100k jobs would take ~20 min
 (~90 jobs/s, each submitted and run to completion)."""
 
+import asyncio
 import os
 import time
 
 import httpx
 
-from benchmarks.load import closed_loop, timed
+from benchmarks import wrk
+from benchmarks.collapse import accounted, cpu_since, cpu_ticks
+from benchmarks.load import timed
 from longserve.server.monitoring.stats import percentile
 
 BODY = b'{"value": 1}'
@@ -55,7 +58,11 @@ def actor_rss(store) -> int:
     return psutil.Process(ray.get(store.__ray_call__.remote(lambda self: os.getpid()))).memory_info().rss
 
 
-async def measure(http: httpx.AsyncClient, prefix: str, samples: int, seconds: float, concurrency: int) -> dict:
+async def measure(
+    http: httpx.AsyncClient, prefix: str, samples: int, seconds: float, concurrency: int, app: str = ""
+) -> dict:
+    """Latencies, polls/s (wrk: GETs of one finished job), and the CPU ms per submit and per poll of each
+    kind of process (benchmarks/collapse.py; `app`: the Serve app, whose replicas alone count)."""
     submit_url = f"{prefix}/v1/models/echo/jobs"
     ids: list[str] = []
 
@@ -64,14 +71,21 @@ async def measure(http: httpx.AsyncClient, prefix: str, samples: int, seconds: f
         response.raise_for_status()
         ids.append(response.json()["id"])
 
+    # Sequential, so the submitted jobs run meanwhile: their runner and model CPU shows apart.
+    before = cpu_ticks()
     submit_ms = await timed(submit, samples)
+    submit_cpu = cpu_since(before, samples, app)
     job_url = f"{prefix}/v1/jobs/{ids[-1]}"
+    while (await http.get(job_url)).json()["status"] != "succeeded":  # polls of a finished job
+        await asyncio.sleep(0.05)
 
     async def poll():
         (await http.get(job_url)).raise_for_status()
 
     poll_ms = await timed(poll, samples)
-    polls = await closed_loop(http, lambda h: h.get(job_url), concurrency, seconds)
+    polls, poll_cpu = await asyncio.to_thread(
+        accounted, lambda: wrk.run(job_url, None, concurrency, seconds, method="GET"), lambda s: s["2xx"], app
+    )
 
     async def submit_until_done():
         await submit()
@@ -88,6 +102,8 @@ async def measure(http: httpx.AsyncClient, prefix: str, samples: int, seconds: f
         "poll p50 ms": percentile(poll_ms, 50),
         "poll p99 ms": percentile(poll_ms, 99),
         "polls/s": polls["req/s"],
+        "submit cpu": submit_cpu,
+        "poll cpu": poll_cpu,
         "submit->done p50 ms": percentile(done_ms, 50),
         "submit->done p99 ms": percentile(done_ms, 99),
     }

@@ -118,6 +118,7 @@ def run(
         "p99 ms": raw["p99_us"] / 1000,
         "max ms": raw["max_us"] / 1000,
         "statuses": statuses,
+        "2xx": ok,
         "client timeouts": raw["errors"]["timeout"],
         "socket errors": raw["errors"]["connect"] + raw["errors"]["read"] + raw["errors"]["write"],
         "errors": sum(n for s, n in statuses.items() if s >= 400) + raw["errors"]["timeout"],
