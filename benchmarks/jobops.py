@@ -1,6 +1,7 @@
 """Where a job submit and a finished-job poll spend their time and CPU.
 
-    python -m benchmarks.jobops [--seconds 5] [--samples 200]
+    python -m benchmarks.jobops [--seconds 5] [--samples 200] [--env RAY_SERVE_ENABLE_HA_PROXY=1]
+    python -m benchmarks.jobops --ab --rounds 2    # polls: finished-job cache off, on, off, on, off
 
 Its own Ray cluster (benchmarks/serving.py, access log off as shipped), the echo
 model on the sqlite job store. Per operation: sequential latency over HTTP (p50,
@@ -178,13 +179,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--env", action="append", default=[], help="Ray Serve settings, e.g. RAY_SERVE_ENABLE_HA_PROXY=1"
+    )
     parser.add_argument("--ab", action="store_true", help="polls only: finished-job cache off, on, off, on ...")
     args = parser.parse_args()
     from longserve.server.jobs.store import get_job_store
 
     tmp = Path(tempfile.mkdtemp(prefix="jobops-"))
     cfg = config(tmp)
-    with serving({}, access_log=False) as base:
+    with serving({}, env=dict(e.split("=", 1) for e in args.env), access_log=False) as base:
         deploy("/jobs", cfg, access_log=False)
         store = get_job_store(cfg.jobs, cfg.blobs)
         if args.ab:

@@ -73,9 +73,6 @@ READY_STORE_TIMEOUT_S = 2.0
 STATS_TIMEOUT_S = 2.0
 MAX_IDEMPOTENCY_KEY = 255
 USAGE_FLUSH_S = 1.0
-# A JSON job input up to this size (by Content-Length) is kept with the job's record in the
-# store, not in the blob store: no file to write, read and delete (docs/jobs.md#inputs-and-results-at-size).
-INLINE_INPUT_BYTES = 8 * 1024
 
 app = FastAPI(
     title="longserve",
@@ -491,14 +488,6 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         )
         # Streamed into the blob store as it arrives; a JSON body small enough for predict is kept to validate now.
         keep = self.max_body_bytes if is_json(media_type) else 0
-        declared = request.headers.get("content-length")
-        if keep and declared is not None and declared.isdigit() and int(declared) <= min(INLINE_INPUT_BYTES, limit):
-            small = await self._read_body(request, caller)  # kept with the record, not as a blob
-            self.parser.parse(model, media_type, small, params)
-            job_request = JobRequest(media_type=media_type, params=params)
-            return await self._store_job(
-                model, job_id, job_request, None, metadata, options, request, callback, caller, body=small
-            )
         written, body = await receive_upload(
             request, self.blobs, key, limit, keep, lambda size: self._too_large(size, limit, setting, "job input")
         )
@@ -548,7 +537,6 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         request: Request,
         callback: Optional[Callback],
         caller: Caller,
-        body: Optional[bytes] = None,
     ):
         jobs, (quota, _) = self.config.jobs, self.config.tenant(caller.tenant)
         try:
@@ -556,7 +544,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
                 job_id,
                 model,
                 job_request,
-                body,
+                None,
                 metadata,
                 min(options.ttl_s or jobs.result_ttl_s, jobs.result_ttl_s),
                 idempotency_key(request),

@@ -41,7 +41,6 @@ class JobInput:
     url: Optional[str] = None  # fetched into `key` first (s3:// in the blob store's bucket: read in place)
     attempt: int = 0  # the job's attempt this run is; its checkpoints are fenced by it
     resume: Any = None  # the job's last checkpoint, for ctx.resume
-    body: Optional[bytes] = None  # a small JSON input kept with the job's record instead of `key`
 
 
 @dataclass(frozen=True)
@@ -100,9 +99,6 @@ class JobIO:
         """The model's Input for `job`, valid inside the block (a local file may back it).
         Raises InvalidRequest / InputRejected for bad input, InputUnavailable when it cannot be read."""
         blobs, key, media_type = self.blobs, job.key, job.media_type
-        if job.body is not None:  # small enough to travel with the job (http/gateway.py INLINE_INPUT_BYTES)
-            yield self.parser.parse(self.name, media_type, job.body, job.params)
-            return
         try:
             if job.url is not None and job.url.lower().startswith("s3://") and self.bucket is not None:
                 blobs, key = self.bucket, s3_location(job.url)[1]

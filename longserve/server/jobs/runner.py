@@ -122,8 +122,7 @@ class JobRunner:
     async def _call_model(self, job: Job, body: Optional[bytes], progress: dict) -> None:
         settings = self.config.models[job.model]  # claims only ask for configured models
         inputs: Any
-        # The replica reads the input (a blob, a URL) or parses the small JSON body kept with the record.
-        if job.input is not None or job.request.input_url is not None or body is not None:
+        if job.input is not None or job.request.input_url is not None:  # the replica reads it: no bytes pass here
             inputs = JobInput(
                 job.id,
                 job.request.media_type,
@@ -132,9 +131,8 @@ class JobRunner:
                 job.request.input_url,
                 attempt=job.attempts,  # fences the replica's checkpoints and tells it when to stop
                 resume=job.checkpoint.state if job.checkpoint is not None else None,
-                body=body,
             )
-        else:  # no input at all (a record without its body): as an empty body
+        else:  # a job stored before inputs went to the blob store: its body is in the backend
             try:
                 inputs = self.parser.parse(job.model, job.request.media_type, body or b"", job.request.params)
             except Exception as exc:  # validated at submit; only a changed model schema gets here
