@@ -194,7 +194,7 @@ def main() -> None:
         if args.ab:
             off = tmp / "off"
             off.mkdir()
-            deploy("/jobs-off", config(off, finished_cache_s=0), access_log=False)
+            deploy("/jobs-off", config(off, gateway_cache_s=0), access_log=False)
             for i in range(2 * args.rounds + 1):
                 name = "/jobs-off" if i % 2 == 0 else "/jobs"
                 print(name, json.dumps(polls(f"{base}{name}", args.seconds, args.samples)), flush=True)

@@ -1,5 +1,5 @@
 """Polls of a finished job answered from the gateway's copy (server/http/job_cache.py):
-at most jobs.finished_cache_s old, and what the same gateway does shows at once."""
+at most jobs.gateway_cache_s old, and what the same gateway does shows at once."""
 
 import time
 
@@ -75,7 +75,7 @@ def test_another_replicas_change_shows_within_max_age(client, serve_app):
 
     from longserve.server.jobs.store import get_job_store
 
-    max_age = serve_app.config.jobs.finished_cache_s
+    max_age = serve_app.config.jobs.gateway_cache_s
     assert max_age > 0
     job_id = wait_for(client, submit(client, SLOW, 0)["id"], ["succeeded"])["id"]
     first = client.get(f"/v1/jobs/{job_id}")

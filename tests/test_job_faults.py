@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -214,8 +215,9 @@ def run_store_forgets(config: JobsConfig) -> None:
     while ray.get(store.get.remote(soon)) is not None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    counts = ray.get(store.__ray_call__.remote(lambda self: dict(self.state.counts["m"])))
-    assert counts["succeeded"] == 1 and counts["expired"] == 0, counts
+    # Forgotten: not in memory, and nothing counted (only queued and running jobs are).
+    held = ray.get(store.__ray_call__.remote(lambda self: (soon in self.state.records, +self.state.counts["m"])))
+    assert held == (False, Counter()), held
     assert ray.get(store.get.remote(later)).status == "succeeded"
     ray.kill(store, no_restart=True)
 

@@ -5,14 +5,19 @@ and stale runners or attempts,
 runner crashes (a runner just stops), cancels, retries, callback deliveries,
 time passing (lease expiry, expiry, forgetting), new settings and store
 restarts, against a MemoryBackend written before each change is applied, as
-the actor does; a restart rebuilds the state from what that backend holds.
+the actor does; a restart rebuilds the state from the live jobs that backend holds.
+Memory keeps only live jobs and a cache of 2 finished ones: the others are
+evicted all the time, and, as the actor does, each operation on a job first
+pages it in from the backend (by id, by idempotency key, or as due).
 
-After every step: no acknowledged job is lost, memory and backend agree,
-every index agrees with a recomputation from the records, and each job's
+After every step: no acknowledged job is lost, every live job is in memory,
+memory is a subset of the backend (equal where present), the cache is bounded,
+every index agrees with a recomputation from the live records, listings agree
+with a recomputation from the backend, and each job's
 event log (ids 1, 2, ...) tells its lifecycle in order. Each step checks
 that a finished job's outcome never changes (but by a retry or its expiry)
 and that a call by a runner or attempt not holding the lease changes nothing.
-300 examples x 50 steps: 15,000 steps, ~10 s.
+300 examples x 50 steps: 15,000 steps, ~15 s of CPU.
 """
 
 from collections import Counter
@@ -21,10 +26,10 @@ from hypothesis import event, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from longserve.api.jobs import PENDING
-from longserve.server.jobs.backends import MemoryBackend
+from longserve.server.jobs.backends import Filters, MemoryBackend
 from longserve.server.jobs.events import MAX_EVENTS, JobEvent
-from longserve.server.jobs.record import Callback, JobRequest
-from longserve.server.jobs.state import Change, JobState, Settings, callback_due
+from longserve.server.jobs.record import Callback, Job, JobRequest
+from longserve.server.jobs.state import Change, JobState, Settings, callback_due, live
 
 REQUEST = JobRequest(media_type="application/json")
 MODELS = ("a", "b")
@@ -33,6 +38,7 @@ WEIGHTS = {"t1": 2.0}  # the others: 1
 LIMITS = {"a": 2, "b": 1}
 RUNNERS = 2  # live at a time: one often claims again a job it lost, under a new attempt
 FINISHED = ("succeeded", "failed", "cancelled")
+CACHE = 2  # finished jobs in memory: most are evicted, and paged in again when used
 index = st.integers(min_value=0, max_value=1000)
 
 
@@ -44,10 +50,10 @@ class Lifecycle(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.now = 1000.0
-        self.settings = Settings(lease_s=10.0, max_attempts=2, forget_after_s=50.0)
+        self.settings = Settings(lease_s=10.0, max_attempts=2, forget_after_s=50.0, cache_finished=CACHE)
         self.backend = MemoryBackend()
         self.state = JobState(self.settings)
-        self.state.load(self.backend.load(), self.now)
+        self.state.load(self.backend.load_live(), self.now, self.backend.last_seq())
         self.acknowledged: set[str] = set()  # created and not (yet) forgotten
         self.ids: list[str] = []  # every id ever submitted, forgotten ones too
         self.leases: list[tuple[str, str, int]] = []  # (job, runner, attempt) of every claim, stale ones too
@@ -55,6 +61,21 @@ class Lifecycle(RuleBasedStateMachine):
         self.runners = [f"r{n}" for n in range(RUNNERS)]
         self.crashed: set[str] = set()  # runners that stopped: they never call again
         self.logs: dict[str, list[JobEvent]] = {}  # every event each change appended, per job
+
+    def page_in(self, job_id: "str | None", key: "tuple[str, str, str] | None" = None) -> None:
+        """As the actor does before an operation on a job: read what only the backend holds."""
+        found = [self.backend.get(job_id) if job_id is not None and job_id not in self.state.records else None]
+        if key is not None and key[2] is not None and key not in self.state.idempotency:
+            found.append(self.backend.find_key(*key))
+        self.state.page_in([job for job in found if job is not None])
+
+    def fetch(self, job_id: str) -> "Job | None":
+        """A read (get, wait, events): from memory, else paged in."""
+        self.page_in(job_id)
+        return self.state.get(job_id)
+
+    def stored(self) -> dict[str, Job]:
+        return {job.id: job for job in self.backend.load()}
 
     def commit(self, change: Change, retrying: bool = False) -> Change:
         """As the actor does: persist, then apply; checking what may change."""
@@ -127,9 +148,11 @@ class Lifecycle(RuleBasedStateMachine):
     )
     def submit(self, model, tenant, key, body, ttl_s, with_callback, max_active=None):
         job_id = f"j{len(self.ids)}"
-        mapped = self.state.idempotency.get((tenant, model, key))  # a key is scoped to (tenant, model)
-        active = sum(j.tenant == tenant and j.status in PENDING for j in self.state.records.values())
+        holder = key and self.backend.find_key(tenant, model, key)  # a key is scoped to (tenant, model)
+        mapped = holder.id if holder else None
+        active = sum(j.tenant == tenant and j.status in PENDING for j in self.stored().values())
         callback = Callback(url="https://example.com/hook") if with_callback else None
+        self.page_in(job_id, (tenant, model, key))
         change = self.commit(
             self.state.submit(
                 job_id, model, REQUEST, body, {}, ttl_s, key, callback, body.decode(), self.now, tenant, max_active
@@ -154,6 +177,7 @@ class Lifecycle(RuleBasedStateMachine):
         if self.ids:
             job_id = self.ids[i % len(self.ids)]
             if job_id in self.acknowledged:
+                self.page_in(job_id)
                 change = self.commit(self.state.submit(job_id, "a", REQUEST, b"z", {}, 5.0, None, None, "z", self.now))
                 assert change.outcome == "existing" and change.job is self.state.get(job_id) and change.empty
 
@@ -162,7 +186,8 @@ class Lifecycle(RuleBasedStateMachine):
         if not self.ids:
             return
         job_id = self.ids[i % len(self.ids)]
-        before = self.state.get(job_id)
+        before = self.backend.get(job_id)
+        self.page_in(job_id)
         change = self.commit(self.state.cancel(job_id, self.now))
         if before is None:
             assert change.outcome == "missing"
@@ -177,13 +202,14 @@ class Lifecycle(RuleBasedStateMachine):
         if not self.ids:
             return
         job_id = self.ids[i % len(self.ids)]
-        before = self.state.get(job_id)
+        before = self.backend.get(job_id)
+        self.page_in(job_id)
         change = self.commit(self.state.erase(job_id, self.now))
         if before is None:
             assert change.outcome == "missing" and change.empty
             return
         event("erased")
-        job = self.state.get(job_id)
+        job = self.fetch(job_id)
         assert change.outcome == "erased" and job.erased and job.status == "expired"
         assert (job.result, job.error, job.metadata, job.request.params, job.callback, job.idempotency_key) == (
             None,
@@ -201,8 +227,9 @@ class Lifecycle(RuleBasedStateMachine):
         if not self.ids:
             return
         job_id = self.ids[i % len(self.ids)]
-        before = self.state.get(job_id)
-        active = before and sum(j.tenant == before.tenant and j.status in PENDING for j in self.state.records.values())
+        before = self.backend.get(job_id)
+        active = before and sum(j.tenant == before.tenant and j.status in PENDING for j in self.stored().values())
+        self.page_in(job_id)
         change = self.commit(self.state.retry(job_id, self.now, max_active), retrying=True)
         if (
             before is not None
@@ -332,11 +359,13 @@ class Lifecycle(RuleBasedStateMachine):
     def time_passes(self, seconds):
         self.now += seconds
         lapsed = {i for i in self.state.running if self.state.get(i).lease_expires_at < self.now}
+        self.state.page_in(self.backend.due(self.now, self.settings.forget_after_s, 1000))  # as the reaper does
         change = self.commit(self.state.reap(self.now))
         assert not lapsed & self.state.running  # every lapsed lease gave its job back
         if seconds > 10.0:  # longer than any lease: a crashed runner's jobs are queued again (or failed)
             assert not any(self.state.get(i).lease_owner in self.crashed for i in self.state.running)
-        for job in self.state.records.values():  # nothing due is left for the next round
+        assert not self.backend.due(self.now, self.settings.forget_after_s, 1000)
+        for job in self.stored().values():  # nothing due is left for the next round
             assert job.status not in FINISHED or job.expires_at > self.now
             assert job.status != "expired" or self.state.forget_at(job) > self.now
         assert all(job.status == "expired" for job in change.deletes)
@@ -377,35 +406,80 @@ class Lifecycle(RuleBasedStateMachine):
     @rule()
     def restart(self):
         """The actor's process ends; a new one loads what the backend holds."""
-        before = {i: job.model_dump() for i, job in self.state.records.items()}
+        before = {i: job.model_dump() for i, job in self.state.records.items() if live(job)}
         self.state = JobState(self.settings)
-        loaded = self.state.load(self.backend.load(), self.now)
+        loaded = self.state.load(self.backend.load_live(), self.now, self.backend.last_seq())
         for job in loaded.deletes:
             assert self.state.forget_at(job) <= self.now
             self.backend.delete(job.id)
             self.acknowledged.discard(job.id)
             del before[job.id]
         assert {i: job.model_dump() for i, job in self.state.records.items()} == before
+        assert self.state.last_seq == max((j.seq for j in self.stored().values()), default=0)
 
     @rule(lease_s=st.sampled_from([3.0, 10.0]), forget_after_s=st.sampled_from([20.0, 50.0]))
     def new_settings(self, lease_s, forget_after_s):
-        self.settings = Settings(lease_s=lease_s, max_attempts=2, forget_after_s=forget_after_s)
+        self.settings = Settings(lease_s=lease_s, max_attempts=2, forget_after_s=forget_after_s, cache_finished=CACHE)
         self.state.configure(self.settings)
+
+    # -- the finished jobs in memory ----------------------------------------------------------------
+
+    @rule(i=index)
+    def evict(self, i):
+        """A finished job leaves memory early (the cache holds fewer than CACHE now)."""
+        if self.state.cache:
+            self.state.evict(list(self.state.cache)[i % len(self.state.cache)])
+
+    @rule(i=index)
+    def read(self, i):
+        """A read of any job (GET, wait, events): as the backend holds it, paged in if need be."""
+        if self.ids:
+            job_id = self.ids[i % len(self.ids)]
+            stored = self.backend.get(job_id)
+            job = self.fetch(job_id)
+            assert (job and job.model_dump()) == (stored and stored.model_dump())
+
+    @rule(
+        model=st.sampled_from([None, *MODELS]),
+        status=st.sampled_from([None, "queued", "succeeded", "expired"]),
+        tenant=st.sampled_from([None, *TENANTS]),
+        after=st.sampled_from([None, 1000.0, 1040.0]),
+        limit=st.integers(1, 4),
+    )
+    def list_jobs(self, model, status, tenant, after, limit):
+        """Paging through a listing meets every matching job once, newest first."""
+        filters = Filters(model, status, tenant, created_after=after)
+        listed, cursor = [], None
+        while True:
+            page, cursor = self.backend.list_jobs(filters, limit, cursor)
+            assert len(page) <= limit
+            listed += [job.id for job in page]
+            if cursor is None:
+                break
+        jobs = sorted(self.stored().values(), key=lambda j: -j.seq)
+        assert listed == [j.id for j in jobs if filters.match(j)]
 
     # -- invariants ---------------------------------------------------------------------------------
 
     @invariant()
     def no_acknowledged_job_is_lost(self):
-        assert set(self.state.records) == self.acknowledged
-        assert {i: j.model_dump() for i, j in self.state.records.items()} == {
-            j.id: j.model_dump() for j in self.backend.load()
-        }
+        stored = self.stored()
+        assert set(stored) == self.acknowledged
+        assert all(stored[i].model_dump() == j.model_dump() for i, j in self.state.records.items())
+        assert {i for i, j in stored.items() if live(j)} <= set(self.state.records)
+
+    @invariant()
+    def the_cache_is_bounded(self):
+        state = self.state
+        assert len(state.cache) <= CACHE
+        assert set(state.cache) == {i for i, j in state.records.items() if not live(j)}
 
     @invariant()
     def indexes_agree_with_the_records(self):
         state, jobs = self.state, list(self.state.records.values())
         counts = {m: +c for m, c in state.counts.items() if +c}
-        assert counts == {m: Counter(j.status for j in jobs if j.model == m) for m in {j.model for j in jobs}}
+        pending = [j for j in jobs if j.status in PENDING]  # counted: finished jobs are not
+        assert counts == {m: Counter(j.status for j in pending if j.model == m) for m in {j.model for j in pending}}
         assert state.running == {j.id for j in jobs if j.status == "running"}
         assert +state.active == Counter(j.tenant for j in jobs if j.status in PENDING)
         for model in MODELS:
@@ -424,13 +498,11 @@ class Lifecycle(RuleBasedStateMachine):
         )
         scheduled = set(state.expiry)
         assert all((state.next_step_at(j), j.id) in scheduled for j in jobs if state.next_step_at(j) is not None)
-        assert state.seqs == sorted(set(state.seqs)) and set(state.records) <= set(state.order)
-        assert all(state.records[i].seq == s for i, s in zip(state.order, state.seqs) if i in state.records)
-        assert all(j.seq <= state.last_seq for j in jobs)
+        assert all(j.seq <= state.last_seq for j in self.stored().values())
 
     @invariant()
     def event_logs_tell_each_lifecycle(self):
-        for job in self.state.records.values():
+        for job in self.stored().values():
             log = self.backend.events(job.id, 0, 10 * MAX_EVENTS)
             assert log == self.logs.get(job.id, [])  # durable, in order, as appended
             assert [e.id for e in log] == list(range(1, job.events + 1))
@@ -455,7 +527,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     @invariant()
     def leases_belong_to_running_jobs(self):
-        for job in self.state.records.values():
+        for job in self.stored().values():
             assert (job.lease_owner is not None) == (job.status == "running") == (job.lease_expires_at is not None)
             assert job.attempts <= job.max_attempts
 

@@ -154,6 +154,9 @@ class JobsConfig(Deployed):
     # `expired`), then it is deleted from memory and the backend and its id
     # answers 404: without this the store would grow with every job ever run.
     forget_after_s: float = Field(86400.0, gt=0)
+    # Finished jobs the JobStore keeps in memory (least recently used go first); the others are
+    # read from the backend when asked for. Queued and running jobs are always in memory.
+    cache_finished: int = Field(10_000, ge=0)
     # Cap on `GET /v1/jobs/{id}?wait=N` and `Prefer: wait=N`.
     max_wait_s: float = Field(60.0, gt=0)
     # JobRunner replicas; each claims jobs for every model with free slots.
@@ -167,7 +170,7 @@ class JobsConfig(Deployed):
     events_keepalive_s: float = Field(15.0, gt=0)
     # A gateway replica answers polls of a finished job from its own copy for at most this
     # long (0: never); its own retry, cancel and erase show at once (server/http/job_cache.py).
-    finished_cache_s: float = Field(1.0, ge=0)
+    gateway_cache_s: float = Field(1.0, ge=0)
     # Filled in by AppConfig: the values the store's metrics give the tenant label.
     _tenant_labels: frozenset[str] = PrivateAttr(frozenset({"anonymous"}))
 

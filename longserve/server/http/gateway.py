@@ -153,7 +153,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
         self.store = get_job_store(config.jobs, config.blobs)
-        self.finished = FinishedJobs(config.jobs.finished_cache_s)  # polls of finished jobs, answered here
+        self.finished = FinishedJobs(config.jobs.gateway_cache_s)  # polls of finished jobs, answered here
         self.blobs = Blobs(config.blobs)
         self.runner = runner  # held so Serve deploys it; it needs no requests
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}

@@ -3,7 +3,7 @@
 A poll of a finished job is the commonest job request, and its answer rarely
 changes; asking the JobStore actor each time costs a Ray call on both sides
 (half of a poll's ~10 ms of CPU, docs/benchmarks.md#job-operations). A record
-here is served for at most `jobs.finished_cache_s` (and never past its
+here is served for at most `jobs.gateway_cache_s` (and never past its
 `expires_at`), so what can still change a finished job shows within that:
 a retry or erase sent to another gateway replica, expiry, a callback's
 delivery. What this replica does itself to a job (retry, cancel, erase) drops

@@ -17,15 +17,22 @@ is kept by diffing a record's old version against its new one, in one place
 (`_install`). A runner's calls count only while it holds the job's lease for
 that attempt (`_owned`): a stale runner or attempt never wins.
 
+Live jobs only: queued and running jobs, and finished ones whose callback is
+still due, are always in memory with their indexes. A finished job is kept
+only in a bounded LRU cache (`Settings.cache_finished`) and evicted beyond it;
+the backend holds it, and the shell pages it in (`page_in`) before any
+operation on it. The indexes hold live jobs only (counts are of queued and
+running jobs), so paging a finished job in or evicting it changes no count.
+
 Fair turns: each model keeps one FIFO queue per tenant. A claim takes the head
 of the tenant with the lowest pass (claims / weight: stride scheduling); a tenant
 that starts queueing again starts at the lowest pass of those already waiting,
 so idle time banks no credit and a newcomer waits at most one turn per tenant.
 """
 
-import bisect
 import heapq
-from collections import Counter, defaultdict, deque
+import itertools
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -40,6 +47,7 @@ class Settings:
     lease_s: float = 30.0
     max_attempts: int = 3
     forget_after_s: float = 86400.0
+    cache_finished: int = 10_000  # finished jobs kept in memory (LRU); the rest are read from the backend
 
 
 @dataclass
@@ -102,6 +110,11 @@ def callback_due(job: Job) -> bool:
     return job.callback is not None and job.callback.status == "pending" and job.status not in PENDING
 
 
+def live(job: Job) -> bool:
+    """Always in memory: queued or running, or finished with its callback still to send."""
+    return job.status in PENDING or callback_due(job)
+
+
 def due_entries(heap: list[tuple[float, str]], now: float) -> list[tuple[float, str]]:
     """A heap's entries due by `now`, read without popping them: they form a subtree at its root."""
     out, stack = [], [0] if heap else []
@@ -117,31 +130,32 @@ class JobState:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.version = 0  # bumped by every apply: a Change applies only to the state it was planned on
-        self.records: dict[str, Job] = {}
+        self.records: dict[str, Job] = {}  # every live job, and the cached finished ones
+        self.cache: OrderedDict[str, None] = OrderedDict()  # the finished ones in records, least recent first
         self.last_seq = 0
-        self.order: list[str] = []  # ids by seq, for listing; forgotten ids linger (see _remove)
-        self.seqs: list[int] = []
-        self.stale = 0
         # model -> tenant -> FIFO of its queued jobs; a non-empty queue's head is always a queued job.
         self.queues: dict[str, dict[str, deque[str]]] = defaultdict(lambda: defaultdict(deque))
         self.passes: dict[str, dict[str, float]] = defaultdict(dict)  # model -> tenant -> claims / weight
         self.running: set[str] = set()  # the leases to watch
-        self.counts: dict[str, Counter] = defaultdict(Counter)  # model -> status -> jobs
+        # model -> status (queued, running) -> jobs; finished jobs are not counted (most are not in memory)
+        self.counts: dict[str, Counter] = defaultdict(Counter)
         self.tenant_counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))  # per tenant
         self.active: Counter = Counter()  # tenant -> its queued and running jobs (max_active_jobs)
-        # (tenant, model, key) -> job id; only jobs with a key are here
+        # (tenant, model, key) -> job id, of the jobs in memory with a key (the backend has the others')
         self.idempotency: dict[tuple[str, str, Optional[str]], str] = {}
         self.callbacks_due: set[str] = set()
-        # (when, id): a finished job's next step, expiring and then being forgotten.
-        # Entries may be stale (the job was retried); `reap` checks the job itself.
+        # (when, id): a finished job in memory's next step, expiring and then being forgotten.
+        # Entries may be stale (the job was retried or evicted); `reap` checks the job itself.
         self.expiry: list[tuple[float, str]] = []
 
     # -- loading and settings ---------------------------------------------------------
 
-    def load(self, records: Iterable[Job], now: float) -> Change:
-        """Take in the backend's records (a fresh state). The Change's deletes are
-        jobs whose forget time passed while no store ran: delete them; there is nothing to apply."""
+    def load(self, records: Iterable[Job], now: float, last_seq: int = 0) -> Change:
+        """Take in the backend's live records (a fresh state); `last_seq` is the highest seq it holds.
+        The Change's deletes are jobs whose forget time passed while no store ran: delete them; there
+        is nothing to apply."""
         change = Change(self.version)
+        self.last_seq = last_seq
         for job in sorted(records, key=lambda j: j.seq):
             forget_at = self.forget_at(job)
             if forget_at is not None and forget_at <= now:
@@ -156,43 +170,56 @@ class JobState:
         """New settings take effect at once: new leases, attempts and forget times use them."""
         forget_changed = settings.forget_after_s != self.settings.forget_after_s
         self.settings = settings
-        if forget_changed:  # every finished job's next step moves
-            self.expiry = [(due, i) for i, job in self.records.items() if (due := self.next_step_at(job)) is not None]
-            heapq.heapify(self.expiry)
+        if forget_changed:  # every finished job's next step moves (the backend's are asked with the new one)
+            self._rebuild_expiry()
+        self.shrink()
+
+    # -- the finished jobs in memory ------------------------------------------------------
+
+    def page_in(self, jobs: Iterable[Job]) -> None:
+        """Cache finished jobs read from the backend (those already in memory are newer, kept).
+        They count nowhere, as when evicted; the cache is then trimmed, keeping all of them
+        (the caller is about to use them: the reaper, a batch)."""
+        wanted = set()
+        for job in jobs:
+            wanted.add(job.id)
+            if job.id not in self.records:
+                assert not live(job), job.id  # a live job is never evicted
+                self._install(None, job)
+        self.shrink(keep=wanted)
+
+    def shrink(self, keep: Iterable[str] = ()) -> None:
+        """Evict the least recently used finished jobs beyond cache_finished (but those in `keep`)."""
+        keep = set(keep)
+        excess = len(self.cache) - self.settings.cache_finished
+        for job_id in list(itertools.islice(self.cache, max(excess, 0) + len(keep))):
+            if excess <= 0:
+                break
+            if job_id not in keep:
+                self.evict(job_id)
+                excess -= 1
+
+    def evict(self, job_id: str) -> None:
+        """Drop a finished job from memory (the backend keeps it)."""
+        job = self.records.pop(job_id)
+        del self.cache[job_id]
+        key = (job.tenant, job.model, job.idempotency_key)
+        if self.idempotency.get(key) == job_id:
+            del self.idempotency[key]
+        if len(self.expiry) > 2 * len(self.records) + 64:  # mostly evicted jobs' entries: O(1) a job on average
+            self._rebuild_expiry()
+
+    def _rebuild_expiry(self) -> None:
+        self.expiry = [(due, i) for i, job in self.records.items() if (due := self.next_step_at(job)) is not None]
+        heapq.heapify(self.expiry)
 
     # -- reads --------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Optional[Job]:
+        """The job if it is in memory (a finished one may be in the backend only)."""
+        if job_id in self.cache:
+            self.cache.move_to_end(job_id)
         return self.records.get(job_id)
-
-    def list(
-        self,
-        model: Optional[str],
-        status: Optional[str],
-        limit: int,
-        cursor: Optional[int],
-        tenant: Optional[str] = None,
-        created_after: Optional[float] = None,
-        created_before: Optional[float] = None,
-    ) -> tuple[list[Job], Optional[int]]:
-        """Newest first; `cursor` is the seq to continue below. None filters nothing."""
-        end = len(self.seqs) if cursor is None else bisect.bisect_left(self.seqs, cursor)
-        page: list[Job] = []
-        for index in range(end - 1, -1, -1):
-            job = self.records.get(self.order[index])
-            if job is None:
-                continue  # forgotten
-            if (
-                (model is None or job.model == model)
-                and (status is None or job.status == status)
-                and (tenant is None or job.tenant == tenant)
-                and (created_after is None or job.created_at >= created_after)
-                and (created_before is None or job.created_at < created_before)
-            ):
-                page.append(job)
-                if len(page) == limit:
-                    return page, (job.seq if index > 0 else None)
-        return page, None
 
     def backlog(self) -> dict[str, dict[str, int]]:
         return {model: {"queued": c["queued"], "running": c["running"]} for model, c in self.counts.items()}
@@ -461,11 +488,11 @@ class JobState:
         self._requeue_or_fail(change, job, reason, now)
         return change
 
-    def reap(self, now: float) -> Change:
-        """Time passing: leases that ended give their jobs back; finished jobs
-        whose time came expire, and expired ones are forgotten."""
+    def reap(self, now: float, leases: bool = True) -> Change:
+        """Time passing: leases that ended give their jobs back (unless `leases` is False);
+        finished jobs whose time came expire, and expired ones are forgotten."""
         change = Change(self.version, reaped_until=now)
-        for job_id in sorted(self.running):
+        for job_id in sorted(self.running) if leases else ():
             job = self.records[job_id]
             if job.lease_expires_at is not None and job.lease_expires_at < now:
                 reason = f"its runner stopped renewing the lease ({self.settings.lease_s:g} s)"
@@ -529,26 +556,32 @@ class JobState:
             self._install(self.records.get(job.id), job)
         for job in change.deletes:
             self._remove(job)
+        self.shrink()
 
     def _install(self, old: Optional[Job], new: Job) -> None:
         """Put a record's new version in, and every index in step with it."""
         self.records[new.id] = new
+        if live(new):
+            self.cache.pop(new.id, None)
+        else:
+            self.cache[new.id] = None
+            self.cache.move_to_end(new.id)
         if old is None:
             self.last_seq = max(self.last_seq, new.seq)
-            self.order.append(new.id)
-            self.seqs.append(new.seq)
             if new.idempotency_key is not None:
                 self.idempotency[(new.tenant, new.model, new.idempotency_key)] = new.id
         else:
-            self.counts[old.model][old.status] -= 1
-            self.tenant_counts[old.model][old.tenant][old.status] -= 1
-            self.active[old.tenant] -= old.status in PENDING
+            if old.status in PENDING:
+                self.counts[old.model][old.status] -= 1
+                self.tenant_counts[old.model][old.tenant][old.status] -= 1
+                self.active[old.tenant] -= 1
             key = (old.tenant, old.model, old.idempotency_key)
             if new.idempotency_key is None and self.idempotency.get(key) == old.id:
                 del self.idempotency[key]  # erased: the key is free
-        self.counts[new.model][new.status] += 1
-        self.tenant_counts[new.model][new.tenant][new.status] += 1
-        self.active[new.tenant] += new.status in PENDING
+        if new.status in PENDING:
+            self.counts[new.model][new.status] += 1
+            self.tenant_counts[new.model][new.tenant][new.status] += 1
+            self.active[new.tenant] += 1
         if new.status == "running":
             self.running.add(new.id)
         else:
@@ -574,21 +607,15 @@ class JobState:
     def _remove(self, job: Job) -> None:
         """Forget a job: its id is unknown from now on, its idempotency key free."""
         del self.records[job.id]
-        self.counts[job.model][job.status] -= 1
-        self.tenant_counts[job.model][job.tenant][job.status] -= 1
-        self.active[job.tenant] -= job.status in PENDING
+        self.cache.pop(job.id, None)
+        if job.status in PENDING:  # never, today: only expired jobs are forgotten
+            self.counts[job.model][job.status] -= 1
+            self.tenant_counts[job.model][job.tenant][job.status] -= 1
+            self.active[job.tenant] -= 1
         key = (job.tenant, job.model, job.idempotency_key)
         if self.idempotency.get(key) == job.id:
             del self.idempotency[key]
         self.callbacks_due.discard(job.id)  # a callback still being retried has nothing left to send
-        # Removing the id from order/seqs would be O(n) per job; it stays (list()
-        # skips it) until such ids are half of them, then both are rebuilt: O(1)
-        # per forgotten job on average, and listing scans at most 2x.
-        self.stale += 1
-        if self.stale * 2 > len(self.order):
-            kept = [(i, seq) for i, seq in zip(self.order, self.seqs, strict=False) if i in self.records]
-            self.order, self.seqs = [i for i, _ in kept], [seq for _, seq in kept]
-            self.stale = 0
 
     def _trim(self, model: str, tenant: str) -> deque:
         # Entries of jobs no longer queued (claimed, cancelled) leave once they reach the head.

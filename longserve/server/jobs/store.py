@@ -6,18 +6,24 @@ applies and publishes it (wakes long-polls, runners and callback senders,
 exports metrics), runs the reaper and answers RPCs.
 
 Every change is written to the backend before it is acknowledged, and the
-actor reloads every job when it (re)starts, so an acknowledged job survives a
-crash of this actor, of a runner, or of Ray itself (sqlite, redis). Reads and
-long-polls are served from memory; changes are serialized by one lock (so a
-job's writes reach the backend in order) and written in a worker thread, so
-reads never wait on the disk.
+actor reloads the live jobs when it (re)starts, so an acknowledged job survives
+a crash of this actor, of a runner, or of Ray itself (sqlite, redis). Memory
+holds the live jobs (queued, running, or a callback due) and a bounded cache
+of finished ones (jobs.cache_finished); the backend holds every job. Reads
+and long-polls of a job in memory are served from it; any other job is read
+from the backend and paged in (`_page_in`) before it is read or changed.
+Listing and the reaper's search for due jobs are backend queries. Changes
+are serialized by one lock (so a job's writes reach the backend in order, and
+no page-in reads a record a change is writing) and written in a worker
+thread, so reads of jobs in memory never wait on the disk.
 
 Each job's event log (jobs/events.py) is written with its record; `events`
 long-polls it for the SSE route, woken like `wait` by what the job's changes append.
 
 A finished job expires after its ttl_s (result and input dropped, from the
 backend and the blob store, status `expired`), stays that tombstone for `forget_after_s`, then is forgotten:
-deleted from the backend and from memory.
+deleted from the backend and from memory. The reaper asks the backend for the
+jobs whose step is due (REAP_BATCH a round), pages them in, and runs the state's `reap`.
 
 Lifetime: the actor is detached. It outlives `serve delete` and `serve
 shutdown` (jobs keep their state for the next deploy), and it follows the
@@ -44,7 +50,7 @@ import ray
 from longserve.api.jobs import PENDING
 from longserve.server.actors import NAMESPACE
 from longserve.server.config import BlobsConfig, JobsConfig
-from longserve.server.jobs.backends import make_backend
+from longserve.server.jobs.backends import Filters, make_backend
 from longserve.server.jobs.blob_keys import BlobDeleter
 from longserve.server.jobs.events import JobEvent
 from longserve.server.jobs.record import BlobRef, Callback, Job, JobRequest, loggable
@@ -56,6 +62,7 @@ from longserve.server.quotas import TokenBucket
 logger = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 0.5
+REAP_BATCH = 1000  # due jobs the reaper reads from the backend a round
 EVENTS_PAGE = 200  # events per `events` answer
 CHECKPOINT_RECHECK_S = 1.0  # a checkpoint waiting for its partials looks at the lease this often
 
@@ -97,7 +104,12 @@ def fingerprint(request: JobRequest, body: bytes, metadata: dict, ttl_s: float, 
 
 
 def settings_of(config: JobsConfig) -> Settings:
-    return Settings(lease_s=config.lease_s, max_attempts=config.max_attempts, forget_after_s=config.forget_after_s)
+    return Settings(
+        lease_s=config.lease_s,
+        max_attempts=config.max_attempts,
+        forget_after_s=config.forget_after_s,
+        cache_finished=config.cache_finished,
+    )
 
 
 class JobStore:
@@ -120,16 +132,30 @@ class JobStore:
         self.buckets: dict[str, TokenBucket] = {}  # tenant -> its requests_per_s bucket (memory only)
         self.usage = Usage()  # GET /v1/usage (memory only)
         self.metrics = Metrics()
-        loaded = self.state.load(self.backend.load(), time.time())
+        loaded = self.state.load(self.backend.load_live(), time.time(), self.backend.last_seq())
         for job in loaded.deletes:
             self.backend.delete(job.id)  # its time to be forgotten passed while the store was down
         self.blobs.delete_jobs(job.id for job in loaded.deletes)
         self._publish(loaded)
+        live = len(self.state.records)
+        # Expiry and forgetting that fell due while no store ran, before any call: a forgotten job
+        # answers 404 from the start. Leases wait for the reaper, as ever (a runner may still renew).
+        reaped = 0
+        while True:
+            due = self.backend.due(time.time(), self.state.settings.forget_after_s, REAP_BATCH)
+            self.state.page_in(due)
+            change = self.state.reap(time.time(), leases=False)
+            self._persist(change)
+            self._apply(change)
+            reaped += len(due)
+            if len(due) < REAP_BATCH or change.empty:
+                break
         logger.info(
-            "job store %s loaded %d jobs, deleted %d past their forget time",
+            "job store %s loaded %d live jobs, deleted %d past their forget time, reaped %d",
             config.backend,
-            len(self.state.records),
+            live,
             len(loaded.deletes),
+            reaped,
         )
 
     async def configure(self, config: JobsConfig, deployed_ns: int, blobs: Optional[BlobsConfig] = None) -> bool:
@@ -180,6 +206,7 @@ class JobStore:
         content = body if input is None else input.sha256.encode()
         digest = fingerprint(request, content or b"", metadata, ttl_s, callback)
         async with self.lock:
+            await self._page_in(job_id, None if idempotency_key is None else (tenant, model, idempotency_key))
             change = await self._commit(
                 self.state.submit(
                     job_id,
@@ -218,12 +245,12 @@ class JobStore:
 
     async def get(self, job_id: str) -> Optional[Job]:
         self._start()
-        return self.state.get(job_id)
+        return await self._job(job_id)
 
     async def wait(self, job_id: str, timeout_s: float, until_finished: bool = False) -> Optional[Job]:
         """The job once it changes (or finishes), or as it is after timeout_s."""
         self._start()
-        job = self.state.get(job_id)
+        job = await self._job(job_id)
         deadline = time.monotonic() + timeout_s
         while job is not None and job.status in PENDING:
             remaining = deadline - time.monotonic()
@@ -235,7 +262,7 @@ class JobStore:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 break
-            job = self.state.get(job_id)
+            job = await self._job(job_id)  # a finished job may be evicted by now
             if job is not None and not until_finished and job.version != seen:
                 break
         return job
@@ -249,7 +276,7 @@ class JobStore:
         self._start()
         deadline = time.monotonic() + wait_s
         while True:
-            job = self.state.get(job_id)
+            job = await self._job(job_id)
             if job is None or job.erased:
                 return None
             if job.events > after:
@@ -261,7 +288,7 @@ class JobStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
         events = await asyncio.to_thread(self.backend.events, job_id, after, limit)
-        job = self.state.get(job_id)
+        job = await self._job(job_id)
         if job is None or job.erased:
             return None
         # Only what memory holds too: a change is written before it is applied, and a result
@@ -277,6 +304,7 @@ class JobStore:
         learns it at its next heartbeat and cancels the replica's work."""
         self._start()
         async with self.lock:
+            await self._page_in(job_id)
             change = await self._commit(self.state.cancel(job_id, time.time()))
             return change.outcome, change.job
 
@@ -285,6 +313,7 @@ class JobStore:
         (cancelled first if it was queued or running)."""
         self._start()
         async with self.lock:
+            await self._page_in(job_id)
             before = self.state.get(job_id)
             change = await self._commit(self.state.erase(job_id, time.time()))
             if change.erased and before is not None:  # what happened, never what it held
@@ -295,6 +324,7 @@ class JobStore:
         """("queued" | "not_retryable" | "over_quota" | "missing", job): a failed or cancelled job runs again."""
         self._start()
         async with self.lock:
+            await self._page_in(job_id)
             change = await self._commit(self.state.retry(job_id, time.time(), max_active))
             return change.outcome, change.job
 
@@ -308,9 +338,11 @@ class JobStore:
         created_after: Optional[float] = None,
         created_before: Optional[float] = None,
     ) -> tuple[list[Job], Optional[int]]:
-        """Newest first; `cursor` is the seq to continue below."""
+        """Newest first; `cursor` is the seq to continue below. Asked of the backend: it holds every
+        job, and every change is written there before it is applied."""
         self._start()
-        return self.state.list(model, status, limit, cursor, tenant, created_after, created_before)
+        filters = Filters(model, status, tenant, created_after, created_before)
+        return await asyncio.to_thread(self.backend.list_jobs, filters, limit, cursor)
 
     async def backlog(self) -> dict[str, dict[str, int]]:
         self._start()
@@ -439,10 +471,36 @@ class JobStore:
             change = await self._commit(operation(*args, time.time()))
             return change.outcome != "refused"
 
+    async def _job(self, job_id: str) -> Optional[Job]:
+        """The job, from memory, else read from the backend (paged in)."""
+        job = self.state.get(job_id)
+        if job is None:
+            async with self.lock:
+                await self._page_in(job_id)
+                job = self.state.get(job_id)
+        return job
+
+    async def _page_in(self, job_id: Optional[str], key: Optional[tuple[str, str, str]] = None) -> None:
+        """Read into memory what an operation on `job_id` (or a submit under `key`: tenant, model,
+        idempotency key) needs and only the backend holds: a finished job. Called under the lock,
+        so no change is being written: the backend's record is the latest."""
+        job_id = job_id if job_id is not None and job_id not in self.state.records else None
+        key = key if key is not None and key not in self.state.idempotency else None
+        if job_id is not None or key is not None:
+            self.state.page_in(await asyncio.to_thread(self._fetch, job_id, key))
+
+    def _fetch(self, job_id: Optional[str], key: Optional[tuple[str, str, str]]) -> builtins.list[Job]:
+        found = [self.backend.get(job_id) if job_id is not None else None]
+        found.append(self.backend.find_key(*key) if key is not None else None)
+        return list({job.id: job for job in found if job is not None}.values())
+
     async def _commit(self, change: Change) -> Change:
         """Persist, then apply and publish: nobody sees a change the backend does not hold."""
         if not change.empty:
             await asyncio.to_thread(self._persist, change)
+        return self._apply(change)
+
+    def _apply(self, change: Change) -> Change:
         before = {job.id: self.state.get(job.id) for job, _ in change.saves}
         self.state.apply(change)
         self._count_usage(before, change)
@@ -512,5 +570,7 @@ class JobStore:
 
     async def _reap(self) -> None:
         async with self.lock:
-            await self._commit(self.state.reap(time.time()))
+            now, forget_after_s = time.time(), self.state.settings.forget_after_s
+            self.state.page_in(await asyncio.to_thread(self.backend.due, now, forget_after_s, REAP_BATCH))
+            await self._commit(self.state.reap(now))
         self.blobs.retry_failed()
