@@ -10,12 +10,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks import wrk
 from benchmarks.serving import serving
 
 EMB = "benchmarks.instrumented:RecordingEmbedder"
+T = TypeVar("T")
 BODY = {"texts": ["A cat sits on the mat and looks out of the window."]}
 
 
@@ -78,6 +81,42 @@ def cpu_ticks() -> dict[str, float]:
             out[f"{child}"] = secs
             names[f"{child}"] = name
     return out
+
+
+# What each Ray process is, from its title: "ray::ServeReplica:<app>:<deployment>..." etc.
+KINDS = ("ProxyActor", "Gateway", "JobStore", "JobRunner")
+
+
+def kind(name: str) -> str:
+    for part in KINDS:
+        if part in name:
+            return part
+    return "model" if "ServeReplica" in name else "other"
+
+
+def cpu_by_kind(before: dict[str, float], after: dict[str, float], app: str = "") -> dict[str, float]:
+    """CPU seconds between two `cpu_ticks()` per kind of process (proxy, gateway, model, store, runner,
+    other). With `app`, the replicas of other Serve apps (idle beside it) are left out."""
+    out = {k: 0.0 for k in (*KINDS, "model", "other")}
+    for pid, secs in after.items():
+        name = names.get(pid, "?")
+        if app and "ServeReplica:" in name and f"ServeReplica:{app}:" not in name:
+            continue
+        out[kind(name)] += secs - before.get(pid, 0.0)
+    return out
+
+
+def accounted(run: Callable[[], T], requests: Callable[[T], int], app: str = "") -> tuple[T, dict[str, float]]:
+    """`run()`'s result, and the CPU ms per request (`requests(result)` of them) of each kind of process meanwhile."""
+    before = cpu_ticks()
+    result = run()
+    return result, cpu_since(before, requests(result), app)
+
+
+def cpu_since(before: dict[str, float], requests: int, app: str = "") -> dict[str, float]:
+    """CPU ms per request (`requests` of them) of each kind of process since `before` (a `cpu_ticks()`)."""
+    used = cpu_by_kind(before, cpu_ticks(), app)
+    return {k: 1000 * v / max(requests, 1) for k, v in used.items()}
 
 
 def batches(path: Path, since: float, until: float) -> dict:

@@ -9,13 +9,16 @@ if they had been submitted, run and evicted from the store's memory; nothing
 is paged in. Through HTTP, 1M jobs would take days (~90 jobs/s, each
 submitted and run to completion)."""
 
+import asyncio
 import os
 import random
 import time
 
 import httpx
 
-from benchmarks.load import closed_loop, timed
+from benchmarks import wrk
+from benchmarks.collapse import accounted, cpu_since, cpu_ticks
+from benchmarks.load import timed
 from longserve.server.monitoring.stats import percentile
 
 BODY = b'{"value": 1}'
@@ -64,9 +67,17 @@ def actor_rss(store) -> int:
 
 
 async def measure(
-    http: httpx.AsyncClient, prefix: str, samples: int, seconds: float, concurrency: int, stored: list[str]
+    http: httpx.AsyncClient,
+    prefix: str,
+    samples: int,
+    seconds: float,
+    concurrency: int,
+    stored: list[str],
+    app: str = "",
 ) -> dict:
-    """`stored`: ids of preloaded jobs, in the backend only: the cold polls read them from it."""
+    """`stored`: ids of preloaded jobs, in the backend only: the cold polls read them from it. Also
+    polls/s (wrk: GETs of one finished job) and the CPU ms per submit and per poll of each kind of
+    process (benchmarks/collapse.py; `app`: the Serve app, whose replicas alone count)."""
     submit_url = f"{prefix}/v1/models/echo/jobs"
     ids: list[str] = []
 
@@ -75,8 +86,13 @@ async def measure(
         response.raise_for_status()
         ids.append(response.json()["id"])
 
+    # Sequential, so the submitted jobs run meanwhile: their runner and model CPU shows apart.
+    before = cpu_ticks()
     submit_ms = await timed(submit, samples)
+    submit_cpu = cpu_since(before, samples, app)
     job_url = f"{prefix}/v1/jobs/{ids[-1]}"
+    while (await http.get(job_url)).json()["status"] != "succeeded":  # polls of a finished job
+        await asyncio.sleep(0.05)
 
     async def poll():
         (await http.get(job_url)).raise_for_status()
@@ -88,7 +104,9 @@ async def measure(
         (await http.get(f"{prefix}/v1/jobs/{next(cold)}")).raise_for_status()
 
     cold_ms = await timed(poll_stored, samples) if stored else [float("nan")]
-    polls = await closed_loop(http, lambda h: h.get(job_url), concurrency, seconds)
+    polls, poll_cpu = await asyncio.to_thread(
+        accounted, lambda: wrk.run(job_url, None, concurrency, seconds, method="GET"), lambda s: s["2xx"], app
+    )
 
     async def submit_until_done():
         await submit()
@@ -107,6 +125,8 @@ async def measure(
         "cold poll p50 ms": percentile(cold_ms, 50),
         "cold poll p99 ms": percentile(cold_ms, 99),
         "polls/s": polls["req/s"],
+        "submit cpu": submit_cpu,
+        "poll cpu": poll_cpu,
         "submit->done p50 ms": percentile(done_ms, 50),
         "submit->done p99 ms": percentile(done_ms, 99),
     }

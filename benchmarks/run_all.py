@@ -15,6 +15,7 @@ nothing from stdout or stderr is copied into it.
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import platform
 import shutil
@@ -31,8 +32,10 @@ from typing import Iterator, Optional
 
 import httpx
 
-from benchmarks import jobs_bench, serve_settings, wrk
+from benchmarks import goals, jobs_bench, serve_settings, wrk
 from benchmarks.bare_serve import bare_app
+from benchmarks.collapse import accounted
+from benchmarks.goals import cpu_point, note_cpu
 from benchmarks.load import client
 from benchmarks.serving import ROOT, deploy, free_port, serving
 from longserve.server.monitoring.stats import percentile
@@ -88,6 +91,10 @@ SHORT = Sizes(
 class Report:
     lines: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+    # What issue 19's goals are judged on (goals.py), filled in by the phases that ran:
+    measured: dict = field(default_factory=dict)
+    # "echo, 16 clients" -> kind of process -> CPU ms per request (benchmarks/collapse.py)
+    cpu: dict = field(default_factory=dict)
 
     def section(self, title: str, *notes: str) -> None:
         self.lines += ["", f"## {title}", ""] + [n for n in notes] + ([""] if notes else [])
@@ -178,14 +185,22 @@ def median_stats(rounds: list[dict]) -> dict:
     out["statuses"] = statuses
     out["client timeouts"] = sum(r.get("client timeouts", 0) for r in rounds)
     out["socket errors"] = sum(r.get("socket errors", 0) for r in rounds)
+    if "cpu" in rounds[-1]:
+        out["cpu"] = rounds[-1]["cpu"]
     return out
 
 
 def side_by_side(
-    sides: dict[str, str], payload: dict, sizes: Sizes, concurrencies: Optional[tuple] = None
+    sides: dict[str, str],
+    payload: dict,
+    sizes: Sizes,
+    concurrencies: Optional[tuple] = None,
+    account: Optional[dict[int, tuple[str, str]]] = None,
 ) -> dict[int, dict[str, dict]]:
     """{concurrency: {side: median stats}}, load from wrk (`benchmarks/wrk.py`): every side in
-    every round, the order rotating from one point to the next so no server always goes first."""
+    every round, the order rotating from one point to the next so no server always goes first.
+    `account`: {concurrency: (side, its Serve app)}: that point's stats also hold "cpu", the CPU ms
+    per request of each kind of process (benchmarks/collapse.py)."""
     names = list(sides)
     out = {}
     for name in names:  # warm up: a first answer (a model may load lazily), then connections, first batches
@@ -196,7 +211,13 @@ def side_by_side(
         rounds: dict[str, list] = {n: [] for n in names}
         for _ in range(sizes.rounds):
             for name in names[point % len(names) :] + names[: point % len(names)]:
-                rounds[name].append(wrk.run(sides[name], payload, concurrency, sizes.seconds))
+                side, app = (account or {}).get(concurrency, ("", ""))
+                if name == side:
+                    point_run = functools.partial(wrk.run, sides[name], payload, concurrency, sizes.seconds)
+                    stats, cpu = accounted(point_run, lambda s: s["2xx"], app)
+                    rounds[name].append({**stats, "cpu": cpu})
+                else:
+                    rounds[name].append(wrk.run(sides[name], payload, concurrency, sizes.seconds))
             point += 1
         out[concurrency] = {n: median_stats(rs) for n, rs in rounds.items()}
     return out
@@ -246,9 +267,15 @@ def phase_echo(report: Report, url: str, sizes: Sizes) -> None:
             "bare Ray Serve": f"{url}/bare-echo/predict",
             "LitServe": f"{lit}/predict",
         }
-        results = side_by_side(sides, {"value": 1}, sizes)
+        results = side_by_side(
+            sides, {"value": 1}, sizes, account={cpu_point(sizes.concurrencies, "echo"): ("longserve", "ls-echo")}
+        )
     for name in ("ls-echo", "ls-echo-nomon", "bare-echo"):
         serve.delete(name)
+    report.measured["echo"] = {
+        c: s["longserve"]["req/s"] / max(s["LitServe"]["req/s"], 0.5) for c, s in results.items()
+    }
+    note_cpu(report, "echo", results)
     report.section(
         "Sync serving overhead: echo model",
         "A model that returns its input: the serving path and nothing else. "
@@ -277,9 +304,15 @@ def phase_embedder(report: Report, url: str, sizes: Sizes) -> None:
             "LitServe, batching off": f"{lit_nobatch}/predict",
         }
         body = {"texts": ["A cat sits on the mat and looks out of the window."]}
-        results = side_by_side(sides, body, sizes, sizes.embedder_concurrencies)
+        account = {cpu_point(sizes.embedder_concurrencies, "embedder"): ("longserve", "ls-emb")}
+        results = side_by_side(sides, body, sizes, sizes.embedder_concurrencies, account)
     for name in ("ls-emb", "ls-emb-router", "ls-emb-nobatch", "bare-emb"):
         serve.delete(name)
+    report.measured["embedder"] = {
+        c: s["longserve"]["req/s"] / max(s["LitServe"]["req/s"], 0.5) for c, s in results.items()
+    }
+    report.measured["embedder answers"] = {c: s["longserve"] for c, s in results.items()}
+    note_cpu(report, "embedder", results)
     synced = {c: {k: v for k, v in s.items() if "batching off" not in k} for c, s in results.items()}
     report.section(
         "Sync serving overhead: MiniLM embedder",
@@ -390,6 +423,7 @@ def phase_timeouts(report: Report, url: str, sizes: Sizes) -> None:
     rows = []
     for load in (0, 16):
         late, stats = asyncio.run(probes(load))
+        report.measured[f"late p99 ms at {load}"] = percentile(late, 99)
         rows.append(
             f"| {load} | {stats.get('req/s', 0):.0f} | {len(late)} | {percentile(late, 50):.1f} "
             f"| {percentile(late, 99):.1f} | {max(late):.1f} |"
@@ -465,9 +499,14 @@ def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
 
                 async def run(sample=sample):
                     async with client(concurrency=16) as http:
-                        return await jobs_bench.measure(http, prefix, sizes.job_samples, sizes.seconds, 16, sample)
+                        return await jobs_bench.measure(
+                            http, prefix, sizes.job_samples, sizes.seconds, 16, sample, app=f"jobs-{backend}"
+                        )
 
                 m = asyncio.run(run())
+                report.measured.setdefault("jobs", []).append(m)
+                report.cpu[f"finished-job poll, 16 clients ({backend}, {stored:,} stored)"] = m["poll cpu"]
+                report.cpu[f"job submit, sequential ({backend}, {stored:,} stored; the job runs too)"] = m["submit cpu"]
                 rows.append(
                     f"| {backend} | {stored:,} | {rss[stored] / 2**20:.0f} "
                     f"| {m['submit p50 ms']:.1f} | {m['submit p99 ms']:.1f} "
@@ -488,8 +527,10 @@ def phase_jobs(report: Report, url: str, sizes: Sizes) -> None:
         "JobStore actor (`__ray_call__`) that writes finished jobs straight to the backend in bulk, as if "
         "they had run and been evicted from the store's memory (through HTTP that is ~90 jobs/s). RSS: the "
         "JobStore actor's resident memory after preloading. Submit and poll: sequential over HTTP (poll: a "
-        "job just submitted, in memory; cold poll: a preloaded job, read from the backend); polls/s: 16 "
-        "concurrent pollers; submit->done: submit a trivial job, long-poll (`?wait=10`) until it succeeded. "
+        "job just submitted, in memory; cold poll: a preloaded job, read from the backend); polls/s: wrk, 16 "
+        "clients polling one finished job; submit->done: submit a trivial job, long-poll (`?wait=10`) until it "
+        "succeeded. Polls of a finished job after the first are answered from the gateway's copy "
+        "(`jobs.gateway_cache_s`). "
         f"The memory backend stops at {MEMORY_BACKEND_MAX:,}: it holds every job in the actor by design.",
     )
     report.add(
@@ -561,6 +602,7 @@ def phase_transcription(report: Report, url: str, sizes: Sizes) -> None:
     direct_audio, direct_s = run_direct()
     serve.delete("ls-tx")
     del direct
+    report.measured["transcription"] = (job_audio / job_s) / (direct_audio / direct_s)
     report.section(
         "Transcription: through a job vs faster-whisper in one process",
         f"`tests/data/{sizes.audio}` ({direct_audio:.1f} s of audio), Whisper base, int8, beam 1. "
@@ -680,6 +722,7 @@ def main() -> int:
                 run_phase(report, phase, lambda: globals()[f"phase_{phase}"](report, url, sizes))
     if "settings" in phases:
         run_phase(report, "settings", lambda: phase_settings(report, sizes))
+    run_phase(report, "goals", lambda: goals.section(report))
     header = [
         "# Benchmark results",
         "",

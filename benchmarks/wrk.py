@@ -20,9 +20,8 @@ from typing import Optional
 TIMEOUT_S = 30  # wrk's default (2 s) would turn a slow answer into an error
 
 SCRIPT = r"""
-wrk.method = "POST"
-wrk.body = %(body)s
-wrk.headers["Content-Type"] = "application/json"
+wrk.method = "%(method)s"
+%(body_lines)s
 %(headers)s
 local threads = {}
 function setup(thread)
@@ -63,20 +62,25 @@ def available() -> bool:
 
 def run(
     url: str,
-    body: dict | str,
+    body: dict | str | None,
     connections: int,
     seconds: float,
     threads: Optional[int] = None,
     headers: Optional[dict[str, str]] = None,
     timeout_s: int = TIMEOUT_S,
+    method: str = "POST",
 ) -> dict:
-    """One closed-loop point: `connections` clients for `seconds` against `url`."""
+    """One closed-loop point: `connections` clients for `seconds` against `url`
+    (`body` None: no body, as a GET sends)."""
     if not available():
         raise RuntimeError("wrk is not on PATH (apt-get install wrk)")
-    text = body if isinstance(body, str) else json.dumps(body)
+    body_lines = ""
+    if body is not None:
+        text = body if isinstance(body, str) else json.dumps(body)
+        body_lines = f'wrk.body = {lua_string(text)}\nwrk.headers["Content-Type"] = "application/json"'
     header_lines = "\n".join(f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in (headers or {}).items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(SCRIPT % {"body": lua_string(text), "headers": header_lines})
+        script.write(SCRIPT % {"method": method, "body_lines": body_lines, "headers": header_lines})
     try:
         threads = threads or max(1, min(2, connections))
         result = subprocess.run(
@@ -114,6 +118,7 @@ def run(
         "p99 ms": raw["p99_us"] / 1000,
         "max ms": raw["max_us"] / 1000,
         "statuses": statuses,
+        "2xx": ok,
         "client timeouts": raw["errors"]["timeout"],
         "socket errors": raw["errors"]["connect"] + raw["errors"]["read"] + raw["errors"]["write"],
         "errors": sum(n for s, n in statuses.items() if s >= 400) + raw["errors"]["timeout"],

@@ -28,8 +28,11 @@ def test_run_all_writes_its_tables(tmp_path):
         "## Timeout precision",
         "## Jobs: latency",
         "## JobStore actor memory per stored job",
+        "## Issue 19's goals against this run",
     ):
         assert heading in text
+    # An unmet goal says where the CPU goes: ms per request of each kind of process.
+    assert "| ↳ where the CPU goes: finished-job poll, 16 clients" in text and "gateway " in text
     for server in ("| longserve |", "| bare Ray Serve |", "| LitServe |"):
         assert server in text
     # Only the writer's own lines: no log output (ANSI colours, "(raylet)" prefixes) slipped in.

@@ -168,6 +168,9 @@ class JobsConfig(Deployed):
     inline_result_kb: float = Field(256.0, ge=0)
     # GET /v1/jobs/{id}/events sends a comment this often while nothing happens (proxies keep the stream open).
     events_keepalive_s: float = Field(15.0, gt=0)
+    # A gateway replica answers polls of a finished job from its own copy for at most this
+    # long (0: never); its own retry, cancel and erase show at once (server/http/job_cache.py).
+    gateway_cache_s: float = Field(1.0, ge=0)
     # Filled in by AppConfig: the values the store's metrics give the tenant label.
     _tenant_labels: frozenset[str] = PrivateAttr(frozenset({"anonymous"}))
 

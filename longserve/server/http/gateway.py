@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Header, Query, Request, Security
+from fastapi import FastAPI, Header, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from ray import serve
@@ -29,6 +29,7 @@ from longserve.server.http.admission import Admission
 from longserve.server.http.auth import OPEN, Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.events import EVENTS_RESPONSES, event_response, last_event_id
+from longserve.server.http.job_cache import FinishedJobs
 from longserve.server.http.jobs import (
     JOB_PARAMS,
     JobOptions,
@@ -152,6 +153,7 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
         self.config = config
         self.store = get_job_store(config.jobs, config.blobs)
+        self.finished = FinishedJobs(config.jobs.gateway_cache_s)  # polls of finished jobs, answered here
         self.blobs = Blobs(config.blobs)
         self.runner = runner  # held so Serve deploys it; it needs no requests
         self.handles = {name: handle.options(stream=True) for name, handle in models.items()}  # SSE predicts
@@ -215,10 +217,17 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
     @app.get("/v1/jobs/{job_id}", dependencies=BEARER, responses=JOB)
     async def get_job(self, job_id: str, request: Request, wait: Optional[float] = Query(None, ge=0)) -> Any:
-        job = await self._job(request, job_id)
-        if wait:
+        caller = await self._caller(request, "jobs")
+        cached = self.finished.get(job_id)
+        if cached is not None:  # finished: a wait would return at once anyway
+            self._found(cached.job, job_id, caller)
+            return Response(cached.body, media_type="application/json")
+        job = await self._job(request, job_id, caller)
+        if wait and job.status in PENDING:
             wait = within_client_deadline(request.headers, min(wait, self.config.jobs.max_wait_s))
+            asked = self.finished.clock()
             job = self._found(await self.store.wait.remote(job_id, wait), job_id)
+            self.finished.put(job, asked)
             check_not_erased(job)  # erased while we waited
         return job_response(job)
 
@@ -237,7 +246,11 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
 
     @app.get("/v1/jobs/{job_id}/result", dependencies=BEARER)
     async def get_job_result(self, job_id: str, request: Request) -> Any:
-        job = await self._job(request, job_id)
+        cached = self.finished.get(job_id)
+        if cached is not None:
+            job = self._found(cached.job, job_id, await self._caller(request, "jobs"))
+        else:
+            job = await self._job(request, job_id)
         if job.status in PENDING:
             return accepted(job)
         if job.status != "succeeded":
@@ -258,11 +271,14 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         ] = False,
     ) -> Any:
         await self._job(request, job_id)
+        self.finished.drop(job_id)
         if erase:
             _, job = await self.store.erase.remote(job_id)
+            self.finished.drop(job_id)  # and every read of it sent before the erase
             self._found(job, job_id)
             return {"id": job_id, "erased": True}
         outcome, job = await self.store.cancel.remote(job_id)
+        self.finished.drop(job_id)
         job = self._found(job, job_id)
         if outcome == "finished":
             raise ApiError(409, "job_finished", f"job {job_id} already {job.status}; nothing to cancel", job_id=job_id)
@@ -272,7 +288,9 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     async def retry_job(self, job_id: str, request: Request) -> Any:
         job = await self._job(request, job_id)
         quota, where = self.config.tenant(job.tenant)
+        self.finished.drop(job_id)
         outcome, job = await self.store.retry.remote(job_id, quota.max_active_jobs)
+        self.finished.drop(job_id)  # and every read of it sent before the retry
         job = self._found(job, job_id)
         if outcome == "over_quota":
             raise self._over_active(job.tenant, quota.max_active_jobs, where)
@@ -407,10 +425,14 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
             raise ApiError(404, "not_found", f"no job '{job_id}'", job_id=job_id)
         return job
 
-    async def _job(self, request: Request, job_id: str):
-        """The job, if the caller's key (scope jobs) belongs to its tenant or is an admin's; else 404."""
-        caller = await self._caller(request, "jobs")
-        return check_not_erased(self._found(await self.store.get.remote(job_id), job_id, caller))
+    async def _job(self, request: Request, job_id: str, caller: Optional[Caller] = None):
+        """The job, if the caller's key (scope jobs) belongs to its tenant or is an admin's; else 404.
+        A finished one is kept for this replica's next polls (http/job_cache.py)."""
+        caller = caller or await self._caller(request, "jobs")
+        asked = self.finished.clock()
+        job = self._found(await self.store.get.remote(job_id), job_id, caller)
+        self.finished.put(job, asked)
+        return check_not_erased(job)
 
     async def _submit(self, model: str, request: Request, options: JobOptions, caller: Caller):
         """Validate like predict (4xx now, never a job doomed by its input), then store.
