@@ -15,6 +15,7 @@ nothing from stdout or stderr is copied into it.
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import platform
@@ -703,6 +704,8 @@ def main() -> int:
         help="every serving table with 5 s points, fewer stored jobs, one backend: ~10 min",
     )
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--stored", help="the jobs phase's stored-job counts, comma-separated (e.g. 1000,100000,1000000)")
+    parser.add_argument("--backends", help="the jobs phase's backends, comma-separated (sqlite,redis,memory)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
     phases = args.phases.split(",")
@@ -710,6 +713,10 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     sizes = QUICK if args.quick else SHORT if args.short else Sizes()
+    if args.stored:
+        sizes = dataclasses.replace(sizes, stored=tuple(int(n) for n in args.stored.split(",")))
+    if args.backends:
+        sizes = dataclasses.replace(sizes, backends=tuple(args.backends.split(",")))
     started = time.time()
     load_at_start = os.getloadavg()
     report = Report()
