@@ -207,6 +207,25 @@ def child(ingress: str, size: int, rate: float) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def compare(size: int, rate: float = 0, ingresses: tuple = INGRESSES) -> dict[str, dict]:
+    """{ingress: measurement} of one upload of `size` bytes through each ingress, one cluster after the other."""
+    return {ingress: child(ingress, size, rate) for ingress in ingresses}
+
+
+def table(size: int, results: dict[str, dict]) -> list[str]:
+    """A markdown table: per ingress, the upload's speed and each process's growth, also as a share of the body."""
+    names = ("gateway", "job store", "model replica")
+    lines = [
+        "| ingress | upload | " + " | ".join(f"{n} growth" for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for ingress, row in results.items():
+        upload = f"{row['upload_s']:.1f} s, {size / MIB / row['upload_s']:.0f} MiB/s"
+        growth = (f"{row['growth'][n] / MIB:.1f} MiB ({row['growth'][n] / size:.3f}x)" for n in names)
+        lines.append(f"| {ingress} | {upload} | " + " | ".join(growth) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.5)
@@ -219,19 +238,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(size, args.rate, args.child)))
         return
-
     pace = f"{args.rate:g} MiB/s" if args.rate else "full speed"
-    print(f"body: {size / MIB:.0f} MiB, streamed chunked at {pace} (load average {os.getloadavg()[0]:.1f})")
-    print(f"{'ingress':<13} {'upload':>15} {'process':<14} {'RSS before':>10} {'growth':>10} {'growth / body':>14}")
-    for ingress in INGRESSES if args.ingress == "both" else (args.ingress,):
-        row = child(ingress, size, args.rate)
-        upload = f"{row['upload_s']:.1f} s {size / MIB / row['upload_s']:.0f} MiB/s"
-        for i, (name, growth) in enumerate(row["growth"].items()):
-            print(
-                f"{ingress if i == 0 else '':<13} {upload if i == 0 else '':>15} {name:<14} "
-                f"{row['base'][name] / MIB:>8.0f} M {growth / MIB:>8.1f} M {growth / size:>13.4f}x"
-            )
-    print(f"(load average after: {os.getloadavg()[0]:.1f})")
+    print(f"body: {size / MIB:.0f} MiB, streamed chunked at {pace}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    results = compare(size, args.rate, INGRESSES if args.ingress == "both" else (args.ingress,))
+    print("\n".join(table(size, results)))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

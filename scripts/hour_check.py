@@ -37,6 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.processes import find, rss  # noqa: E402
 from tests.transcripts import THRESHOLD, repeated_reference, share_heard, word_error_rate  # noqa: E402
 
 CLIP = "speech_long.ogg"
@@ -75,51 +76,9 @@ def write_config(folder: Path, port: int) -> Path:
     return path
 
 
-def descendants(root: int) -> list[int]:
-    """Every process below `root` (its Ray cluster's gcs, raylet and workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def find_pids(root: int) -> dict[str, int]:
     """The gateway replica and the JobStore actor of the cluster under `root`, by process title."""
-    wanted = {"gateway": "ray::ServeReplica:longserve:Gateway", "job store": "ray::JobStore"}
-    pids = {}
-    for pid in descendants(root):
-        for name, prefix in wanted.items():
-            if title(pid).startswith(prefix):
-                pids[name] = pid
-    return pids
-
-
-def rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return find(root, {"gateway": "ray::ServeReplica:longserve:Gateway", "job store": "ray::JobStore"})
 
 
 class Sampler(threading.Thread):
