@@ -2,11 +2,13 @@
 chunked, is submitted as a job; the gateway streams it into the blob store and
 the model replica reads it back as a file. Prints the peak RSS growth of the
 gateway, the JobStore and the model replica while it happens, each as a
-fraction of the body (the baseline: holding the body would be >= 1.0x).
+fraction of the body (the baseline: holding the body would be >= 1.0x), once
+behind Ray Serve's Python proxy and once behind its HAProxy ingress.
 
-    PYTHONPATH=$PWD python -m benchmarks.upload_memory [--gb 1.5]
+    PYTHONPATH=$PWD python -m benchmarks.upload_memory [--gb 1.5] [--rate MiB/s] [--ingress both]
 
-Starts its own Ray cluster and Serve app (file blob store in a temporary
+Each ingress gets its own Ray cluster and Serve app (a child process: Serve reads
+its ingress settings when its processes start; file blob store in a temporary
 directory); needs free disk for the body.
 """
 
@@ -198,8 +200,12 @@ def child(ingress: str, size: int, rate: float) -> dict:
     try:
         env = {**os.environ, **ingress_env(ingress, folder)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # replicas import us
+        env.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded machine starts a node slowly
         args = [sys.executable, "-m", "benchmarks.upload_memory", "--child", str(folder), "--bytes", str(size)]
-        done = subprocess.run([*args, "--rate", str(rate)], env=env, cwd=ROOT, capture_output=True, text=True)
+        for _ in range(2):  # once more if the node did not start (a loaded machine)
+            done = subprocess.run([*args, "--rate", str(rate)], env=env, cwd=ROOT, capture_output=True, text=True)
+            if "timed out during startup" not in done.stderr:
+                break
         if done.returncode:
             raise SystemExit(f"{ingress}: exited {done.returncode}\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])

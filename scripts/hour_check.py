@@ -5,13 +5,14 @@ stderr) and by URL from a loopback HTTP server that the config allows
 and the JobStore's resident memory meanwhile and scores both transcripts with
 tests/transcripts.py's rule against what the audio says.
 
-    PYTHONPATH=$PWD python scripts/hour_check.py [--minutes 60] [--port 8477]
+    PYTHONPATH=$PWD python scripts/hour_check.py [--minutes 60] [--port 8477] [--haproxy]
 
 It writes a 16 kHz mono WAV (tests/data/speech_long.ogg, then 3 s of silence, over
 and over: 115 MB an hour), starts the shipped serve_config.yaml with `serve run`
 (its own local Ray cluster; only the port, the job and blob paths, and
-`inputs.allow: ["127.0.0.1"]` changed), runs the two passes one after the other,
-prints a report and stops everything it started. Run from the repo root.
+`inputs.allow: ["127.0.0.1"]` changed; `--haproxy`: behind Ray's HAProxy ingress,
+where an upload is flow-controlled), runs the two passes one after the other, prints
+a report and stops everything it started. Run from the repo root.
 """
 
 import argparse
@@ -37,6 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.upload_memory import ingress_env  # noqa: E402
 from tests.processes import find, rss  # noqa: E402
 from tests.transcripts import THRESHOLD, repeated_reference, share_heard, word_error_rate  # noqa: E402
 
@@ -157,7 +159,7 @@ def report(name: str, run: dict, audio_s: float, cycle_s: float) -> bool:
     result = run["result"]
     truth = repeated_reference(CLIP, cycle_s, result["duration"])
     heard = share_heard(result["text"], truth)
-    upload = f"accepted (uploaded) in {run['submit_s']:.1f} s, " if run["submit_s"] is not None else ""
+    upload = f"job accepted in {run['submit_s']:.1f} s, " if run["submit_s"] is not None else ""
     print(
         f"{name}: {upload}submit to transcript {run['total_s']:.0f} s "
         f"({audio_s / run['total_s']:.1f}x realtime); duration {result['duration']:.0f} s, "
@@ -188,6 +190,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--port", type=int, default=8477, help="the gateway's port")
+    parser.add_argument(
+        "--haproxy", action="store_true", help="serve behind Ray's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)"
+    )
+    parser.add_argument("--passes", default="upload,url", help="which of upload,url to run (default: both)")
     parser.add_argument("--keep", type=Path, help="keep the WAV, config, logs and transcripts in this folder")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="longserve-hour-"))
@@ -199,6 +205,9 @@ def main() -> None:
 
     config = write_config(folder, args.port)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}  # a cluster of its own
+    haproxy_files = Path(tempfile.mkdtemp(prefix="lsh-", dir="/tmp"))  # short: HAProxy caps its socket path at 97
+    if args.haproxy:
+        env.update(ingress_env("haproxy", haproxy_files))
     subprocess.run([sys.executable, "-m", "longserve.server.check", str(config)], check=True, env=env)
     serve_bin = Path(sys.executable).with_name("serve")
     log = folder / "serve.log"
@@ -214,17 +223,22 @@ def main() -> None:
         print(f"serve run {config} up in {time.monotonic() - start:.0f} s", flush=True)
         pids = find_pids(proc.pid)
         assert set(pids) == {"gateway", "job store"}, pids
-        runs = {"uploaded": transcribe(url, str(audio), folder / "uploaded.json", pids)}
-        files = serve_files(folder)
-        source = f"http://127.0.0.1:{files.server_address[1]}/{audio.name}"
-        runs["by input_url"] = transcribe(url, source, folder / "by_url.json", pids)
+        runs = {}
+        if "upload" in args.passes:
+            runs["uploaded"] = transcribe(url, str(audio), folder / "uploaded.json", pids)
+        if "url" in args.passes:
+            files = serve_files(folder)
+            source = f"http://127.0.0.1:{files.server_address[1]}/{audio.name}"
+            runs["by input_url"] = transcribe(url, source, folder / "by_url.json", pids)
     finally:
         if files is not None:
             files.shutdown()
         stop(proc)
+        shutil.rmtree(haproxy_files, ignore_errors=True)
     load = os.getloadavg()
     size = audio.stat().st_size / MIB
-    print(f"\n{args.minutes:g} min WAV ({size:.0f} MiB), load average {load[0]:.1f} {load[1]:.1f}")
+    ingress = "HAProxy ingress" if args.haproxy else "Python proxy"
+    print(f"\n{args.minutes:g} min WAV ({size:.0f} MiB), {ingress}, load average {load[0]:.1f} {load[1]:.1f}")
     ok = all([report(name, run, audio_s, cycle_s) for name, run in runs.items()])
     if args.keep is None:
         shutil.rmtree(folder)

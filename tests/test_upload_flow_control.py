@@ -6,6 +6,7 @@ partial blob when the client goes away, 503 blobs_unavailable when the blob stor
 is down. Its own cluster, started with `serve run` (HAProxy is chosen when Serve's
 processes start), on a file blob store and an S3-compatible one."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from longserve.server.http import flow_control
 from tests.conftest import DIGEST, NO_CPU, error_of, free_port
 from tests.jobs_helpers import wait_for
 from tests.processes import find, rss
@@ -176,3 +178,48 @@ def test_blob_store_down_is_503_and_accepts_nothing(haproxy_app):
             assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]] == [j["id"] for j in listed]
         finally:
             s3.start()
+
+
+@pytest.mark.parametrize("same_loop", [True, False])
+def test_the_patched_queue_holds_a_bounded_number_of_messages(same_loop):
+    """Unit level, no cluster: the copying stops while the queue is full and resumes
+    as the app reads; every message arrives, in order, the disconnect last."""
+    import threading
+
+    from ray.serve._private.direct_ingress_http_util import ASGIDIReceiveProxy
+
+    assert flow_control.bound_body_queue()
+    total = flow_control.MAX_MESSAGES * 3
+    received = 0
+
+    async def receive():
+        nonlocal received
+        received += 1
+        if received > total:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    user_loop = asyncio.new_event_loop()
+    if not same_loop:  # the app on a loop of its own, as Serve runs user code by default
+        threading.Thread(target=user_loop.run_forever, daemon=True).start()
+
+    async def main():
+        proxy = ASGIDIReceiveProxy({"type": "http"}, receive, asyncio.get_running_loop() if same_loop else user_loop)
+        task = proxy.fetch_until_disconnect_task()
+        await asyncio.sleep(0.3)
+        assert received <= flow_control.MAX_MESSAGES + 2  # the queue's worth, and one waiting for room
+        messages = []
+        while not messages or messages[-1]["type"] != "http.disconnect":
+            get = proxy()
+            if same_loop:
+                messages.append(await get)
+            else:
+                messages.append(await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(get, user_loop)))
+        await task
+        return messages
+
+    try:
+        messages = asyncio.run(main())
+    finally:
+        user_loop.call_soon_threadsafe(user_loop.stop)
+    assert len(messages) == total + 1 and messages[-1] == {"type": "http.disconnect"}
