@@ -129,8 +129,9 @@ def test_a_fast_upload_waits_in_the_client_not_in_the_gateway(haproxy_app):
         assert response.status_code == 202, response.text
         job = wait_for(client, response.json()["id"], ["succeeded", "failed"])
     assert job["result"]["sha256"] == sha256_of(size) and job["result"]["size"] == size
-    # Without the bound the whole body waits here (~1x); with it, a few MiB of queue and parts.
-    assert peak - before < size / 4, f"the gateway grew {(peak - before) / MIB:.0f} MiB for {size / MIB:.0f} MiB"
+    # Without the bound most of the body waits here (0.88x measured); with it, the queue and two
+    # 8 MiB parts (14 MiB for 256 MiB, 35 MiB for 1.5 GiB measured).
+    assert peak - before < size / 2, f"the gateway grew {(peak - before) / MIB:.0f} MiB for {size / MIB:.0f} MiB"
 
 
 @pytest.mark.parametrize("declared", [True, False])
