@@ -8,6 +8,7 @@ processes start), on a file blob store and an S3-compatible one."""
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def haproxy_app():
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         s3.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def ready(url: str) -> bool:
