@@ -26,8 +26,9 @@ check: install
 run: check
 	$(VENV)/bin/serve run serve_config.yaml
 
-# The same behind Ray Serve's HAProxy ingress (less CPU per request; it also opens a
-# stats page and a metrics port on every interface): docs/benchmarks.md.
+# The same behind Ray Serve's HAProxy ingress (less CPU per request, job uploads
+# flow-controlled; it also opens a stats page and a metrics port on every interface):
+# docs/benchmarks.md.
 run-haproxy: check
 	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/serve run serve_config.yaml
 

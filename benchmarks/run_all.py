@@ -2,7 +2,8 @@
 longserve beside a bare Ray Serve app and LitServe serving the same model
 code (echo, MiniLM embedder), dynamic batching, jobs per backend at 1k/10k/100k
 stored jobs, timeout precision, transcription, and Ray's default settings
-against the ones this project ships (access log off) and a tuned set.
+against the ones this project ships (access log off) and a tuned set, and the
+memory of a large job upload through the Python proxy and the HAProxy ingress.
 
     timeout 1200 flock /tmp/longserve-ray.lock .venv/bin/python -m benchmarks.run_all
     .venv/bin/python -m benchmarks.run_all --quick --phases echo,jobs --out /tmp/r.md   # a smoke run
@@ -33,7 +34,7 @@ from typing import Iterator, Optional
 
 import httpx
 
-from benchmarks import goals, jobs_bench, serve_settings, wrk
+from benchmarks import goals, jobs_bench, serve_settings, upload_memory, wrk
 from benchmarks.bare_serve import bare_app
 from benchmarks.collapse import accounted
 from benchmarks.goals import cpu_point, note_cpu
@@ -44,7 +45,7 @@ from longserve.server.monitoring.stats import percentile
 ECHO = "benchmarks.echo_model:Echo"
 EMBEDDER = "longserve.models.embedder:Embedder"
 BATCH = (32, 0.005)  # as serve_config.yaml ships the embedder
-PHASES = ("echo", "embedder", "timeouts", "jobs", "transcription", "settings")
+PHASES = ("echo", "embedder", "timeouts", "jobs", "transcription", "settings", "upload")
 # What serve_config.yaml and the RayService ship: Ray's defaults, access log off.
 SHIPPED = "access log off"
 
@@ -62,6 +63,7 @@ class Sizes:
     probes: int = 60
     audio: str = "speech_long.ogg"
     backends: tuple = ("sqlite", "redis", "memory")
+    upload_mb: int = 1536  # one job upload, through each ingress
 
 
 QUICK = Sizes(
@@ -73,6 +75,7 @@ QUICK = Sizes(
     job_samples=5,
     probes=4,
     audio="speech.ogg",
+    upload_mb=32,
 )
 # A middle way while others share the machine: every table, short points, fewer stored jobs.
 SHORT = Sizes(
@@ -85,6 +88,7 @@ SHORT = Sizes(
     probes=20,
     audio="speech.ogg",
     backends=("sqlite",),
+    upload_mb=512,
 )
 
 
@@ -635,6 +639,19 @@ def phase_settings(report: Report, sizes: Sizes) -> None:
     report.add(*serve_settings.table(results, 16))
 
 
+def phase_upload(report: Report, sizes: Sizes) -> None:
+    size = sizes.upload_mb * 1024 * 1024
+    results = upload_memory.compare(size)
+    report.section(
+        "Memory of a large job upload: the Python proxy vs the HAProxy ingress",
+        f"One {sizes.upload_mb} MiB body, generated and sent chunked at full loopback speed, submitted as a job "
+        "(file blob store); peak RSS growth of each process while it is uploaded and read, and as a share of "
+        "the body (holding it would be >= 1.0x). Each ingress in its own fresh Ray cluster, one after the other "
+        "(`python -m benchmarks.upload_memory`).",
+    )
+    report.add(*upload_memory.table(size, results))
+
+
 def run_phase(report: Report, name: str, run) -> None:
     """A failed phase is reported in the file (and fails the run) without losing the others."""
     try:
@@ -722,13 +739,15 @@ def main() -> int:
     report = Report()
     command = " ".join(["python -m benchmarks.run_all", *sys.argv[1:]])
     env, access_log = serve_settings.SETTINGS[SHIPPED]
-    server_phases = [p for p in phases if p not in ("settings",)]
+    server_phases = [p for p in phases if p not in ("settings", "upload")]
     if server_phases:
         with serving({}, env=env, access_log=access_log) as url:
             for phase in server_phases:
                 run_phase(report, phase, lambda: globals()[f"phase_{phase}"](report, url, sizes))
     if "settings" in phases:
         run_phase(report, "settings", lambda: phase_settings(report, sizes))
+    if "upload" in phases:
+        run_phase(report, "upload", lambda: phase_upload(report, sizes))
     run_phase(report, "goals", lambda: goals.section(report))
     header = [
         "# Benchmark results",

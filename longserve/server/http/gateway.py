@@ -29,6 +29,7 @@ from longserve.server.http.admission import Admission
 from longserve.server.http.auth import OPEN, Auth, Caller
 from longserve.server.http.errors import ERROR_RESPONSES, ApiError, install_error_handlers, request_id, status_of
 from longserve.server.http.events import EVENTS_RESPONSES, event_response, last_event_id
+from longserve.server.http.flow_control import bound_body_queue
 from longserve.server.http.job_cache import FinishedJobs
 from longserve.server.http.jobs import (
     JOB_PARAMS,
@@ -151,6 +152,7 @@ def outcome_of(exc: Exception) -> str:
 @serve.ingress(app)
 class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
     def __init__(self, config: AppConfig, models: dict[str, DeploymentHandle], runner: DeploymentHandle):
+        bound_body_queue()  # behind HAProxy, an upload waits in the client, not here (http/flow_control.py)
         self.config = config
         self.store = get_job_store(config.jobs, config.blobs)
         self.finished = FinishedJobs(config.jobs.gateway_cache_s)  # polls of finished jobs, answered here
