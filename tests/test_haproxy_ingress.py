@@ -1,10 +1,13 @@
-"""Job uploads behind Ray Serve's HAProxy ingress, where the gateway bounds Ray's
-receive queue (longserve/server/http/flow_control.py): an upload at full loopback
-speed waits in the client, not in the gateway's memory, and every upload behaviour
-holds: 413 over jobs.max_input_mb (declared or streamed) with nothing kept, no
-partial blob when the client goes away, 503 blobs_unavailable when the blob store
-is down. Its own cluster, started with `serve run` (HAProxy is chosen when Serve's
-processes start), on a file blob store and an S3-compatible one."""
+"""longserve behind Ray Serve's HAProxy ingress (`make run-haproxy`): every
+user-facing behaviour of the sync path holds through it (the explained 504 with
+its stage and the work cancelled, 503 + Retry-After past the queue, request ids,
+streamed predicts), and job uploads are flow-controlled: the gateway bounds Ray's
+receive queue (longserve/server/http/flow_control.py), so an upload at full
+loopback speed waits in the client, not in the gateway's memory, and every upload
+behaviour holds: 413 over jobs.max_input_mb (declared or streamed) with nothing
+kept, no partial blob when the client goes away, 503 blobs_unavailable when the
+blob store is down. Its own cluster, started with `serve run` (HAProxy is chosen
+when Serve's processes start), on a file blob store and an S3-compatible one."""
 
 import asyncio
 import os
@@ -14,18 +17,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from httpx_sse import connect_sse
 
 from longserve.server.http import flow_control
-from tests.conftest import DIGEST, NO_CPU, error_of, free_port
+from tests.conftest import DIGEST, NO_CPU, RECORDER, error_of, free_port
 from tests.jobs_helpers import wait_for
 from tests.processes import find, rss
 from tests.s3_server import S3Server
 from tests.test_job_blobs import RAW, generated, sha256_of
+from tests.test_streams import STREAM
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -41,7 +48,28 @@ def app(name: str, prefix: str, folder: Path, blobs: dict) -> dict:
             "jobs": {"backend": "sqlite", "sqlite_path": str(folder / f"{name}.sqlite3"), "max_input_mb": LIMIT_MB},
             "blobs": blobs,
             "monitoring": {"enabled": False},
-            "models": {"digest": {"class": DIGEST, "ray_actor_options": NO_CPU}},
+            "models": {"digest": {"class": DIGEST, "ray_actor_options": NO_CPU}, **sync_models(folder)},
+        },
+    }
+
+
+def sync_models(folder: Path) -> dict:
+    """The sync path's behaviours: a sleeper that logs each run it begins, one at a
+    time with a queue of one (504 stages, 503), and a ticker that streams."""
+    return {
+        "sleeper": {
+            "class": RECORDER,
+            "options": {"log": str(folder / "sleeper-runs.log")},
+            "timeout": 1,
+            "max_ongoing_requests": 1,
+            "max_queued_requests": 1,
+            "ray_actor_options": NO_CPU,
+        },
+        "ticker": {
+            "class": "tests.slow_models:Ticker",
+            "options": {"log": str(folder / "ticker-runs.log")},
+            "timeout": 5,
+            "ray_actor_options": NO_CPU,
         },
     }
 
@@ -107,6 +135,90 @@ def ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def logged(log: Path, line: str, timeout_s: float = 30) -> None:
+    """Wait until a test model's run log has `line` (the sleeper logs "<tag> <pid>", the ticker "<tag> <what>")."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and line in log.read_text()):
+        assert time.monotonic() < deadline, f"{log.name} never logged {line!r}"
+        time.sleep(0.05)
+
+
+def tag() -> str:
+    return f"t-{uuid.uuid4().hex}"
+
+
+def test_a_running_request_past_its_timeout_is_the_explained_504_and_stops(haproxy_app):
+    url, blobs, _, _ = haproxy_app
+    path, patient = "/v1/models/sleeper/predict", {"Request-Timeout": "10"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        cancelled_before = client.post(path, json={"seconds": 0}, headers=patient).json()["cancelled"]
+        name = tag()
+        response = client.post(path, json={"seconds": 20, "tag": name}, headers={"X-Request-Id": "trace-ha-1"})
+        assert response.status_code == 504
+        error = error_of(response)
+        assert error["type"] == "timeout" and error["stage"] == "running" and error["timeout_s"] == 1
+        assert error["request_id"] == "trace-ha-1" == response.headers["x-request-id"]
+        logged(blobs.parent / "sleeper-runs.log", f"{name} ")
+        # The run was cancelled, not left to sleep its 20 s: the replica counts it.
+        deadline = time.monotonic() + 10
+        while client.post(path, json={"seconds": 0}, headers=patient).json()["cancelled"] == cancelled_before:
+            assert time.monotonic() < deadline, "the timed-out run was not cancelled"
+            time.sleep(0.1)
+
+
+def test_queued_504_and_503_past_the_queue(haproxy_app):
+    url, blobs, _, _ = haproxy_app
+    path = "/v1/models/sleeper/predict"
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(4) as pool:
+        name = tag()
+        busy = pool.submit(client.post, path, json={"seconds": 2.5, "tag": name}, headers={"Request-Timeout": "10"})
+        logged(blobs.parent / "sleeper-runs.log", f"{name} ")  # the one slot is taken
+        queued = pool.submit(client.post, path, json={"seconds": 0}, headers={"Request-Timeout": "0.5"})
+        refused = [
+            pool.submit(client.post, path, json={"seconds": 0}, headers={"Request-Timeout": "5"}) for _ in range(2)
+        ]
+        statuses = sorted(f.result().status_code for f in refused)
+        assert busy.result().status_code == 200
+    assert queued.result().status_code in (503, 504)  # the queue holds one: it waited, or was the one refused
+    answers = [queued.result(), *(f.result() for f in refused)]
+    assert 503 in [r.status_code for r in answers], statuses
+    for response in answers:
+        error = error_of(response)
+        if response.status_code == 503:
+            assert error["type"] == "overloaded" and int(response.headers["Retry-After"]) >= 1
+        elif response.status_code == 504:
+            assert error["type"] == "timeout" and error["stage"] == "queued"
+        else:
+            assert response.status_code == 200
+
+
+def test_a_streamed_predict_sends_partials_then_its_result(haproxy_app):
+    url, _, _, _ = haproxy_app
+    with httpx.Client(base_url=url, timeout=30) as client:
+        body = {"ticks": 4, "tag": tag()}
+        with connect_sse(client, "POST", "/v1/models/ticker/predict", json=body, headers=STREAM) as source:
+            assert source.response.status_code == 200 and source.response.headers["x-request-id"]
+            events = list(source.iter_sse())
+        assert [e.event for e in events] == ["partial"] * 4 + ["result"]
+        assert [e.json() for e in events[:-1]] == [{"tick": i} for i in range(4)]
+        assert events[-1].json() == client.post("/v1/models/ticker/predict", json=body).json()
+
+
+def test_a_deadline_mid_stream_ends_with_an_error_event_and_stops_the_work(haproxy_app):
+    url, blobs, _, _ = haproxy_app
+    name = tag()
+    body = {"ticks": 10_000, "every": 0.1, "tag": name}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        headers = {**STREAM, "Request-Timeout": "1.5"}
+        with connect_sse(client, "POST", "/v1/models/ticker/predict", json=body, headers=headers) as source:
+            assert source.response.status_code == 200
+            events = list(source.iter_sse())
+    assert events[-1].event == "error" and all(e.event == "partial" for e in events[:-1])
+    error = events[-1].json()["error"]
+    assert error["type"] == "timeout" and error["stage"] == "running"
+    logged(blobs.parent / "ticker-runs.log", f"{name} cancelled\n")
 
 
 def inputs_now(blobs: Path) -> set[str]:
