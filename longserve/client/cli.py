@@ -241,9 +241,9 @@ class ProgressBar:
         self.job: Optional[JobView] = None
 
     def __call__(self, job: JobView) -> None:
-        if self.job is None:
+        first, self.job = self.job is None, job
+        if first:  # said only once the job is remembered: a Ctrl-C after this line can cancel it
             click.echo(f"job {job.id} ({job.model}) {job.status}", err=True)
-        self.job = job
         if not self.enabled:
             return
         from tqdm import tqdm
