@@ -216,6 +216,7 @@ def side_by_side(
         rounds: dict[str, list] = {n: [] for n in names}
         for _ in range(sizes.rounds):
             for name in names[point % len(names) :] + names[: point % len(names)]:
+                settle()  # the previous point's backlog drained first
                 side, app = (account or {}).get(concurrency, ("", ""))
                 if name == side:
                     point_run = functools.partial(wrk.run, sides[name], payload, concurrency, sizes.seconds)
@@ -226,6 +227,24 @@ def side_by_side(
             point += 1
         out[concurrency] = {n: median_stats(rs) for n, rs in rounds.items()}
     return out
+
+
+def settle(idle_share: float = 0.8, max_s: float = 20.0) -> None:
+    """Wait until the machine is mostly idle (a 0.5 s window of /proc/stat), at most max_s: a server
+    that kept a backlog when its point ended (wrk closes its connections; LitServe, for one, goes on
+    with what it has queued) would otherwise take CPU from the next server's point."""
+
+    def busy_idle() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        total, idle = busy_idle()
+        time.sleep(0.5)
+        total2, idle2 = busy_idle()
+        if total2 > total and (idle2 - idle) / (total2 - total) >= idle_share:
+            return
 
 
 def ratio(a: float, b: float) -> str:
@@ -721,7 +740,9 @@ def main() -> int:
         help="every serving table with 5 s points, fewer stored jobs, one backend: ~10 min",
     )
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
-    parser.add_argument("--stored", help="the jobs phase's stored-job counts, comma-separated (e.g. 1000,100000,1000000)")
+    parser.add_argument(
+        "--stored", help="the jobs phase's stored-job counts, comma-separated (e.g. 1000,100000,1000000)"
+    )
     parser.add_argument("--backends", help="the jobs phase's backends, comma-separated (sqlite,redis,memory)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
@@ -764,7 +785,8 @@ def main() -> int:
         + "); the last table compares other settings",
         f"- Load: wrk {wrk_version()} (a C client; `benchmarks/wrk.py`, a Lua script sends the POST body and "
         f"counts statuses), closed loop, `--timeout {wrk.TIMEOUT_S}s`, {sizes.rounds} round(s) of {sizes.seconds:g} s "
-        "per server and concurrency, servers in rotating order; req/s counts 2xx answers only. Job latencies and "
+        "per server and concurrency, servers in rotating order, each point begun once the machine is >= 80% idle "
+        "(at most 20 s: what the previous server still had queued drains first); req/s counts 2xx answers only. Job latencies and "
         "504 lateness are timed per request by a Python client (`benchmarks/load.py`), which wrk cannot do. "
         f"Load average (1 min) at the start: {load_at_start[0]:.1f}, at the end: {os.getloadavg()[0]:.1f} "
         "(other work on the machine makes every figure noisier; compare ratios within a table).",
