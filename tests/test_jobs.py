@@ -271,6 +271,11 @@ def test_listing_pages_newest_first(client):
     assert seen[:5] == ids[::-1]
     bad = client.get("/v1/jobs", params={"status": "sleeping"})
     assert bad.status_code == 422
+    # A cursor past 64 bits is no cursor the server gave (the fuzzer found it a 500 in sqlite): a 422, and the
+    # largest one lists from the newest.
+    assert client.get("/v1/jobs", params={"cursor": 2**64}).status_code == 422
+    newest = client.get("/v1/jobs", params={"model": "sleeper_minus_one", "cursor": 2**63 - 1, "limit": 1}).json()
+    assert [job["id"] for job in newest["jobs"]] == ids[-1:]
 
 
 def test_model_info_shows_the_job_backlog(client):

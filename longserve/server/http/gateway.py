@@ -315,7 +315,8 @@ class Gateway(OpenAIRoutes, OpenAIBatchRoutes):
         created_after: Annotated[Optional[datetime], Query(description="ISO 8601 or unix seconds; inclusive")] = None,
         created_before: Annotated[Optional[datetime], Query(description="ISO 8601 or unix seconds; exclusive")] = None,
         limit: int = Query(50, ge=1, le=500),
-        cursor: Optional[int] = Query(None, ge=1, description="next_cursor of the previous page"),
+        # le: a job's seq is a 64-bit integer in every backend; a larger cursor is no cursor we gave.
+        cursor: Optional[int] = Query(None, ge=1, le=2**63 - 1, description="next_cursor of the previous page"),
     ) -> dict:
         """The caller's own jobs, newest first; an admin key lists every tenant's."""
         caller = await self._caller(request, "jobs")
