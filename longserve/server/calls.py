@@ -13,10 +13,11 @@ Timeouts stay with the callers, around the call: the gateway's deadline runs
 from the request's arrival, a job's timeout from STARTED.
 """
 
+import contextlib
 import enum
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 from pydantic import BaseModel
@@ -67,8 +68,7 @@ async def call_model(
     when the stream ends without a result."""
     # A stream: handle.options(stream=True).
     response: Any = handle.run.remote(inputs, progress=on_progress is not None, partials=on_partial is not None)
-    finished = False
-    try:
+    with model_errors(name, config, response):
         async for kind, value in response:
             if kind == Event.STARTED and on_started is not None:
                 on_started()
@@ -79,30 +79,13 @@ async def call_model(
                 if inspect.isawaitable(sent):
                     await sent
             elif kind == Event.RESULT:
-                finished = True
                 return value
             elif kind == Event.INVALID:
-                finished = True
                 raise InputRejected(value, model=name)
             elif kind == Event.UNAVAILABLE:
-                finished = True
                 fields = {k: v for k, v in value.items() if k not in ("type", "message", "retryable")}
                 raise InputUnavailable(value["message"], retryable=value["retryable"], **fields)
         raise ServeError(f"model '{name}' ended without a result", model=name)
-    except BackPressureError as exc:
-        finished = True
-        raise overloaded(name, config, exc) from None
-    except RayTaskError as exc:
-        finished = True
-        cause = exc.as_instanceof_cause()
-        if isinstance(cause, BackPressureError):
-            raise overloaded(name, config, cause) from None
-        raise ModelFailed(name, first_line(exc)) from exc  # the cause keeps the model's traceback, for logs
-    except RayActorError as exc:
-        raise ReplicaDied(name, type(exc).__name__, first_line(exc)) from None
-    finally:
-        if not finished:  # timed out or cancelled: stop the replica's work too
-            response.cancel()
 
 
 async def call_model_once(
@@ -119,30 +102,42 @@ async def call_model_once(
     it so), where `run` begins at once; so a timeout before then is `queued`,
     after it `running`, as with the STARTED event, with one message less each way."""
     response: Any = handle.call.remote(inputs)
-    finished = False
-    try:
+    with model_errors(name, config, response):
         # What `await response` does, in its two steps: assigned to a replica, then its result.
         replica = await response._fetch_future_result_async()
         if on_started is not None:
             on_started()
         kind, value = await replica.get_async()
-        finished = True
         if kind == Event.INVALID:
             raise InputRejected(value, model=name)
         return value
+
+
+@contextlib.contextmanager
+def model_errors(name: str, config: ModelConfig, response: Any) -> Iterator[None]:
+    """Around a call of the model `name`: Ray's errors raised as longserve's, and the
+    replica's work cancelled unless the call ended (a result, the model's answer about
+    its input, or its error): timed out, cancelled, or the replica gone."""
+    ended = False
+    try:
+        yield
+        ended = True
+    except (InputRejected, InputUnavailable):
+        ended = True
+        raise
     except BackPressureError as exc:
-        finished = True
+        ended = True
         raise overloaded(name, config, exc) from None
     except RayTaskError as exc:
-        finished = True
+        ended = True
         cause = exc.as_instanceof_cause()
         if isinstance(cause, BackPressureError):
             raise overloaded(name, config, cause) from None
-        raise ModelFailed(name, first_line(exc)) from exc
+        raise ModelFailed(name, first_line(exc)) from exc  # the cause keeps the model's traceback, for logs
     except RayActorError as exc:
         raise ReplicaDied(name, type(exc).__name__, first_line(exc)) from None
     finally:
-        if not finished:  # timed out or cancelled: stop the replica's work too
+        if not ended:
             response.cancel()
 
 
