@@ -26,6 +26,7 @@ import pytest
 import yaml
 from httpx_sse import connect_sse
 
+from benchmarks.upload_memory import ingress_env
 from longserve.server.http import flow_control
 from tests.conftest import DIGEST, NO_CPU, RECORDER, error_of, free_port
 from tests.jobs_helpers import wait_for
@@ -94,13 +95,7 @@ def haproxy_app():
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "RAY_ADDRESS": "local",  # a cluster of its own
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        **ingress_env("haproxy", folder),  # HAProxy on, its files and ports this cluster's own
     }
     serve_bin = Path(sys.executable).with_name("serve")
     with (folder / "serve.log").open("wb") as log:
@@ -185,11 +180,10 @@ def test_queued_504_and_503_past_the_queue(haproxy_app):
     answers = [queued.result(), *(f.result() for f in refused)]
     assert 503 in [r.status_code for r in answers], statuses
     for response in answers:
-        error = error_of(response)
         if response.status_code == 503:
-            assert error["type"] == "overloaded" and int(response.headers["Retry-After"]) >= 1
+            assert error_of(response)["type"] == "overloaded" and int(response.headers["Retry-After"]) >= 1
         elif response.status_code == 504:
-            assert error["type"] == "timeout" and error["stage"] == "queued"
+            assert error_of(response)["type"] == "timeout" and error_of(response)["stage"] == "queued"
         else:
             assert response.status_code == 200
 
